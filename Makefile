@@ -1,0 +1,32 @@
+# The two commands that matter: `make study` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/quick
+STAMP := $(VENV)/.installed
+
+.PHONY: install study test lint figures clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m experiments.length_extrapolation --config=experiments/configs/quick.py --workdir=$(WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+figures: $(STAMP)
+	$(PY) -m experiments.figures --out figures/
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,68 @@
+"""Input validation shared by the package: clear errors that name the bad value."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from posenc_jax.typing import Array
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values known now (not a tracer inside jit/grad/vmap)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_positions_below(positions: Array, limit: int, what: str) -> None:
+    """Raises ValueError if any position is >= ``limit`` or negative.
+
+    Concrete positions are checked now (a ValueError at trace time). Traced positions are
+    checked when the computation runs, through a host callback that raises the same
+    message: the values are never clamped into range.
+
+    Args:
+      positions: integer positions of any shape.
+      limit: the number of positions the caller can represent.
+      what: the name of the table or encoding, used in the message.
+    """
+    if positions.size == 0:
+        return
+    if is_concrete(positions):
+        low, high = int(np.min(positions)), int(np.max(positions))
+        _raise_if_out_of_range(low, high, limit, what)
+        return
+    jax.debug.callback(
+        lambda low, high: _raise_if_out_of_range(int(low), int(high), limit, what),
+        jnp.min(positions),
+        jnp.max(positions),
+    )
+
+
+def _raise_if_out_of_range(low: int, high: int, limit: int, what: str) -> None:
+    if low < 0 or high >= limit:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{what} was asked for position {bad}, but it represents positions 0..{limit - 1} "
+            f"only. Use a larger size (at least {high + 1}) or an encoding defined for "
+            "every position; positions are never clamped."
+        )
+
+
+def as_batched_positions(positions: Array | None, batch: int, length: int, name: str) -> Array:
+    """Returns int32 positions ``[B, L]``: ``arange(L)`` when None, a ``[L]`` row broadcast.
+
+    Raises:
+      ValueError: if the positions do not have length ``length`` or are not integers.
+    """
+    if positions is None:
+        return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    positions = jnp.asarray(positions)
+    if not jnp.issubdtype(positions.dtype, jnp.integer):
+        raise ValueError(f"{name} must be an integer array, got dtype {positions.dtype}.")
+    if positions.ndim == 1:
+        positions = jnp.broadcast_to(positions, (batch, positions.shape[0]))
+    if positions.ndim != 2 or positions.shape != (batch, length):
+        raise ValueError(
+            f"{name} has shape {positions.shape}; expected [{length}] or [{batch}, {length}] "
+            "to match the inputs."
+        )
+    return positions.astype(jnp.int32)

@@ -1,0 +1,163 @@
+"""Multi-head attention as a Flax linen module that calls an encoding's hooks."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention.core import dot_product_attention
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.typing import Array
+
+
+def check_heads(num_heads: int, num_kv_heads: int) -> None:
+    """Head counts must be positive and H a multiple of G."""
+    if num_heads <= 0 or num_kv_heads <= 0 or num_heads % num_kv_heads:
+        raise ValueError(
+            f"num_heads={num_heads} must be a positive multiple of num_kv_heads={num_kv_heads} "
+            "(num_kv_heads=num_heads is multi-head, 1 is multi-query, in between is grouped)."
+        )
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with grouped key/value heads and a positional encoding.
+
+    Self-attention when called with ``x`` only; encoder-decoder cross-attention when a
+    ``context`` is given (queries from ``x``, keys and values from ``context``). The
+    encoding's ``rotate`` and ``bias_fn`` hooks are applied with the explicit positions;
+    the module never asks which encoding it holds. Cross-attention in the original
+    Transformer carries no position (source and target positions are not comparable), so
+    models build it with ``encoding=None``.
+
+    Attributes:
+      num_heads: query heads H.
+      num_kv_heads: key/value heads G (default H); H must be a multiple of G.
+      head_dim: K (default ``D // H``).
+      out_features: output width (default the input width D).
+      causal: forbid attending to keys at later positions.
+      encoding: a :class:`PositionalEncoding`; None means no position in this layer.
+      use_bias: biases in the projections.
+      dtype: computation dtype of the projections (softmax is always float32).
+      param_dtype: parameter dtype.
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
+      Decoding" (MQA), 2019; Ainslie et al., "GQA", EMNLP 2023.
+    """
+
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    out_features: int | None = None
+    causal: bool = False
+    encoding: PositionalEncoding | None = None
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        context: Array | None = None,
+        *,
+        q_positions: Array | None = None,
+        k_positions: Array | None = None,
+        mask: Array | None = None,
+        padding_mask: Array | None = None,
+    ) -> Array:
+        """Attends from ``x [B, L, D]`` to ``context [B, S, D]`` (default: ``x``).
+
+        Args:
+          x: query inputs ``[B, L, D]``.
+          context: key/value inputs ``[B, S, D]``; None for self-attention.
+          q_positions: ``[B, L]`` or ``[L]`` integer positions of the queries.
+          k_positions: positions of the keys; default ``q_positions`` in self-attention,
+            ``arange(S)`` in cross-attention.
+          mask: boolean, broadcastable to ``[B, H, L, S]``; True where attending is allowed.
+          padding_mask: boolean ``[B, S]``; False marks padded keys.
+
+        Returns:
+          ``[B, L, out_features]``.
+        """
+        num_kv_heads = self.num_kv_heads or self.num_heads
+        check_heads(self.num_heads, num_kv_heads)
+        self_attention = context is None
+        context = x if self_attention else context
+        if x.ndim != 3 or context.ndim != 3:
+            raise ValueError(
+                f"inputs must be [B, L, D]; got x {x.shape} and context {context.shape}."
+            )
+        batch, q_len, features = x.shape
+        k_len = context.shape[1]
+        head_dim = self.head_dim or features // self.num_heads
+        if head_dim <= 0:
+            raise ValueError(f"head_dim must be positive; got {head_dim} for D={features}.")
+        encoding = self._bound_encoding()
+
+        q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
+        if k_positions is None and self_attention:
+            k_positions = q_positions
+        k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
+        if padding_mask is not None:
+            if padding_mask.shape != (batch, k_len):
+                raise ValueError(
+                    f"padding_mask has shape {padding_mask.shape}; expected [B, S] = "
+                    f"[{batch}, {k_len}]."
+                )
+            key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
+            mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
+
+        def project(name, inputs, heads):
+            return nn.DenseGeneral(
+                (heads, head_dim),
+                use_bias=self.use_bias,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=self.kernel_init,
+                name=name,
+            )(inputs)
+
+        q = project("query", x, self.num_heads)
+        k = project("key", context, num_kv_heads)
+        v = project("value", context, num_kv_heads)
+        bias_fn = None
+        if encoding is not None:
+            q, k = encoding.rotate(q, k, q_positions, k_positions)
+            bias_fn = encoding.bias_fn(num_heads=self.num_heads, causal=self.causal)
+        out = dot_product_attention(
+            q,
+            k,
+            v,
+            bias_fn=bias_fn,
+            mask=mask,
+            causal=self.causal,
+            q_positions=q_positions,
+            k_positions=k_positions,
+        )
+        return nn.DenseGeneral(
+            self.out_features or features,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            name="out",
+        )(out)
+
+    def _bound_encoding(self) -> PositionalEncoding | None:
+        """This layer's own copy of the encoding, so its parameters live under this layer.
+
+        The same encoding instance is usually handed to every layer; Flax would share one
+        bound instance between them, so each layer binds a fresh clone instead.
+        """
+        if self.encoding is None:
+            return None
+        if self.encoding.causal_only and not self.causal:
+            raise ValueError(
+                f"encoding {type(self.encoding).__name__} is defined for causal attention only; "
+                "build the attention with causal=True or choose another encoding."
+            )
+        return self.encoding.clone(parent=self, name="position_encoding")

@@ -1,0 +1,25 @@
+"""Positional encodings as Flax modules, registered by name.
+
+``names()`` lists them; ``get(name, **hyperparameters)`` builds one. Every encoding is a
+:class:`PositionalEncoding` whose hooks (``embed``, ``rotate``, ``bias_fn``) say where
+position enters.
+"""
+
+from posenc_jax.encodings import absolute  # noqa: F401  (registers the absolute family)
+from posenc_jax.encodings.absolute import Integer, Learned, NoPE, Normalized, Sinusoidal
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.registry import get, get_class, hyperparameters, names, register
+
+__all__ = [
+    "Integer",
+    "Learned",
+    "NoPE",
+    "Normalized",
+    "PositionalEncoding",
+    "Sinusoidal",
+    "get",
+    "get_class",
+    "hyperparameters",
+    "names",
+    "register",
+]

@@ -1,0 +1,100 @@
+"""Absolute encodings: position vectors added to the token embeddings at the input."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from posenc_jax import functional
+from posenc_jax._checks import check_positions_below
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.registry import register
+from posenc_jax.typing import Array
+
+
+@register("nope")
+class NoPE(PositionalEncoding):
+    """No positional encoding: only a causal mask (if any) carries order.
+
+    References:
+      Haviv et al., "Transformer Language Models without Positional Encodings Still Learn
+      Positional Information", Findings of EMNLP 2022; Kazemnejad et al., "The Impact of
+      Positional Encoding on Length Generalization in Transformers", NeurIPS 2023.
+    """
+
+
+@register("sinusoidal")
+class Sinusoidal(PositionalEncoding):
+    """Fixed sinusoids added to the embeddings (interleaved sin/cos, base 10000).
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Section 3.5.
+    """
+
+    base: float = 10000.0
+
+    def _embed(self, x: Array, positions: Array) -> Array:
+        table = functional.sinusoidal(positions, x.shape[-1], base=self.base)
+        return x + table.astype(x.dtype)
+
+
+@register("learned")
+class Learned(PositionalEncoding):
+    """A trainable table of ``max_length`` position vectors (BERT / GPT-2).
+
+    A position >= ``max_length`` is an error (at trace time when the sequence is longer
+    than the table, otherwise when the computation runs), never a silent clamp.
+
+    References:
+      Devlin et al., "BERT", NAACL 2019; Radford et al., "Language Models are Unsupervised
+      Multitask Learners" (GPT-2), 2019.
+    """
+
+    max_length: int = 512
+    stddev: float = 0.02
+
+    def _embed(self, x: Array, positions: Array) -> Array:
+        if self.max_length <= 0:
+            raise ValueError(f"learned max_length must be positive, got {self.max_length}.")
+        if positions.shape[-1] > self.max_length:
+            raise ValueError(
+                f"learned position table has max_length={self.max_length} rows but the "
+                f"sequence has {positions.shape[-1]} tokens; build it with "
+                f"max_length >= {positions.shape[-1]}."
+            )
+        check_positions_below(positions, self.max_length, "learned position table")
+        table = self.param(
+            "table", nn.initializers.normal(self.stddev), (self.max_length, x.shape[-1])
+        )
+        return x + jnp.take(table, positions, axis=0).astype(x.dtype)
+
+
+class _ScalarFeature(PositionalEncoding):
+    """Embeds a scalar position feature ``f(p)`` as ``f(p) * w`` with a learned ``w [D]``."""
+
+    stddev: float = 0.02
+
+    def _feature(self, positions: Array) -> Array:
+        raise NotImplementedError
+
+    def _embed(self, x: Array, positions: Array) -> Array:
+        direction = self.param("direction", nn.initializers.normal(self.stddev), (x.shape[-1],))
+        return x + (self._feature(positions)[..., None] * direction).astype(x.dtype)
+
+
+@register("normalized")
+class Normalized(_ScalarFeature):
+    """Naive baseline: the position divided by the sequence's last position, ``p / (n - 1)``.
+
+    The same offset has different values in sequences of different lengths, so nothing a
+    model learns about "one step apart" transfers across lengths.
+    """
+
+    def _feature(self, positions: Array) -> Array:
+        return functional.normalized_positions(positions)
+
+
+@register("integer")
+class Integer(_ScalarFeature):
+    """Naive baseline: the raw integer position as a feature, unbounded as it grows."""
+
+    def _feature(self, positions: Array) -> Array:
+        return functional.integer_positions(positions)

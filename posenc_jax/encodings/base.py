@@ -1,0 +1,70 @@
+"""The hook interface every positional encoding implements.
+
+A positional encoding is defined by *where position enters* the computation
+(see DESIGN.md). Each hook defaults to "position does not enter here":
+
+* ``embed(x, positions)``: mixes position vectors into the token embeddings, once, at the
+  model input. Default: returns ``x``.
+* ``rotate(q, k, q_positions, k_positions)``: transforms queries and keys by position before
+  the dot product. Default: returns ``(q, k)``.
+* ``bias_fn(num_heads=..., causal=...)``: returns a pure function
+  ``bias_fn(q_positions, k_positions) -> [..., H, L, S]`` added to the attention logits, or
+  None. Being pure (parameters are closed over as arrays), it can be evaluated tile by tile
+  inside a ``lax.scan`` by the chunked attention core.
+
+Attention and models call every hook of the encoding they are given and never look at an
+encoding's name: an encoding that adds position nowhere (NoPE) is the base class itself.
+
+Parameters are created lazily inside the hook that needs them, with shapes taken from the
+hook's inputs (model width from ``x``, head count from ``num_heads``), so a user never
+repeats a dimension the surrounding model already knows. Flax allows one compact method
+per module, so the hooks route through ``__call__``; subclasses override the private
+``_embed`` / ``_rotate`` / ``_bias_fn`` methods.
+"""
+
+from typing import ClassVar
+
+import flax.linen as nn
+
+from posenc_jax.typing import Array, BiasFn
+
+
+class PositionalEncoding(nn.Module):
+    """Base class of all encodings; on its own it is NoPE (no position anywhere).
+
+    Class attributes that attention reads (capabilities, not names):
+      causal_only: the encoding is defined only for causal attention (xPos, CoPE); using it
+        bidirectionally is an error.
+      needs_dense: the encoding needs the full logit map, so the chunked core cannot be used.
+    """
+
+    causal_only: ClassVar[bool] = False
+    needs_dense: ClassVar[bool] = False
+
+    @nn.compact
+    def __call__(self, hook: str, *args, **kwargs):
+        return getattr(self, f"_{hook}")(*args, **kwargs)
+
+    def embed(self, x: Array, positions: Array) -> Array:
+        """Adds position information to embeddings ``x [B, L, D]`` at ``positions [B, L]``."""
+        return self("embed", x, positions)
+
+    def rotate(
+        self, q: Array, k: Array, q_positions: Array, k_positions: Array
+    ) -> tuple[Array, Array]:
+        """Transforms ``q [B, L, H, K]`` and ``k [B, S, G, K]`` by their positions."""
+        return self("rotate", q, k, q_positions, k_positions)
+
+    def bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
+        """Returns the additive logit bias as a pure function of positions, or None."""
+        return self("bias_fn", num_heads=num_heads, causal=causal)
+
+    # Defaults: position does not enter through this hook.
+    def _embed(self, x: Array, positions: Array) -> Array:
+        return x
+
+    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array):
+        return q, k
+
+    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
+        return None

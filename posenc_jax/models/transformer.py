@@ -1,0 +1,195 @@
+"""A pre-norm Transformer in three shapes: decoder-only LM, encoder, encoder-decoder.
+
+These are the three places the original Transformer uses attention: encoder
+self-attention (bidirectional), decoder self-attention (causal), and decoder
+cross-attention to the encoder's output. Every layer gets its own copy of the positional
+encoding (so per-layer parameters such as FIRE's MLP live in that layer); the ``embed`` hook
+is applied once per stack, at its input.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
+from posenc_jax.encodings.absolute import NoPE
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.typing import Array
+
+ARCHITECTURES = ("decoder", "encoder", "encoder_decoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters of :class:`Transformer`.
+
+    Attributes:
+      vocab_size: V.
+      architecture: "decoder" (causal LM), "encoder" (bidirectional, per-token outputs) or
+        "encoder_decoder" (encoder over ``source``, causal decoder with cross-attention).
+      d_model: D.
+      num_layers: layers of the encoder, or of the decoder in "decoder".
+      num_decoder_layers: decoder layers in "encoder_decoder" (default ``num_layers``).
+      num_heads: H.
+      num_kv_heads: G (default H).
+      mlp_dim: hidden width of the feed-forward block (default ``4 * d_model``).
+      encoding: the positional encoding, e.g. ``posenc_jax.encodings.get("rope")``.
+      dtype: computation dtype name ("float32" or "bfloat16"); parameters stay float32.
+    """
+
+    vocab_size: int
+    architecture: str = "decoder"
+    d_model: int = 64
+    num_layers: int = 2
+    num_decoder_layers: int | None = None
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    mlp_dim: int | None = None
+    encoding: PositionalEncoding = dataclasses.field(default_factory=NoPE)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture={self.architecture!r}; valid: {', '.join(ARCHITECTURES)}."
+            )
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}."
+            )
+        check_heads(self.num_heads, self.num_kv_heads or self.num_heads)
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype={self.dtype!r}; valid: 'float32', 'bfloat16'.")
+        if not isinstance(self.encoding, PositionalEncoding):
+            raise ValueError(
+                f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
+                f"got {self.encoding!r}."
+            )
+
+
+class _Block(nn.Module):
+    """Pre-norm layer: self-attention, optional cross-attention, feed-forward."""
+
+    config: TransformerConfig
+    causal: bool
+    cross: bool = False
+
+    @nn.compact
+    def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+
+        def attention(name, encoding, causal):
+            return MultiHeadAttention(
+                num_heads=cfg.num_heads,
+                num_kv_heads=cfg.num_kv_heads,
+                causal=causal,
+                encoding=encoding,
+                dtype=dtype,
+                name=name,
+            )
+
+        h = nn.LayerNorm(dtype=dtype, name="attention_norm")(x)
+        x = x + attention("self_attention", cfg.encoding, self.causal)(
+            h, q_positions=positions, padding_mask=padding_mask
+        )
+        if self.cross:
+            h = nn.LayerNorm(dtype=dtype, name="cross_attention_norm")(x)
+            x = x + attention("cross_attention", None, False)(
+                h, memory, q_positions=positions, padding_mask=memory_padding_mask
+            )
+        h = nn.LayerNorm(dtype=dtype, name="mlp_norm")(x)
+        h = nn.Dense(cfg.mlp_dim or 4 * cfg.d_model, dtype=dtype, name="mlp_in")(h)
+        h = nn.Dense(cfg.d_model, dtype=dtype, name="mlp_out")(nn.gelu(h))
+        return x + h
+
+
+class _Stack(nn.Module):
+    """Embedding hook, then ``num_layers`` blocks, then a final norm."""
+
+    config: TransformerConfig
+    num_layers: int
+    causal: bool
+    cross: bool = False
+
+    @nn.compact
+    def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
+        x = self.config.encoding.clone(parent=self, name="position_embedding").embed(x, positions)
+        for i in range(self.num_layers):
+            x = _Block(self.config, self.causal, self.cross, name=f"layer_{i}")(
+                x, positions, padding_mask, memory, memory_padding_mask
+            )
+        return nn.LayerNorm(dtype=jnp.dtype(self.config.dtype), name="final_norm")(x)
+
+
+class Transformer(nn.Module):
+    """Token-level Transformer whose positional encoding is a constructor argument.
+
+    Call ``Transformer(config).apply(params, tokens, positions)``:
+
+    * "decoder": ``tokens [B, L]`` -> next-token logits ``[B, L, V]`` (causal).
+    * "encoder": ``tokens [B, L]`` -> per-token logits ``[B, L, V]`` (bidirectional).
+    * "encoder_decoder": ``tokens [B, L]`` are the decoder inputs and ``source [B, S]`` the
+      encoder inputs -> decoder logits ``[B, L, V]``.
+
+    Positions default to ``arange``; pass them explicitly for randomized positions,
+    packing, left padding or offsets (positions are data).
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Xiong et al., "On Layer
+      Normalization in the Transformer Architecture" (pre-norm), ICML 2020.
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array | None = None,
+        *,
+        padding_mask: Array | None = None,
+        source: Array | None = None,
+        source_positions: Array | None = None,
+        source_padding_mask: Array | None = None,
+    ) -> Array:
+        cfg = self.config
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="token_embedding")
+        dtype = jnp.dtype(cfg.dtype)
+        _check_tokens(tokens, "tokens")
+        positions = as_batched_positions(positions, *tokens.shape, "positions")
+
+        memory = None
+        if cfg.architecture == "encoder_decoder":
+            if source is None:
+                raise ValueError("an encoder_decoder Transformer needs source tokens [B, S].")
+            _check_tokens(source, "source")
+            source_positions = as_batched_positions(source_positions, *source.shape, "source_positions")
+            memory = _Stack(cfg, cfg.num_layers, causal=False, name="encoder")(
+                embed(source).astype(dtype), source_positions, source_padding_mask
+            )
+        elif source is not None:
+            raise ValueError(f"source tokens are only used by encoder_decoder, not {cfg.architecture}.")
+
+        num_layers = cfg.num_layers
+        if cfg.architecture == "encoder_decoder":
+            num_layers = cfg.num_decoder_layers or cfg.num_layers
+        x = _Stack(
+            cfg,
+            num_layers,
+            causal=cfg.architecture != "encoder",
+            cross=memory is not None,
+            name="encoder" if cfg.architecture == "encoder" else "decoder",
+        )(embed(tokens).astype(dtype), positions, padding_mask, memory, source_padding_mask)
+        return nn.Dense(cfg.vocab_size, dtype=jnp.float32, name="logits")(x.astype(jnp.float32))
+
+
+def _check_tokens(tokens: Any, name: str) -> None:
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integer [B, L]; got {tokens.dtype}{list(tokens.shape)}.")
