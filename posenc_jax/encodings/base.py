@@ -25,6 +25,7 @@ per module, so the hooks route through ``__call__``; subclasses override the pri
 from typing import ClassVar
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from posenc_jax.typing import Array, BiasFn
 
@@ -58,6 +59,20 @@ class PositionalEncoding(nn.Module):
     def bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
         """Returns the additive logit bias as a pure function of positions, or None."""
         return self("bias_fn", num_heads=num_heads, causal=causal)
+
+    @nn.nowrap
+    def sample_positions(self, key: Array, batch_size: int, length: int) -> Array:
+        """The positions a model should be fed for a batch: ``arange(length)`` by default.
+
+        Positions are data: an encoding that is a different *choice of positions*
+        (randomized positions, Ruoss et al. 2023) overrides this and nothing else. Training
+        and evaluation code call it instead of assuming ``arange``.
+
+        Returns:
+          int32 ``[batch_size, length]``.
+        """
+        del key
+        return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch_size, length))
 
     # Defaults: position does not enter through this hook.
     def _embed(self, x: Array, positions: Array) -> Array:
