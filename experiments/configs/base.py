@@ -1,0 +1,40 @@
+"""Defaults shared by every study preset; a preset changes only what differs."""
+
+from ml_collections import ConfigDict
+
+
+def get_config() -> ConfigDict:
+    c = ConfigDict()
+    c.encodings = ["nope", "sinusoidal", "learned", "normalized", "integer"]
+    # Hyperparameters per encoding name, e.g. {"rope": {"base": 500000.0}}.
+    c.encoding_kwargs = ConfigDict({})
+    c.tasks = ["copy"]
+    c.task_kwargs = ConfigDict({})
+    c.seeds = [0, 1]
+    c.train_length = 8
+    # Evaluated at train_length times each multiplier (N, 2N, 4N, 8N).
+    c.eval_multipliers = [1, 2, 4, 8]
+    # Also evaluate every length from train_length to the longest (slower).
+    c.eval_every_length = False
+    c.eval_examples = 128
+    c.eval_batch_size = 64
+
+    c.model = ConfigDict()
+    c.model.d_model = 64
+    c.model.num_layers = 2
+    c.model.num_heads = 4
+    c.model.num_kv_heads = 0  # 0: as many as num_heads
+    c.model.mlp_dim = 256
+    c.model.dtype = "float32"
+
+    c.batch_size = 32
+    c.optimizer = ConfigDict()
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.total_steps = 600
+    c.optimizer.warmup_steps = 50
+    c.optimizer.weight_decay = 0.01
+    c.optimizer.clip_norm = 1.0
+
+    c.log_every = 100
+    c.checkpoint_every = 0
+    return c

@@ -1,0 +1,191 @@
+"""Length-extrapolation study: train each encoding at length N, evaluate at N .. 8N.
+
+Command (``make study`` runs the quick preset):
+  python -m experiments.length_extrapolation --config experiments/configs/quick.py \
+      --workdir runs/quick [--config.train_length=16 --config.seeds='(0,1,2)']
+
+Writes into the work dir: ``results.jsonl`` (one row per encoding x task x seed x eval
+length; a re-run skips finished cells and never writes a row twice), ``table.md`` (mean and
+spread over seeds), ``plots/*.png`` (accuracy vs evaluation length), and per cell the
+training metrics and checkpoints under ``cells/<task>/<encoding>/``.
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+from absl import app, flags, logging
+from ml_collections import ConfigDict, config_flags
+from tqdm import tqdm
+
+import posenc_jax as pj
+from experiments.plots import extrapolation_plots
+from experiments.results import ResultsFile, markdown_table
+from posenc_jax.data import get_task, task_names
+from posenc_jax.train import (
+    LoopConfig,
+    OptimizerConfig,
+    RunSpec,
+    evaluate,
+    generated_batches,
+    train,
+)
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/quick", "Directory for results, plots and checkpoints.")
+
+EVAL_KEY_SEED = 20240601  # one evaluation set for every encoding: identical examples
+
+
+def eval_lengths(cfg: ConfigDict) -> list[int]:
+    """N times each multiplier, or every length from N to the longest."""
+    if cfg.train_length <= 0:
+        raise ValueError(f"train_length must be positive, got {cfg.train_length}.")
+    if not cfg.eval_multipliers or min(cfg.eval_multipliers) < 1:
+        raise ValueError(
+            f"eval_multipliers={list(cfg.eval_multipliers)}: evaluation lengths must be at least "
+            "the train length (multipliers >= 1)."
+        )
+    lengths = {cfg.train_length * m for m in cfg.eval_multipliers}
+    if cfg.eval_every_length:
+        lengths |= set(range(cfg.train_length, max(lengths) + 1))
+    return sorted(lengths)
+
+
+def build_encoding(name: str, cfg: ConfigDict, longest_sequence: int) -> tuple[pj.encodings.PositionalEncoding, dict]:
+    """The encoding of a study row, with table sizes filled in to cover every eval length.
+
+    An encoding with a ``max_length`` hyperparameter (a learned table) gets one row per
+    position of the longest evaluation sequence unless the config says otherwise: the
+    rows beyond the training length are never trained, which is exactly what the study
+    measures.
+    """
+    kwargs = dict(cfg.encoding_kwargs.get(name, {}))
+    if "max_length" in pj.encodings.hyperparameters(pj.encodings.get_class(name)):
+        kwargs.setdefault("max_length", longest_sequence)
+    return pj.encodings.get(name, **kwargs), kwargs
+
+
+def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunSpec, dict]:
+    task = get_task(task_name, **dict(cfg.task_kwargs.get(task_name, {})))
+    longest = task.sequence_length(max(eval_lengths(cfg)))
+    encoding, encoding_kwargs = build_encoding(encoding_name, cfg, longest)
+    model = pj.models.TransformerConfig(
+        vocab_size=task.vocab_size,
+        architecture=task.architecture,
+        d_model=cfg.model.d_model,
+        num_layers=cfg.model.num_layers,
+        num_heads=cfg.model.num_heads,
+        num_kv_heads=cfg.model.num_kv_heads or None,
+        mlp_dim=cfg.model.mlp_dim,
+        encoding=encoding,
+        dtype=cfg.model.dtype,
+    )
+    optimizer = OptimizerConfig(**cfg.optimizer.to_dict())
+    spec = RunSpec(model=model, task=task, train_length=cfg.train_length, batch_size=cfg.batch_size, optimizer=optimizer)
+    return spec, encoding_kwargs
+
+
+def validate(cfg: ConfigDict) -> None:
+    """Fails before any training on names or sizes that cannot work."""
+    for name in cfg.encodings:
+        pj.encodings.get_class(name)
+    unknown = [t for t in cfg.tasks if t not in task_names()]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(task_names())}.")
+    if not cfg.seeds:
+        raise ValueError("seeds is empty; give at least one seed.")
+    if cfg.batch_size <= 0 or cfg.eval_examples <= 0 or cfg.eval_batch_size <= 0:
+        raise ValueError(
+            f"batch_size ({cfg.batch_size}), eval_examples ({cfg.eval_examples}) and "
+            f"eval_batch_size ({cfg.eval_batch_size}) must be positive."
+        )
+    eval_lengths(cfg)
+    for task in cfg.tasks:
+        for encoding in cfg.encodings:
+            cell_spec(cfg, task, encoding)
+
+
+def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
+    """Runs every unfinished (task, encoding) cell; returns the Markdown table."""
+    validate(cfg)
+    os.makedirs(workdir, exist_ok=True)
+    if not os.access(workdir, os.W_OK):
+        raise ValueError(f"work dir {workdir!r} is not writable; choose another --workdir.")
+    results = ResultsFile(workdir)
+    lengths = eval_lengths(cfg)
+    cells = [(t, e) for t in cfg.tasks for e in cfg.encodings]
+    pending = [
+        (t, e) for t, e in cells
+        if not results.has_all([(e, t, s, n) for s in cfg.seeds for n in lengths])
+    ]
+    bar = tqdm(total=len(pending) * cfg.optimizer.total_steps, unit="step", disable=not progress,
+               desc="study", dynamic_ncols=True)
+    for task_name, encoding_name in pending:
+        bar.set_postfix_str(f"{task_name}/{encoding_name}")
+        done_before = bar.n
+        rows = run_cell(cfg, task_name, encoding_name, workdir, lengths,
+                        on_step=lambda step, base=done_before: bar.update(base + step - bar.n))
+        results.add(rows)
+    bar.close()
+    rows = results.rows()
+    table = markdown_table(rows, encodings_order=list(cfg.encodings))
+    with open(os.path.join(workdir, "table.md"), "w") as f:
+        f.write(table)
+    extrapolation_plots(rows, os.path.join(workdir, "plots"))
+    return table
+
+
+def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> list[dict]:
+    """Trains all seeds of one (task, encoding) cell together and evaluates every length."""
+    spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
+    cell_dir = os.path.join(workdir, "cells", task_name, encoding_name)
+    start = time.time()
+    state, history = train(
+        spec,
+        list(cfg.seeds),
+        loop=LoopConfig(log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every),
+        workdir=cell_dir,
+        on_step=on_step,
+    )
+    train_seconds = time.time() - start
+    data_key, positions_key = jax.random.split(jax.random.key(EVAL_KEY_SEED))
+    rows = []
+    for length in lengths:
+        batches = generated_batches(spec, length, key=jax.random.fold_in(data_key, length),
+                                    num_examples=cfg.eval_examples, batch_size=cfg.eval_batch_size)
+        per_seed = evaluate(spec, state.params, batches, key=jax.random.fold_in(positions_key, length))
+        for seed, metrics in zip(cfg.seeds, per_seed, strict=True):
+            rows.append({
+                "encoding": encoding_name,
+                "task": task_name,
+                "seed": int(seed),
+                "train_length": cfg.train_length,
+                "eval_length": length,
+                "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
+                "steps": cfg.optimizer.total_steps,
+                "final_train_loss": history[-1]["loss"][list(cfg.seeds).index(seed)] if history else None,
+                "train_seconds": round(train_seconds, 2),
+                **metrics,
+            })
+    return rows
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)
+    workdir = _WORKDIR.value
+    table = run_study(_CONFIG.value, workdir)
+    print(table)
+    print(f"results: {os.path.join(workdir, 'results.jsonl')}")
+    print(f"plots:   {os.path.join(workdir, 'plots')}/")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)

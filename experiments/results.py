@@ -1,0 +1,94 @@
+"""The study's results: one JSON row per (encoding, task, seed, eval length), and its table.
+
+Rows are written so that an interrupted study loses nothing finished and never writes a
+row twice: a cell's rows are added by rewriting the file to a temporary name and renaming
+it over the old one (atomic on POSIX), and a re-run skips every cell whose rows exist.
+"""
+
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+
+KEY_FIELDS = ("encoding", "task", "seed", "eval_length")
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row[k] for k in KEY_FIELDS)
+
+
+class ResultsFile:
+    """``results.jsonl`` in a work dir."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "results.jsonl")
+
+    def rows(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def has_all(self, keys: list[tuple]) -> bool:
+        done = {row_key(r) for r in self.rows()}
+        return all(k in done for k in keys)
+
+    def add(self, new_rows: list[dict]) -> None:
+        """Adds rows atomically; a row whose key is already present is an error."""
+        rows = self.rows()
+        present = {row_key(r) for r in rows}
+        duplicates = [row_key(r) for r in new_rows if row_key(r) in present]
+        if duplicates:
+            raise ValueError(f"results already hold rows for {duplicates[:3]}; not writing twice.")
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            for row in rows + new_rows:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+def summarize(rows: list[dict], metric: str) -> dict:
+    """{task: {encoding: {eval_length: (mean, std, n_seeds)}}} over seeds."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["task"], r["encoding"], r["eval_length"])].append(r[metric])
+    summary = defaultdict(lambda: defaultdict(dict))
+    for (task, encoding, length), values in groups.items():
+        values = np.asarray(values, np.float64)
+        summary[task][encoding][length] = (float(values.mean()), float(values.std()), len(values))
+    return summary
+
+
+def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -> str:
+    """Per task, a table of exact-match and per-token accuracy: mean ± std over seeds."""
+    if not rows:
+        return "(no results)\n"
+    lines = []
+    train_lengths = {r["task"]: r["train_length"] for r in rows}
+    exact, token = summarize(rows, "sequence_accuracy"), summarize(rows, "token_accuracy")
+    for task in sorted(exact):
+        n = train_lengths[task]
+        lengths = sorted({length for enc in exact[task].values() for length in enc})
+        header = [f"{length // n}N ({length})" if length % n == 0 else str(length) for length in lengths]
+        seeds = max(v[2] for enc in exact[task].values() for v in enc.values())
+        lines.append(f"### {task} (train length N = {n}; exact match / per-token accuracy, "
+                     f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''})\n")
+        lines.append("| encoding | " + " | ".join(header) + " |")
+        lines.append("|---|" + "---|" * len(lengths))
+        order = [e for e in (encodings_order or []) if e in exact[task]]
+        order += sorted(e for e in exact[task] if e not in order)
+        for enc in order:
+            cells = []
+            for length in lengths:
+                if length not in exact[task][enc]:
+                    cells.append("—")
+                    continue
+                m, s, _ = exact[task][enc][length]
+                t, _, _ = token[task][enc][length]
+                cells.append(f"{m:.2f} ± {s:.2f} / {t:.2f}")
+            lines.append(f"| {enc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

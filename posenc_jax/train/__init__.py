@@ -1,0 +1,25 @@
+"""Training: optimizer, jit-compiled step, vmapped seeds, checkpoints, evaluation."""
+
+from posenc_jax.train.checkpoint import Checkpointer
+from posenc_jax.train.evaluate import evaluate, generated_batches
+from posenc_jax.train.loop import LoopConfig, run_keys, train
+from posenc_jax.train.metrics import masked_metrics
+from posenc_jax.train.optimizer import OptimizerConfig, make_optimizer
+from posenc_jax.train.step import RunSpec, TrainState, forward, init_state, train_step
+
+__all__ = [
+    "Checkpointer",
+    "LoopConfig",
+    "OptimizerConfig",
+    "RunSpec",
+    "TrainState",
+    "evaluate",
+    "forward",
+    "generated_batches",
+    "init_state",
+    "make_optimizer",
+    "masked_metrics",
+    "run_keys",
+    "train",
+    "train_step",
+]

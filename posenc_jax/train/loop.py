@@ -1,0 +1,152 @@
+"""The training loop: several seeds as one vmapped program, async metrics, checkpoints.
+
+The loop dispatches step t + 1 before it reads step t's metrics, so the device never waits
+on the host. A NaN or Inf loss stops the run with an error naming the step and the last
+checkpoint. With a checkpoint directory, a restarted run resumes from its newest
+checkpoint and, because the data of every step is a pure function of (seed, step), ends
+with the same parameters as an uninterrupted run.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from posenc_jax.train.checkpoint import Checkpointer
+from posenc_jax.train.step import RunSpec, TrainState, init_state, train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How a run is driven (not what it learns).
+
+    Attributes:
+      log_every: keep the metrics of every this many steps (and the last step).
+      checkpoint_every: save a checkpoint every this many steps (0: never).
+    """
+
+    log_every: int = 50
+    checkpoint_every: int = 0
+
+    def __post_init__(self):
+        if self.log_every <= 0:
+            raise ValueError(f"log_every must be positive, got {self.log_every}.")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
+
+
+def run_keys(seeds: Sequence[int]) -> jax.Array:
+    """A stacked PRNG key per seed, the leading axis of every vmapped quantity."""
+    if not seeds:
+        raise ValueError("at least one seed is needed.")
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_init(spec: RunSpec) -> Callable:
+    return jax.jit(jax.vmap(functools.partial(init_state, spec)))
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_step(spec: RunSpec) -> Callable:
+    return jax.jit(jax.vmap(functools.partial(train_step, spec)), donate_argnums=0)
+
+
+def train(
+    spec: RunSpec,
+    seeds: Sequence[int],
+    *,
+    loop: LoopConfig = LoopConfig(),
+    workdir: str | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[TrainState, list[dict]]:
+    """Trains one model per seed for ``spec.optimizer.total_steps`` steps, all in one program.
+
+    Args:
+      spec: model, task, length, batch size and optimizer.
+      seeds: one run per seed; states and metrics carry a leading seed axis.
+      loop: logging and checkpointing cadence.
+      workdir: where checkpoints and ``metrics.jsonl`` go; None keeps nothing on disk.
+      on_step: called with the number of steps done after each step (progress bars).
+
+    Returns:
+      The final stacked TrainState and the logged metrics, one dict per logged step with
+      per-seed lists.
+
+    Raises:
+      FloatingPointError: the loss became NaN or Inf; the message names the step, the seed
+        and the last checkpoint.
+    """
+    keys = run_keys(seeds)
+    state = compiled_init(spec)(keys)
+    checkpointer = None
+    if workdir is not None and loop.checkpoint_every:
+        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=loop.checkpoint_every)
+        restored = checkpointer.restore(state)
+        state = restored if restored is not None else state
+    start = int(np.asarray(state.step).reshape(-1)[0])
+    log_path = os.path.join(workdir, "metrics.jsonl") if workdir else None
+    history = _read_history(log_path, before_step=start)
+
+    total = spec.optimizer.total_steps
+    step_fn = compiled_step(spec)
+    pending = None
+    last_saved = checkpointer.latest_step() if checkpointer else None
+    try:
+        for step in range(start, total):
+            state, metrics = step_fn(state, keys)
+            if pending is not None:
+                _record(pending, seeds, loop, total, history, last_saved)
+            pending = (step + 1, metrics)
+            if checkpointer and checkpointer.maybe_save(step + 1, state, force=step + 1 == total):
+                last_saved = step + 1
+            if on_step:
+                on_step(step + 1)
+        if pending is not None:
+            _record(pending, seeds, loop, total, history, last_saved)
+    finally:
+        if checkpointer:
+            checkpointer.close()
+    if log_path:
+        _write_history(log_path, history)
+    return state, history
+
+
+def _record(pending, seeds, loop, total, history, last_saved) -> None:
+    """Reads one step's metrics (already computed), checks them, keeps them if due."""
+    step, metrics = pending
+    losses = np.asarray(metrics["loss"])
+    bad = [(seed, float(v)) for seed, v in zip(seeds, losses, strict=True) if not math.isfinite(v)]
+    if bad:
+        seed, value = bad[0]
+        where = f"step {last_saved}" if last_saved is not None else "none (no checkpoint saved)"
+        raise FloatingPointError(
+            f"training loss is {value} at step {step} (seed {seed}); last good checkpoint: {where}. "
+            "Lower the learning rate or check the inputs."
+        )
+    if step % loop.log_every == 0 or step == total:
+        history.append({"step": step, **{k: np.asarray(v).tolist() for k, v in metrics.items()}})
+
+
+def _read_history(path: str | None, *, before_step: int) -> list[dict]:
+    """Logged rows of earlier attempts of this run, up to the step it resumes from."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [row for row in rows if row["step"] <= before_step]
+
+
+def _write_history(path: str, history: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,122 @@
+"""One jit-compiled training step and the evaluation of a batch, as pure functions.
+
+The data of step t is a pure function of (run key, t): the task samples its batch and the
+encoding chooses its positions (``sample_positions``) from keys folded with the step
+number. A run restored from a checkpoint therefore sees exactly the batches it would have
+seen, and ``jax.vmap`` over run keys trains several seeds as one program.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from posenc_jax.data.task import Batch, Task
+from posenc_jax.models.transformer import Transformer, TransformerConfig
+from posenc_jax.train.metrics import masked_metrics
+from posenc_jax.train.optimizer import OptimizerConfig, make_optimizer
+from posenc_jax.typing import Array
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: step counter, parameters, optimizer state."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What one training run is: model, task, train length, batch size, optimizer."""
+
+    model: TransformerConfig
+    task: Task
+    train_length: int
+    batch_size: int
+    optimizer: OptimizerConfig
+
+    def __post_init__(self):
+        self.task.check_size(self.batch_size, self.train_length)
+        if self.model.architecture != self.task.architecture:
+            raise ValueError(
+                f"task {self.task.name!r} is posed for a {self.task.architecture!r} model, "
+                f"but the model is {self.model.architecture!r}."
+            )
+        if self.model.vocab_size < self.task.vocab_size:
+            raise ValueError(
+                f"model vocab_size={self.model.vocab_size} is smaller than the task's "
+                f"{self.task.vocab_size}."
+            )
+
+
+def _keys(run_key: Array, step: Array) -> tuple[Array, Array, Array]:
+    data_key, positions_key, source_key = jax.random.split(jax.random.fold_in(run_key, step), 3)
+    return data_key, positions_key, source_key
+
+
+def model_positions(model: TransformerConfig, batch: Batch, key: Array) -> dict[str, Array]:
+    """The position arrays of a batch, chosen by the encoding (``sample_positions``)."""
+    target_key, source_key = jax.random.split(key)
+    batch_size, length = batch["inputs"].shape
+    positions = {"positions": model.encoding.sample_positions(target_key, batch_size, length)}
+    if "source" in batch:
+        positions["source_positions"] = model.encoding.sample_positions(
+            source_key, *batch["source"].shape
+        )
+    return positions
+
+
+def forward(model: TransformerConfig, params: Any, batch: Batch, positions: dict) -> Array:
+    """Logits ``[B, T, V]`` of the model on a batch."""
+    return Transformer(model).apply(
+        {"params": params},
+        batch["inputs"],
+        positions["positions"],
+        source=batch.get("source"),
+        source_positions=positions.get("source_positions"),
+    )
+
+
+def init_state(spec: RunSpec, run_key: Array) -> TrainState:
+    """Initial parameters and optimizer state of one run."""
+    init_key, data_key = jax.random.split(run_key)
+    batch = spec.task.sample(data_key, 1, spec.train_length)
+    positions = model_positions(spec.model, batch, data_key)
+    params = Transformer(spec.model).init(
+        init_key,
+        batch["inputs"],
+        positions["positions"],
+        source=batch.get("source"),
+        source_positions=positions.get("source_positions"),
+    )["params"]
+    opt_state = make_optimizer(spec.optimizer).init(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def train_step(spec: RunSpec, state: TrainState, run_key: Array) -> tuple[TrainState, dict]:
+    """One optimizer step on the batch of step ``state.step`` of the run ``run_key``."""
+    data_key, positions_key, _ = _keys(run_key, state.step)
+    batch = spec.task.sample(data_key, spec.batch_size, spec.train_length)
+    positions = model_positions(spec.model, batch, positions_key)
+
+    def loss_fn(params):
+        metrics = masked_metrics(forward(spec.model, params, batch, positions), batch["targets"], batch["weights"])
+        return metrics["loss"], metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = make_optimizer(spec.optimizer).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "grad_norm": optax.global_norm(grads)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_batch(spec: RunSpec, params: Any, batch: Batch, positions_key: Array) -> dict:
+    """Teacher-forced metric sums of a batch (pool them with ``metrics.ratios``)."""
+    positions = model_positions(spec.model, batch, positions_key)
+    metrics = masked_metrics(forward(spec.model, params, batch, positions), batch["targets"], batch["weights"])
+    return {k: metrics[k] for k in ("loss_sum", "correct_tokens", "tokens", "correct_sequences", "sequences")}
