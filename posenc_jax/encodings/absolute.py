@@ -77,7 +77,8 @@ class _ScalarFeature(PositionalEncoding):
 
     def _embed(self, x: Array, positions: Array) -> Array:
         direction = self.param("direction", nn.initializers.normal(self.stddev), (x.shape[-1],))
-        return x + (self._feature(positions)[..., None] * direction).astype(x.dtype)
+        features = jnp.einsum("...l,d->...ld", self._feature(positions), direction)
+        return x + features.astype(x.dtype)
 
 
 @register("normalized")

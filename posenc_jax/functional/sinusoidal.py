@@ -31,5 +31,5 @@ def sinusoidal(positions: Array, dim: int, *, base: float = 10000.0) -> Array:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Section 3.5.
     """
     inv_freq = sinusoidal_inv_freq(dim, base=base)
-    angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq
+    angles = jnp.einsum("...,t->...t", jnp.asarray(positions, jnp.float32), inv_freq)
     return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*angles.shape[:-1], dim)

@@ -120,6 +120,9 @@ class _Stack(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
+        # A zero "perturbation" lets tests and analyses take gradients with respect to the
+        # stack's input embeddings (Flax returns x unchanged when none is supplied).
+        x = self.perturb("input_embeddings", x)
         x = self.config.encoding.clone(parent=self, name="position_embedding").embed(x, positions)
         for i in range(self.num_layers):
             x = _Block(self.config, self.causal, self.cross, name=f"layer_{i}")(
