@@ -1,16 +1,41 @@
-"""Scaled dot-product attention over explicit positions: the dense path.
+"""Scaled dot-product attention over explicit positions: checks, the dense path, routing.
 
 Shapes (see ``posenc_jax.typing``): q ``[B, L, H, K]``, k and v ``[B, S, G, K]`` with
 ``H % G == 0`` (G < H is grouped-query attention, G = 1 multi-query), positions
 ``[B, L]`` / ``[B, S]``.
+
+Two implementations compute the same function. The dense path materializes the
+``[B, H, L, S]`` logits; the chunked path (``posenc_jax.attention.chunked``) computes them
+tile by tile with an online softmax and never holds more than one tile. Which one runs:
+
+* ``implementation="dense"`` or ``"chunked"`` forces it;
+* ``implementation="auto"`` (the default) runs chunked when a ``block_size`` is given, or
+  when ``L * S`` exceeds :data:`DENSE_MAX_LOGITS`; otherwise dense. An encoding with a
+  ``contextual`` term needs the full map, so "auto" always runs it dense.
 """
+
+from collections.abc import Callable
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
+from posenc_jax.encodings.base import Contextual
 from posenc_jax.typing import Array, BiasFn
+
+IMPLEMENTATIONS = ("auto", "dense", "chunked")
+
+#: "auto" runs dense while ``L * S`` is at most this (a 2048 x 2048 map per batch element
+#: and head, 16 MiB in float32) and chunked beyond it.
+DENSE_MAX_LOGITS = 2048 * 2048
+
+#: Tile edge used by the chunked path when none is given.
+DEFAULT_BLOCK_SIZE = 512
+
+#: ``temperature(q_positions [B, L], num_keys) -> [B, L]`` float32 factor multiplying each
+#: query's logit row (see ``posenc_jax.attention.temperature``).
+TemperatureFn = Callable[[Array, int], Array]
 
 
 def check_qkv(q: Array, k: Array, v: Array) -> None:
@@ -49,7 +74,7 @@ def allowed_mask(
     """
     allowed = None
     if causal:
-        allowed = (k_positions[:, None, None, :] <= q_positions[:, None, :, None])
+        allowed = k_positions[:, None, None, :] <= q_positions[:, None, :, None]
     if mask is not None:
         allowed = mask if allowed is None else jnp.logical_and(allowed, mask)
     return allowed
@@ -86,6 +111,89 @@ def masked_softmax(logits: Array, allowed: Array | None) -> Array:
     return unnormalized / jnp.where(total > 0, total, 1.0)
 
 
+def grouped_logits(q: Array, k: Array) -> Array:
+    """``q.k`` for every head in float32 ``[B, H, L, S]``; k has G <= H heads (GQA).
+
+    Query head ``h`` reads key/value head ``h // (H // G)``, so consecutive query heads share
+    a key head, as in Ainslie et al. (2023).
+    """
+    batch, q_len, num_heads, head_dim = q.shape
+    k_len, num_kv_heads = k.shape[1], k.shape[2]
+    q_grouped = q.reshape(batch, q_len, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    logits = jnp.einsum("BLGRK,BSGK->BGRLS", q_grouped, k, preferred_element_type=jnp.float32)
+    return logits.reshape(batch, num_heads, q_len, k_len)
+
+
+def weighted_values(weights: Array, v: Array) -> Array:
+    """``sum_j weights[..., j] v_j`` in float32 ``[B, H, L, K]`` for ``weights [B, H, L, S]``."""
+    batch, num_heads, q_len, k_len = weights.shape
+    num_kv_heads, head_dim = v.shape[2], v.shape[3]
+    weights = weights.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, k_len)
+    out = jnp.einsum(
+        "BGRLS,BSGK->BGRLK", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
+    return out.reshape(batch, num_heads, q_len, head_dim)
+
+
+def checked_bias(bias: Array, logits_shape: tuple[int, ...]) -> Array:
+    """Accepts ``[H, L, S]`` or ``[B, H, L, S]`` biases; returns a float32 rank-4 bias."""
+    if bias.ndim == 3:
+        bias = bias[None]
+    if (
+        bias.ndim != 4
+        or bias.shape[1:] != tuple(logits_shape[1:])
+        or bias.shape[0]
+        not in (
+            1,
+            logits_shape[0],
+        )
+    ):
+        raise ValueError(
+            f"bias_fn returned shape {bias.shape}; expected [H, L, S] or [B, H, L, S] with "
+            f"[B, H, L, S] = {list(logits_shape)}."
+        )
+    return bias.astype(jnp.float32)
+
+
+def choose_implementation(
+    implementation: str,
+    *,
+    block_size: int | None,
+    q_len: int,
+    k_len: int,
+    has_contextual: bool,
+) -> tuple[str, int | None]:
+    """Resolves ("dense" or "chunked", block size) from the caller's request.
+
+    Raises:
+      ValueError: for an unknown implementation, a non-positive block size, a block size
+        with "dense", or chunked attention requested with a contextual term.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
+    if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
+        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}.")
+    if implementation == "dense":
+        if block_size is not None:
+            raise ValueError(
+                f"block_size={block_size} asks for tiles but implementation='dense'; pass "
+                "block_size=None for dense attention or implementation='chunked'."
+            )
+        return "dense", None
+    wants_chunked = implementation == "chunked" or block_size is not None
+    if has_contextual:
+        if wants_chunked:
+            raise ValueError(
+                "this encoding's contextual term needs the full [B, H, L, S] logit map "
+                "(needs_dense), so it cannot run chunked; use implementation='dense' or "
+                "'auto' with block_size=None."
+            )
+        return "dense", None
+    if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
+        return "chunked", block_size or DEFAULT_BLOCK_SIZE
+    return "dense", None
+
+
 def dot_product_attention(
     q: Array,
     k: Array,
@@ -96,61 +204,110 @@ def dot_product_attention(
     causal: bool = False,
     q_positions: Array | None = None,
     k_positions: Array | None = None,
+    block_size: int | None = None,
     scale: float | None = None,
+    contextual: Contextual | None = None,
+    temperature: TemperatureFn | None = None,
+    implementation: str = "auto",
 ) -> Array:
-    """Multi-head attention ``softmax(q k^T * scale + bias) v`` with positions as data.
+    """Multi-head attention ``softmax(tau * (q k^T * scale + bias)) v`` with positions as data.
 
     Args:
       q: queries ``[B, L, H, K]``.
       k: keys ``[B, S, G, K]``; ``H`` must be a multiple of ``G``.
       v: values ``[B, S, G, K]``.
       bias_fn: ``bias_fn(q_positions, k_positions)`` returning ``[H, L, S]`` or
-        ``[B, H, L, S]``, added to the scaled logits.
+        ``[B, H, L, S]``, added to the scaled logits. The chunked path calls it once per
+        tile with that tile's positions.
       mask: boolean, broadcastable to ``[B, H, L, S]``; True where a query may attend.
       causal: also forbid keys whose position is after the query's position.
       q_positions: integer ``[B, L]`` or ``[L]``; default ``arange(L)``.
       k_positions: integer ``[B, S]`` or ``[S]``; default ``arange(S)``.
+      block_size: tile edge of the chunked path; giving one asks for chunked attention.
       scale: logit scale; default ``1 / sqrt(K)``.
+      contextual: an encoding's content-dependent terms (dense only), see
+        :class:`posenc_jax.encodings.base.Contextual`.
+      temperature: ``temperature(q_positions, S) -> [B, L]``, a factor ``tau`` multiplying
+        each query's whole logit row (e.g. an
+        :class:`~posenc_jax.attention.temperature.AttentionTemperature`).
+      implementation: "auto", "dense" or "chunked" (see the module docstring).
 
     Returns:
       ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
 
+    Raises:
+      ValueError: for inconsistent shapes, a bad mask, or chunked attention requested
+        together with a contextual term.
+
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (Eq. 1); Ainslie et al.,
-      "GQA", EMNLP 2023.
+      "GQA", EMNLP 2023; Milakov & Gimelshein, "Online normalizer calculation for softmax",
+      2018, and Rabe & Staats, "Self-attention Does Not Need O(n^2) Memory", 2021 (chunked).
     """
     check_qkv(q, k, v)
     batch, q_len, num_heads, head_dim = q.shape
-    k_len, num_kv_heads = k.shape[1], k.shape[2]
+    k_len = k.shape[1]
     check_mask(mask, batch, num_heads, q_len, k_len)
     q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
     k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
     scale = head_dim**-0.5 if scale is None else scale
+    path, block_size = choose_implementation(
+        implementation,
+        block_size=block_size,
+        q_len=q_len,
+        k_len=k_len,
+        has_contextual=contextual is not None,
+    )
+    logit_factor = None
+    if temperature is not None:
+        logit_factor = _checked_logit_factor(temperature(q_positions, k_len), (batch, q_len))
 
-    group = num_heads // num_kv_heads
-    q_grouped = q.reshape(batch, q_len, num_kv_heads, group, head_dim)
-    logits = jnp.einsum(
-        "BLGRK,BSGK->BGRLS", q_grouped, k, preferred_element_type=jnp.float32
-    ).reshape(batch, num_heads, q_len, k_len)
-    logits = logits * scale
-    if bias_fn is not None:
-        logits = logits + _checked_bias(bias_fn(q_positions, k_positions), logits.shape)
-    weights = masked_softmax(logits, allowed_mask(q_positions, k_positions, mask=mask, causal=causal))
-    weights = weights.reshape(batch, num_kv_heads, group, q_len, k_len).astype(v.dtype)
-    out = jnp.einsum("BGRLS,BSGK->BLGRK", weights, v)
-    return out.reshape(batch, q_len, num_heads, head_dim)
+    if path == "chunked":
+        # Imported here because the chunked module builds on this module's helpers.
+        from posenc_jax.attention.chunked import chunked_attention
 
-
-def _checked_bias(bias: Array, logits_shape: tuple[int, ...]) -> Array:
-    """Accepts ``[H, L, S]`` or ``[B, H, L, S]`` biases; returns a float32 rank-4 bias."""
-    if bias.ndim == 3:
-        bias = bias[None]
-    if bias.ndim != 4 or bias.shape[1:] != tuple(logits_shape[1:]) or bias.shape[0] not in (
-        1,
-        logits_shape[0],
-    ):
-        raise ValueError(
-            f"bias_fn returned shape {bias.shape}; expected [H, L, S] or [B, H, L, S] with "
-            f"[B, H, L, S] = {list(logits_shape)}."
+        return chunked_attention(
+            q,
+            k,
+            v,
+            bias_fn=bias_fn,
+            mask=mask,
+            causal=causal,
+            q_positions=q_positions,
+            k_positions=k_positions,
+            scale=scale,
+            block_size=block_size,
+            logit_factor=logit_factor,
         )
-    return bias.astype(jnp.float32)
+
+    logits = grouped_logits(q, k) * scale
+    if bias_fn is not None:
+        logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
+    allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=causal)
+    if contextual is not None:
+        k_per_head = jnp.repeat(k, num_heads // k.shape[2], axis=2)
+        adjusted = contextual.logits(
+            logits, q, k_per_head, q_positions, k_positions, allowed, scale
+        )
+        if adjusted.shape != logits.shape:
+            raise ValueError(
+                f"contextual logits returned shape {adjusted.shape}; expected "
+                f"[B, H, L, S] = {list(logits.shape)}."
+            )
+        logits = adjusted.astype(jnp.float32)
+    if logit_factor is not None:
+        logits = logits * logit_factor[:, None, :, None]
+    weights = masked_softmax(logits, allowed)
+    out = jnp.swapaxes(weighted_values(weights, v), 1, 2)
+    if contextual is not None and contextual.values is not None:
+        out = out + contextual.values(weights, q_positions, k_positions)
+    return out.astype(q.dtype)
+
+
+def _checked_logit_factor(factor: Array, expected: tuple[int, int]) -> Array:
+    factor = jnp.asarray(factor, jnp.float32)
+    if factor.shape != expected:
+        raise ValueError(
+            f"temperature returned shape {factor.shape}; expected [B, L] = {list(expected)}."
+        )
+    return factor

@@ -11,6 +11,10 @@ A positional encoding is defined by *where position enters* the computation
   ``bias_fn(q_positions, k_positions) -> [..., H, L, S]`` added to the attention logits, or
   None. Being pure (parameters are closed over as arrays), it can be evaluated tile by tile
   inside a ``lax.scan`` by the chunked attention core.
+* ``contextual(num_heads=..., head_dim=..., causal=...)``: returns a :class:`Contextual` (pure
+  functions that adjust the full logit map from the queries' and keys' content, and
+  optionally add a term to the outputs), or None. Encodings that use it also set
+  ``needs_dense = True``: the chunked core never holds the full map they need.
 
 Attention and models call every hook of the encoding they are given and never look at an
 encoding's name: an encoding that adds position nowhere (NoPE) is the base class itself.
@@ -19,15 +23,40 @@ Parameters are created lazily inside the hook that needs them, with shapes taken
 hook's inputs (model width from ``x``, head count from ``num_heads``), so a user never
 repeats a dimension the surrounding model already knows. Flax allows one compact method
 per module, so the hooks route through ``__call__``; subclasses override the private
-``_embed`` / ``_rotate`` / ``_bias_fn`` methods.
+``_embed`` / ``_rotate`` / ``_bias_fn`` / ``_contextual`` methods.
 """
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from posenc_jax.typing import Array, BiasFn
+
+
+class Contextual(NamedTuple):
+    """The ``contextual`` hook's answer: pure functions of the full logit map and content.
+
+    Both close over the encoding's parameter arrays (like a ``BiasFn``), so attention calls
+    them without knowing which encoding produced them.
+
+    Attributes:
+      logits: ``logits(logits, q, k, q_positions, k_positions, allowed, scale)`` returns
+        the adjusted float32 logits ``[B, H, L, S]``. It receives the scaled content logits
+        ``scale * q.k`` (plus the encoding's bias, if it has one) in float32 ``[B, H, L, S]``,
+        the queries ``q [B, L, H, K]``, the keys ``k [B, S, H, K]`` with their heads
+        already repeated to H, integer positions ``[B, L]`` / ``[B, S]``, the boolean
+        ``allowed [B, 1 or H, L, S]`` map (None when every pair is allowed) and the logit
+        scale (``1 / sqrt(K)`` by default).
+      values: None, or ``values(weights, q_positions, k_positions)`` that, given the
+        attention weights ``[B, H, L, S]`` (float32, rows summing to 1 or 0), returns a
+        float32 term ``[B, L, H, K]`` added to the attention output (Shaw's relative
+        values).
+    """
+
+    logits: Callable[..., Array]
+    values: Callable[..., Array] | None = None
 
 
 class PositionalEncoding(nn.Module):
@@ -60,6 +89,10 @@ class PositionalEncoding(nn.Module):
         """Returns the additive logit bias as a pure function of positions, or None."""
         return self("bias_fn", num_heads=num_heads, causal=causal)
 
+    def contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual | None:
+        """Returns the content-dependent logit (and output) terms, or None."""
+        return self("contextual", num_heads=num_heads, head_dim=head_dim, causal=causal)
+
     @nn.nowrap
     def sample_positions(self, key: Array, batch_size: int, length: int) -> Array:
         """The positions a model should be fed for a batch: ``arange(length)`` by default.
@@ -82,4 +115,7 @@ class PositionalEncoding(nn.Module):
         return q, k
 
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
+        return None
+
+    def _contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual | None:
         return None

@@ -1,0 +1,109 @@
+"""Length-dependent attention temperature: logits multiplied by a factor that grows with length.
+
+A softmax over n keys spreads its mass thinner as n grows; multiplying the logits by a
+factor that grows like ``log n`` keeps the attention about as sharp at 8N as at N. The
+factor is a pure function of the query positions (and the number of keys), so the dense
+and the chunked attention paths apply it identically, tile by tile.
+"""
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+
+from posenc_jax.typing import Array
+
+TEMPERATURE_KINDS = ("log_length", "log_position")
+
+
+def log_length_scale(num_keys: int, *, training_length: int | None = None) -> float:
+    """``ln n`` (Chiang & Cholak 2022), or ``log_N(n)`` when a training length N is given.
+
+    Args:
+      num_keys: n, the number of keys attended over.
+      training_length: N; when given the factor is ``ln n / ln N``, which is 1 at the
+        training length (the normalization of Su's "entropy invariance" argument).
+
+    Returns:
+      The factor as a Python float.
+
+    References:
+      Chiang & Cholak, "Overcoming a Theoretical Limitation of Self-Attention", ACL 2022
+      (the query input is multiplied by ``log n``; without a query bias this multiplies the
+      logits by ``log n``).
+    """
+    if num_keys < 1:
+        raise ValueError(f"num_keys must be positive, got {num_keys}.")
+    factor = math.log(num_keys)
+    if training_length is not None:
+        factor /= math.log(training_length)
+    return factor
+
+
+def log_position_scale(q_positions: Array, training_length: int) -> Array:
+    """Per-query ``log_N(p + 1)`` beyond the training length N, 1 within it (Qwen ``logn``).
+
+    Args:
+      q_positions: integer query positions ``[..., L]`` (0-based).
+      training_length: N, the context length the model was trained at.
+
+    Returns:
+      float32 ``[..., L]``: ``max(1, ln(p + 1) / ln N)``; exactly 1 for ``p + 1 <= N``.
+
+    References:
+      Qwen-1 ``use_logn_attn`` (QwenLM ``modeling_qwen.py``, ``logn_list``): queries at
+      0-based position p are multiplied by ``log_N(p + 1)`` when ``p + 1 > N``.
+    """
+    _check_training_length(training_length)
+    count = jnp.asarray(q_positions, jnp.float32) + 1.0
+    factor = jnp.log(jnp.maximum(count, 1.0)) / math.log(training_length)
+    return jnp.where(count > training_length, factor, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionTemperature:
+    """Which length-dependent factor multiplies the attention logits.
+
+    The factor multiplies each query's whole logit row (content, bias and contextual terms)
+    before the softmax, i.e. it is an inverse softmax temperature. Chiang & Cholak and Qwen
+    multiply the query instead; without a position bias both are the same.
+
+    Attributes:
+      kind: "log_length" (``ln n``, n the number of keys; ``log_N(n)`` when
+        ``training_length`` is set) or "log_position" (``log_N(p + 1)`` for query positions
+        p past the training length N, 1 before; ``training_length`` is required).
+      training_length: N.
+
+    References:
+      Chiang & Cholak, ACL 2022; Qwen-1 ``use_logn_attn``.
+    """
+
+    kind: str = "log_position"
+    training_length: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in TEMPERATURE_KINDS:
+            raise ValueError(
+                f"attention temperature kind={self.kind!r}; valid: {', '.join(TEMPERATURE_KINDS)}."
+            )
+        if self.kind == "log_position" and self.training_length is None:
+            raise ValueError(
+                "attention temperature 'log_position' needs training_length (the context "
+                "length the model was trained at)."
+            )
+        if self.training_length is not None:
+            _check_training_length(self.training_length)
+
+    def __call__(self, q_positions: Array, num_keys: int) -> Array:
+        """Float32 factor ``[..., L]`` for queries at ``q_positions [..., L]`` over n keys."""
+        if self.kind == "log_position":
+            return log_position_scale(q_positions, self.training_length)
+        factor = log_length_scale(num_keys, training_length=self.training_length)
+        return jnp.full(jnp.shape(q_positions), factor, jnp.float32)
+
+
+def _check_training_length(training_length: int) -> None:
+    if not isinstance(training_length, int) or training_length < 2:
+        raise ValueError(
+            f"training_length must be an integer >= 2 (log base), got {training_length!r}."
+        )
