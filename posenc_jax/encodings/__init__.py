@@ -7,16 +7,21 @@ position enters.
 
 from posenc_jax.encodings import absolute  # noqa: F401  (registers the absolute family)
 from posenc_jax.encodings.absolute import Integer, Learned, NoPE, Normalized, Sinusoidal
-from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.base import Contextual, PositionalEncoding
+from posenc_jax.encodings.contextual import CoPE, Shaw, TransformerXL
 from posenc_jax.encodings.registry import get, get_class, hyperparameters, names, register
 
 __all__ = [
+    "CoPE",
+    "Contextual",
     "Integer",
     "Learned",
     "NoPE",
     "Normalized",
     "PositionalEncoding",
+    "Shaw",
     "Sinusoidal",
+    "TransformerXL",
     "get",
     "get_class",
     "hyperparameters",
