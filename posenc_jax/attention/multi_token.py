@@ -1,0 +1,521 @@
+"""Multi-Token Attention: attention weights that read neighbouring queries, keys and heads.
+
+Golovneva, Wang, Weston & Sukhbaatar (2025) add three components to multi-head attention,
+each switchable through :class:`MTAConfig`:
+
+1. **Key-query convolution.** Each head convolves its logit map with a learned
+   ``c_q x c_k`` kernel (query axis x key axis) before the softmax,
+   ``A = softmax(Mask_-inf(Conv(Mask_0(Q K^T / sqrt(d)))))``, and/or its attention weights
+   after it, ``A = Mask_0(Conv(softmax(Mask_-inf(Q K^T / sqrt(d)))))`` (rows not
+   renormalized). ``Mask_0`` zeroes and ``Mask_-inf`` removes every entry a query may not
+   attend. The query axis is padded with ``c_q - 1`` rows on the past side only and the key
+   axis with ``(c_k - 1) / 2`` columns on each side, so row i reads query rows
+   ``i - c_q + 1 .. i`` and never a later query (symmetric "same" padding on the query axis
+   would leak the future).
+2. **Head mixing.** Heads split into groups of ``c_h`` consecutive heads; inside a group a
+   learned ``c_h x c_h`` map mixes the heads' maps at every (i, j), before and/or after
+   the softmax.
+3. **Group normalization.** Each head's output is RMS-normalized over the head dimension
+   (float32, learned scale shared across heads) and multiplied either by the depth factor
+   ``1 - lambda_init(l)`` with ``lambda_init(l) = 0.8 - 0.6 exp(-0.3 l)`` (paper v1, from
+   the DIFF Transformer) or by a per-token, per-head sigmoid gate (paper v2).
+
+Every learned map starts at the identity (the convolution kernel is 1 at the current query
+and the centre key), so an untrained layer computes standard attention; with group norm
+off it equals :class:`~posenc_jax.attention.MultiHeadAttention` with the same projections.
+
+Index convention of the kernel ``W [H, c_q, c_k]`` (PyTorch's grouped ``conv2d``, which is a
+cross-correlation)::
+
+    C[i, j] = sum_{a, b} W[a, b] S0[i + a - (c_q - 1), j + b - (c_k - 1) / 2]
+
+The paper's theta is W flipped on both axes: ``theta[i', j'] = W[c_q-1-i', (c_k-1)/2-j']``.
+
+Memory: the convolution needs the whole ``[B, H, L, S]`` logit and weight maps, so this
+module is always dense, O(L^2) per head; a chunked path (``block_size``) is an error.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention.core import (
+    allowed_mask,
+    check_mask,
+    check_qkv,
+    checked_bias,
+    grouped_logits,
+    masked_softmax,
+    weighted_values,
+)
+from posenc_jax.attention.multi_head import check_heads
+from posenc_jax.attention.temperature import AttentionTemperature
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.typing import Array
+
+GROUP_NORM_KINDS = ("depth", "gate")
+
+# The kernels and head maps sit in float32 logit/probability arithmetic; on accelerators
+# the default precision may round float32 operands to TF32/bf16, which would break the
+# exact identity at initialization.
+_EXACT = jax.lax.Precision.HIGHEST
+
+
+def _check_kernel_size(name: str, size: tuple[int, int] | None) -> None:
+    if size is None:
+        return
+    valid = (
+        isinstance(size, tuple | list)
+        and len(size) == 2
+        and all(isinstance(s, int) and s > 0 for s in size)
+    )
+    if not valid or size[1] % 2 == 0:
+        raise ValueError(
+            f"{name}={size!r}; give (c_q, c_k) with positive integers and c_k odd (the key "
+            "window is centred), or None to switch this convolution off."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MTAConfig:
+    """Which Multi-Token Attention components are on, and their sizes.
+
+    Attributes:
+      pre_softmax_kernel: ``(c_q, c_k)`` of the key-query convolution on the logits, or
+        None for none. ``c_k`` must be odd (the key window is centred).
+      post_softmax_kernel: ``(c_q, c_k)`` of the convolution on the attention weights, or
+        None. Independent of the pre-softmax kernel; both may be on.
+      conv_layers: 0-based indices of the layers that get the key-query convolution(s);
+        None means every layer. The paper's language models use every 4th layer from the
+        third (:func:`every_fourth_layer`), its toy task every layer. Head mixing and group
+        norm apply in every layer regardless.
+      pre_softmax_head_group: ``c_h`` of head mixing on the logits, or None for none.
+      post_softmax_head_group: ``c_h`` of head mixing on the attention weights, or None.
+      group_norm: None, "depth" (RMS norm times ``1 - lambda_init(l)``, paper v1) or
+        "gate" (RMS norm times ``sigmoid(w . o + b)``, paper v2).
+      norm_eps: epsilon of the RMS normalization.
+
+    Defaults are the paper's toy-task setting: a pre-softmax 2 x 9 convolution in every
+    layer, no head mixing, no group norm.
+
+    References:
+      Golovneva et al., "Multi-Token Attention", arXiv:2504.00927, 2025.
+    """
+
+    pre_softmax_kernel: tuple[int, int] | None = (2, 9)
+    post_softmax_kernel: tuple[int, int] | None = None
+    conv_layers: tuple[int, ...] | None = None
+    pre_softmax_head_group: int | None = None
+    post_softmax_head_group: int | None = None
+    group_norm: str | None = None
+    norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        for name in ("pre_softmax_kernel", "post_softmax_kernel"):
+            size = getattr(self, name)
+            _check_kernel_size(name, size)
+            if size is not None:
+                object.__setattr__(self, name, tuple(size))
+        if self.conv_layers is not None:
+            layers = tuple(self.conv_layers)
+            if not all(isinstance(i, int) and i >= 0 for i in layers):
+                raise ValueError(
+                    f"conv_layers={self.conv_layers!r}; give 0-based layer indices (integers "
+                    ">= 0), or None for every layer."
+                )
+            object.__setattr__(self, "conv_layers", layers)
+        for name in ("pre_softmax_head_group", "post_softmax_head_group"):
+            size = getattr(self, name)
+            if size is not None and (not isinstance(size, int) or size <= 0):
+                raise ValueError(f"{name}={size!r}; give a positive group size c_h or None.")
+        if self.group_norm is not None and self.group_norm not in GROUP_NORM_KINDS:
+            raise ValueError(
+                f"group_norm={self.group_norm!r}; valid: None, 'depth' (v1 depth scaling) or "
+                "'gate' (v2 sigmoid gate)."
+            )
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be positive, got {self.norm_eps}.")
+
+    def convolves(self, layer_index: int) -> bool:
+        """Whether layer ``layer_index`` (0-based) gets a key-query convolution."""
+        if self.pre_softmax_kernel is None and self.post_softmax_kernel is None:
+            return False
+        return self.conv_layers is None or layer_index in self.conv_layers
+
+
+def every_fourth_layer(num_layers: int) -> tuple[int, ...]:
+    """The paper's convolution layers: 2, 6, 10, ... below ``num_layers`` (0-based).
+
+    References:
+      Golovneva et al., 2025, Section 4 (MTA in every 4th layer); the released configs use
+      ``mta_layers: 2,6,10,...``.
+    """
+    return tuple(range(2, num_layers, 4))
+
+
+def depth_scale(layer_index: int) -> float:
+    """``1 - lambda_init(l)`` with ``lambda_init(l) = 0.8 - 0.6 exp(-0.3 l)``, l 0-based.
+
+    References:
+      Ye et al., "Differential Transformer", arXiv:2410.05258, 2024 (Eq. for
+      ``lambda_init``, there with a 1-based ``l - 1``); Golovneva et al., 2025 (v1 group
+      normalization with depth scaling).
+    """
+    if layer_index < 0:
+        raise ValueError(f"layer_index must be >= 0 (0-based), got {layer_index}.")
+    return 1.0 - (0.8 - 0.6 * math.exp(-0.3 * layer_index))
+
+
+def key_query_convolution(maps: Array, kernel: Array) -> Array:
+    """Per-head causal 2D convolution of ``maps [B, H, L, S]`` with ``kernel [H, c_q, c_k]``.
+
+    ``out[i, j] = sum_{a, b} kernel[a, b] maps[i + a - (c_q - 1), j + b - (c_k - 1) / 2]``
+    with zeros outside the map: the query axis is padded on the past side only, the key
+    axis symmetrically. The caller must zero (Mask_0) entries a query may not attend first.
+
+    Args:
+      maps: float32 ``[B, H, L, S]`` logits or attention weights.
+      kernel: ``[H, c_q, c_k]``, ``c_k`` odd.
+
+    Returns:
+      float32 ``[B, H, L, S]``.
+
+    References:
+      Golovneva et al., "Multi-Token Attention", 2025, Section 2.1.
+    """
+    num_heads, q_kernel, k_kernel = kernel.shape
+    if maps.ndim != 4 or maps.shape[1] != num_heads:
+        raise ValueError(
+            f"maps must be [B, H, L, S] with H={num_heads} (the kernel's heads); got {maps.shape}."
+        )
+    if k_kernel % 2 == 0:
+        raise ValueError(f"the key kernel size must be odd (centred window), got {k_kernel}.")
+    half = (k_kernel - 1) // 2
+    return jax.lax.conv_general_dilated(
+        maps.astype(jnp.float32),
+        kernel.astype(jnp.float32)[:, None],
+        window_strides=(1, 1),
+        padding=((q_kernel - 1, 0), (half, half)),
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        feature_group_count=num_heads,
+        precision=_EXACT,
+    )
+
+
+def mix_heads(maps: Array, kernel: Array) -> Array:
+    """Mixes ``maps [B, H, L, S]`` within groups of ``c_h`` consecutive heads.
+
+    ``out[g * c_h + o] = sum_p kernel[g, p, o] maps[g * c_h + p]`` at every (i, j), with
+    ``kernel [H / c_h, c_h, c_h]`` (input head first, as in the official head convolution).
+
+    References:
+      Golovneva et al., "Multi-Token Attention", 2025, Section 2.2.
+    """
+    batch, num_heads, q_len, k_len = maps.shape
+    groups, group_size = kernel.shape[0], kernel.shape[1]
+    grouped = maps.reshape(batch, groups, group_size, q_len, k_len)
+    mixed = jnp.einsum("BGPLS,GPO->BGOLS", grouped, kernel.astype(jnp.float32), precision=_EXACT)
+    return mixed.reshape(batch, num_heads, q_len, k_len)
+
+
+class MultiTokenAttention(nn.Module):
+    """Multi-head attention with key-query convolution, head mixing and group norm.
+
+    A drop-in replacement for :class:`~posenc_jax.attention.MultiHeadAttention`: the same
+    call signature, the same projection parameters ("query", "key", "value", "out") and the
+    same use of the encoding (a per-layer clone whose ``rotate``, ``bias_fn`` and
+    ``contextual`` hooks are called; the module never asks which encoding it holds).
+
+    The convolution runs along the sequence axis, so it is defined for causal
+    self-attention only; building a non-causal or cross-attention layer with a convolution
+    is an error. In such a layer a key is attendable only if it is allowed by position
+    (``k_position <= q_position``) *and* is not later in the sequence, which is the same
+    thing for increasing positions and keeps the convolution causal whatever the positions.
+
+    Memory is O(L^2) per head (the full maps are materialized, as in the paper); there is no
+    chunked path.
+
+    Attributes:
+      num_heads: query heads H (kernels are per query head).
+      num_kv_heads: key/value heads G (default H).
+      head_dim: K (default ``D // H``).
+      out_features: output width (default D).
+      causal: forbid attending to later keys; required when the layer convolves.
+      encoding: a :class:`PositionalEncoding`, or None.
+      config: the :class:`MTAConfig`.
+      layer_index: 0-based index of this layer; decides (with ``config.conv_layers``)
+        whether it convolves, and sets the depth factor of ``group_norm="depth"``.
+      use_bias, dtype, param_dtype, kernel_init: as in MultiHeadAttention.
+      temperature: an :class:`AttentionTemperature` whose per-query factor multiplies the
+        logits right before the softmax (after the convolution and head mixing, so it
+        stays a softmax temperature); None for none.
+      block_size: must be None, and ``implementation`` "auto" or "dense": MTA has no
+        chunked path, and these are present so that a request for tiles fails loudly
+        instead of being ignored.
+
+    References:
+      Golovneva, Wang, Weston & Sukhbaatar, "Multi-Token Attention", arXiv:2504.00927,
+      2025; official code facebookresearch/RAM ``projects/mta/mta_transformer.py``.
+    """
+
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    out_features: int | None = None
+    causal: bool = False
+    encoding: PositionalEncoding | None = None
+    config: MTAConfig = MTAConfig()
+    layer_index: int = 0
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    temperature: AttentionTemperature | None = None
+    block_size: int | None = None
+    implementation: str = "auto"
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        context: Array | None = None,
+        *,
+        q_positions: Array | None = None,
+        k_positions: Array | None = None,
+        mask: Array | None = None,
+        padding_mask: Array | None = None,
+    ) -> Array:
+        """Attends from ``x [B, L, D]`` to ``context [B, S, D]`` (default: ``x``).
+
+        Args:
+          x: query inputs ``[B, L, D]``.
+          context: key/value inputs ``[B, S, D]``; None for self-attention (required when
+            this layer convolves).
+          q_positions: ``[B, L]`` or ``[L]`` integer positions of the queries.
+          k_positions: positions of the keys; default ``q_positions`` in self-attention,
+            ``arange(S)`` in cross-attention.
+          mask: boolean, broadcastable to ``[B, H, L, S]``; True where attending is allowed.
+          padding_mask: boolean ``[B, S]``; False marks padded keys.
+
+        Returns:
+          ``[B, L, out_features]``. A query with no attendable key gets a zero attention
+          output (before the output projection), with finite gradients.
+
+        Raises:
+          ValueError: for a ``block_size``, a convolution in a non-causal or cross-attention
+            layer, head groups that do not divide H, or inconsistent shapes.
+        """
+        cfg = self.config
+        num_kv_heads = self.num_kv_heads or self.num_heads
+        check_heads(self.num_heads, num_kv_heads)
+        self._check_structure(context is None)
+        self_attention = context is None
+        context = x if self_attention else context
+        if x.ndim != 3 or context.ndim != 3:
+            raise ValueError(
+                f"inputs must be [B, L, D]; got x {x.shape} and context {context.shape}."
+            )
+        batch, q_len, features = x.shape
+        k_len = context.shape[1]
+        head_dim = self.head_dim or features // self.num_heads
+        if head_dim <= 0:
+            raise ValueError(f"head_dim must be positive; got {head_dim} for D={features}.")
+        encoding = self._bound_encoding()
+
+        q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
+        if k_positions is None and self_attention:
+            k_positions = q_positions
+        k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
+        if padding_mask is not None:
+            if padding_mask.shape != (batch, k_len):
+                raise ValueError(
+                    f"padding_mask has shape {padding_mask.shape}; expected [B, S] = "
+                    f"[{batch}, {k_len}]."
+                )
+            key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
+            mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
+        check_mask(mask, batch, self.num_heads, q_len, k_len)
+
+        def project(name, inputs, heads):
+            return nn.DenseGeneral(
+                (heads, head_dim),
+                use_bias=self.use_bias,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=self.kernel_init,
+                name=name,
+            )(inputs)
+
+        q = project("query", x, self.num_heads)
+        k = project("key", context, num_kv_heads)
+        v = project("value", context, num_kv_heads)
+        bias_fn = contextual = None
+        if encoding is not None:
+            q, k = encoding.rotate(q, k, q_positions, k_positions)
+            bias_fn = encoding.bias_fn(num_heads=self.num_heads, causal=self.causal)
+            contextual = encoding.contextual(
+                num_heads=self.num_heads, head_dim=head_dim, causal=self.causal
+            )
+        check_qkv(q, k, v)
+
+        convolves = cfg.convolves(self.layer_index)
+        allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=self.causal)
+        if convolves:
+            sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
+            allowed = jnp.logical_and(allowed, sequence_order)
+
+        scale = head_dim**-0.5
+        logits = grouped_logits(q, k) * scale
+        if bias_fn is not None:
+            logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
+        if contextual is not None:
+            k_per_head = jnp.repeat(k, self.num_heads // num_kv_heads, axis=2)
+            adjusted = contextual.logits(
+                logits, q, k_per_head, q_positions, k_positions, allowed, scale
+            )
+            if adjusted.shape != logits.shape:
+                raise ValueError(
+                    f"contextual logits returned shape {adjusted.shape}; expected "
+                    f"[B, H, L, S] = {list(logits.shape)}."
+                )
+            logits = adjusted.astype(jnp.float32)
+
+        # Pre-softmax: Conv(Mask_0(.)), then head mixing, then Mask_-inf inside the softmax.
+        if convolves and cfg.pre_softmax_kernel is not None:
+            kernel = self._conv_kernel("pre_softmax_kernel", cfg.pre_softmax_kernel)
+            logits = key_query_convolution(_mask_zero(logits, allowed), kernel)
+        if cfg.pre_softmax_head_group is not None:
+            kernel = self._head_kernel("pre_softmax_head_mix", cfg.pre_softmax_head_group)
+            logits = mix_heads(_mask_zero(logits, allowed), kernel)
+        if self.temperature is not None:
+            factor = jnp.asarray(self.temperature(q_positions, k_len), jnp.float32)
+            if factor.shape != (batch, q_len):
+                raise ValueError(
+                    f"temperature returned shape {factor.shape}; expected [B, L] = "
+                    f"{[batch, q_len]}."
+                )
+            logits = logits * factor[:, None, :, None]
+        weights = masked_softmax(logits, allowed)
+        # Post-softmax: Mask_0(Conv(.)), then head mixing; rows are not renormalized.
+        if convolves and cfg.post_softmax_kernel is not None:
+            kernel = self._conv_kernel("post_softmax_kernel", cfg.post_softmax_kernel)
+            weights = _mask_zero(key_query_convolution(weights, kernel), allowed)
+        if cfg.post_softmax_head_group is not None:
+            kernel = self._head_kernel("post_softmax_head_mix", cfg.post_softmax_head_group)
+            # Re-masked so that a head-specific mask is never mixed into another head.
+            weights = _mask_zero(mix_heads(weights, kernel), allowed)
+
+        out = jnp.swapaxes(weighted_values(weights, v), 1, 2)
+        if contextual is not None and contextual.values is not None:
+            out = out + contextual.values(weights, q_positions, k_positions)
+        if cfg.group_norm is not None:
+            out = self._group_norm(out, features)
+        out = out.astype(q.dtype)
+        return nn.DenseGeneral(
+            self.out_features or features,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init,
+            name="out",
+        )(out)
+
+    def _check_structure(self, self_attention: bool) -> None:
+        """Trace-time errors for requests MTA cannot honour."""
+        if self.block_size is not None or self.implementation not in ("auto", "dense"):
+            raise ValueError(
+                f"block_size={self.block_size}, implementation={self.implementation!r}: "
+                "MultiTokenAttention convolves the full [B, H, L, S] logit and weight maps, "
+                "so it is dense only (memory O(L^2) per head); pass block_size=None and "
+                "implementation 'auto' or 'dense', or use MultiHeadAttention for chunked "
+                "attention."
+            )
+        if self.layer_index < 0:
+            raise ValueError(f"layer_index must be >= 0 (0-based), got {self.layer_index}.")
+        if self.config.convolves(self.layer_index):
+            if not self.causal:
+                raise ValueError(
+                    f"layer {self.layer_index} has a key-query convolution, which is defined "
+                    "for causal attention only (it reads past query rows); build it with "
+                    "causal=True, or leave this layer out of MTAConfig.conv_layers."
+                )
+            if not self_attention:
+                raise ValueError(
+                    f"layer {self.layer_index} has a key-query convolution, which needs "
+                    "self-attention (queries and keys on one sequence axis); call it without "
+                    "a context, or leave this layer out of MTAConfig.conv_layers."
+                )
+        for name in ("pre_softmax_head_group", "post_softmax_head_group"):
+            size = getattr(self.config, name)
+            if size is not None and self.num_heads % size:
+                raise ValueError(
+                    f"MTAConfig.{name}={size} must divide num_heads={self.num_heads} (heads "
+                    "are mixed within groups of consecutive heads)."
+                )
+
+    def _conv_kernel(self, name: str, size: tuple[int, int]) -> Array:
+        """``[H, c_q, c_k]`` kernel, 1 at the current query and the centre key (identity)."""
+        q_kernel, k_kernel = size
+
+        def identity(key, shape, dtype):
+            del key
+            kernel = jnp.zeros(shape, dtype)
+            return kernel.at[:, q_kernel - 1, k_kernel // 2].set(1)
+
+        return self.param(name, identity, (self.num_heads, q_kernel, k_kernel), self.param_dtype)
+
+    def _head_kernel(self, name: str, group_size: int) -> Array:
+        """``[H / c_h, c_h, c_h]`` head-mixing maps, each the identity."""
+
+        def identity(key, shape, dtype):
+            del key
+            return jnp.broadcast_to(jnp.eye(shape[1], dtype=dtype), shape)
+
+        shape = (self.num_heads // group_size, group_size, group_size)
+        return self.param(name, identity, shape, self.param_dtype)
+
+    def _group_norm(self, out: Array, features: int) -> Array:
+        """RMS norm of each head's float32 output ``[B, L, H, K]``, then depth factor or gate."""
+        cfg = self.config
+        head_dim = out.shape[-1]
+        normed = out.astype(jnp.float32)
+        mean_square = jnp.mean(jnp.square(normed), axis=-1, keepdims=True)
+        normed = normed * jax.lax.rsqrt(mean_square + cfg.norm_eps)
+        scale = self.param("group_norm_scale", nn.initializers.ones, (head_dim,), self.param_dtype)
+        normed = normed * scale.astype(jnp.float32)
+        if cfg.group_norm == "depth":
+            normed = normed * depth_scale(self.layer_index)
+        else:
+            # The official gate is nn.Linear(head_dim, 1) shared across heads, weights
+            # truncated-normal with std D^-0.5 at +-3 std. Its bias is left uninitialized
+            # there; 0 (an initial gate of 0.5) is the choice made here.
+            stddev = features**-0.5
+            gate_init = nn.initializers.truncated_normal(stddev, lower=-3.0, upper=3.0)
+            gate_weight = self.param("gate_kernel", gate_init, (head_dim,), self.param_dtype)
+            gate_bias = self.param("gate_bias", nn.initializers.zeros, (), self.param_dtype)
+            gate_logits = jnp.einsum("BLHK,K->BLH", normed, gate_weight.astype(jnp.float32))
+            gate = jax.nn.sigmoid(gate_logits + gate_bias.astype(jnp.float32))
+            normed = normed * gate[..., None]
+        return normed
+
+    def _bound_encoding(self) -> PositionalEncoding | None:
+        """This layer's own clone of the encoding, so its parameters live under this layer."""
+        if self.encoding is None:
+            return None
+        if self.encoding.causal_only and not self.causal:
+            raise ValueError(
+                f"encoding {type(self.encoding).__name__} is defined for causal attention only; "
+                "build the attention with causal=True or choose another encoding."
+            )
+        return self.encoding.clone(parent=self, name="position_encoding")
+
+
+def _mask_zero(maps: Array, allowed: Array | None) -> Array:
+    """Mask_0: zero every entry a query may not attend (no-op when everything is allowed)."""
+    return maps if allowed is None else jnp.where(allowed, maps, 0.0)
