@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention.core import dot_product_attention
+from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
 
@@ -25,8 +26,9 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention when called with ``x`` only; encoder-decoder cross-attention when a
     ``context`` is given (queries from ``x``, keys and values from ``context``). The
-    encoding's ``rotate`` and ``bias_fn`` hooks are applied with the explicit positions;
-    the module never asks which encoding it holds. Cross-attention in the original
+    encoding's ``rotate``, ``bias_fn`` and ``contextual`` hooks are applied with the
+    explicit positions; the module never asks which encoding it holds, only what it needs
+    (``needs_dense``, ``causal_only``). Cross-attention in the original
     Transformer carries no position (source and target positions are not comparable), so
     models build it with ``encoding=None``.
 
@@ -40,6 +42,12 @@ class MultiHeadAttention(nn.Module):
       use_bias: biases in the projections.
       dtype: computation dtype of the projections (softmax is always float32).
       param_dtype: parameter dtype.
+      temperature: an :class:`AttentionTemperature` multiplying the logits by a
+        length-dependent factor (log-length scaling); None (default) for none.
+      block_size: tile edge of chunked attention; giving one asks for the chunked path.
+      implementation: "auto" (default: chunked for long sequences, dense otherwise and
+        always dense for encodings that need the full logit map), "dense" or "chunked";
+        see :func:`~posenc_jax.attention.core.dot_product_attention`.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -56,6 +64,9 @@ class MultiHeadAttention(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
+    temperature: AttentionTemperature | None = None
+    block_size: int | None = None
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(
@@ -123,10 +134,13 @@ class MultiHeadAttention(nn.Module):
         q = project("query", x, self.num_heads)
         k = project("key", context, num_kv_heads)
         v = project("value", context, num_kv_heads)
-        bias_fn = None
+        bias_fn = contextual = None
         if encoding is not None:
             q, k = encoding.rotate(q, k, q_positions, k_positions)
             bias_fn = encoding.bias_fn(num_heads=self.num_heads, causal=self.causal)
+            contextual = encoding.contextual(
+                num_heads=self.num_heads, head_dim=head_dim, causal=self.causal
+            )
         out = dot_product_attention(
             q,
             k,
@@ -136,6 +150,10 @@ class MultiHeadAttention(nn.Module):
             causal=self.causal,
             q_positions=q_positions,
             k_positions=k_positions,
+            block_size=self.block_size,
+            contextual=contextual,
+            temperature=self.temperature,
+            implementation=self._implementation(),
         )
         return nn.DenseGeneral(
             self.out_features or features,
@@ -146,6 +164,19 @@ class MultiHeadAttention(nn.Module):
             kernel_init=self.kernel_init,
             name="out",
         )(out)
+
+    def _implementation(self) -> str:
+        """The attention implementation, dense whenever the encoding needs the full map."""
+        if self.encoding is None or not self.encoding.needs_dense:
+            return self.implementation
+        if self.implementation == "chunked" or self.block_size is not None:
+            raise ValueError(
+                f"encoding {type(self.encoding).__name__} needs the full logit map "
+                f"(needs_dense), but chunked attention was requested (implementation="
+                f"{self.implementation!r}, block_size={self.block_size}); use "
+                "implementation='auto' or 'dense' with block_size=None."
+            )
+        return "dense"
 
     def _bound_encoding(self) -> PositionalEncoding | None:
         """This layer's own copy of the encoding, so its parameters live under this layer.

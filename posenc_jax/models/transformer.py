@@ -14,7 +14,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention.core import IMPLEMENTATIONS
 from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
+from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.absolute import NoPE
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
@@ -38,6 +40,11 @@ class TransformerConfig:
       mlp_dim: hidden width of the feed-forward block (default ``4 * d_model``).
       encoding: the positional encoding, e.g. ``posenc_jax.encodings.get("rope")``.
       dtype: computation dtype name ("float32" or "bfloat16"); parameters stay float32.
+      attention_temperature: length-dependent logit scaling of the self-attention layers
+        (``posenc_jax.attention.temperature.AttentionTemperature``); None for none.
+      attention_implementation: "auto", "dense" or "chunked" (see
+        ``posenc_jax.attention.core``).
+      attention_block_size: tile edge of chunked attention (None: the default tile).
     """
 
     vocab_size: int
@@ -50,6 +57,9 @@ class TransformerConfig:
     mlp_dim: int | None = None
     encoding: PositionalEncoding = dataclasses.field(default_factory=NoPE)
     dtype: str = "float32"
+    attention_temperature: AttentionTemperature | None = None
+    attention_implementation: str = "auto"
+    attention_block_size: int | None = None
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -66,6 +76,15 @@ class TransformerConfig:
         check_heads(self.num_heads, self.num_kv_heads or self.num_heads)
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={self.dtype!r}; valid: 'float32', 'bfloat16'.")
+        if self.attention_implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"attention_implementation={self.attention_implementation!r}; valid: "
+                f"{', '.join(IMPLEMENTATIONS)}."
+            )
+        if self.attention_block_size is not None and self.attention_block_size <= 0:
+            raise ValueError(
+                f"attention_block_size must be positive or None, got {self.attention_block_size}."
+            )
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
                 f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
@@ -85,18 +104,21 @@ class _Block(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
 
-        def attention(name, encoding, causal):
+        def attention(name, encoding, causal, temperature=None):
             return MultiHeadAttention(
                 num_heads=cfg.num_heads,
                 num_kv_heads=cfg.num_kv_heads,
                 causal=causal,
                 encoding=encoding,
                 dtype=dtype,
+                temperature=temperature,
+                block_size=cfg.attention_block_size,
+                implementation=cfg.attention_implementation,
                 name=name,
             )
 
         h = nn.LayerNorm(dtype=dtype, name="attention_norm")(x)
-        x = x + attention("self_attention", cfg.encoding, self.causal)(
+        x = x + attention("self_attention", cfg.encoding, self.causal, cfg.attention_temperature)(
             h, q_positions=positions, padding_mask=padding_mask
         )
         if self.cross:
