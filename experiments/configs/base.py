@@ -5,15 +5,15 @@ from ml_collections import ConfigDict
 
 def get_config() -> ConfigDict:
     c = ConfigDict()
-    c.encodings = ["nope", "sinusoidal", "learned", "normalized", "integer"]
+    c.encodings = ("nope", "sinusoidal", "learned", "normalized", "integer")
     # Hyperparameters per encoding name, e.g. {"rope": {"base": 500000.0}}.
     c.encoding_kwargs = ConfigDict({})
-    c.tasks = ["copy"]
+    c.tasks = ("copy",)
     c.task_kwargs = ConfigDict({})
-    c.seeds = [0, 1]
+    c.seeds = (0, 1)
     c.train_length = 8
     # Evaluated at train_length times each multiplier (N, 2N, 4N, 8N).
-    c.eval_multipliers = [1, 2, 4, 8]
+    c.eval_multipliers = (1, 2, 4, 8)
     # Also evaluate every length from train_length to the longest (slower).
     c.eval_every_length = False
     c.eval_examples = 128

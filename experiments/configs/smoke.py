@@ -14,8 +14,8 @@ from experiments.configs import base
 def get_config(arg: str | None = None):
     del arg
     c = base.get_config()
-    c.encodings = ["nope", "sinusoidal"]
-    c.seeds = [0]
+    c.encodings = ("nope", "sinusoidal")
+    c.seeds = (0,)
     c.train_length = 3
     c.eval_examples = 8
     c.eval_batch_size = 8

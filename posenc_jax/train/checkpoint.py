@@ -46,14 +46,12 @@ class Checkpointer:
                                 step, self.directory, error)
         return None
 
-    def maybe_save(self, step: int, state: TrainState, *, force: bool = False) -> bool:
-        """Saves ``state`` at ``step`` if it is due (or ``force``); returns whether it did."""
-        if not force and step % self.every:
-            return False
-        if step in self._manager.all_steps():
-            return False
+    def is_due(self, step: int, *, final: bool = False) -> bool:
+        """Whether ``step`` should be saved: a multiple of ``every``, or the final step."""
+        return (final or step % self.every == 0) and step not in self._manager.all_steps()
+
+    def save(self, step: int, state: TrainState) -> None:
         self._manager.save(step, args=ocp.args.StandardSave(state))
-        return True
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

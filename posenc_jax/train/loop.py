@@ -104,8 +104,14 @@ def train(
             if pending is not None:
                 _record(pending, seeds, loop, total, history, last_saved)
             pending = (step + 1, metrics)
-            if checkpointer and checkpointer.maybe_save(step + 1, state, force=step + 1 == total):
+            if checkpointer and checkpointer.is_due(step + 1, final=step + 1 == total):
+                # The metrics log and the checkpoint move together, so a resumed run
+                # neither repeats nor misses a logged step.
+                _record(pending, seeds, loop, total, history, last_saved)
+                pending = None
+                checkpointer.save(step + 1, state)
                 last_saved = step + 1
+                _write_history(log_path, history)
             if on_step:
                 on_step(step + 1)
         if pending is not None:
