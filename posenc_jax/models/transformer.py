@@ -16,12 +16,14 @@ import jax.numpy as jnp
 from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention.core import IMPLEMENTATIONS
 from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
+from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.absolute import NoPE
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
 
 ARCHITECTURES = ("decoder", "encoder", "encoder_decoder")
+ATTENTION_KINDS = ("multi_head", "multi_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,11 @@ class TransformerConfig:
       attention_implementation: "auto", "dense" or "chunked" (see
         ``posenc_jax.attention.core``).
       attention_block_size: tile edge of chunked attention (None: the default tile).
+      attention: the self-attention module, "multi_head" (:class:`MultiHeadAttention`) or
+        "multi_token" (:class:`MultiTokenAttention`, configured by ``mta``; its
+        convolution needs causal self-attention, so in an encoder set
+        ``mta.conv_layers=()``). Cross-attention is always multi-head.
+      mta: the :class:`MTAConfig` used when ``attention="multi_token"``.
     """
 
     vocab_size: int
@@ -60,6 +67,8 @@ class TransformerConfig:
     attention_temperature: AttentionTemperature | None = None
     attention_implementation: str = "auto"
     attention_block_size: int | None = None
+    attention: str = "multi_head"
+    mta: MTAConfig = dataclasses.field(default_factory=MTAConfig)
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -85,6 +94,8 @@ class TransformerConfig:
             raise ValueError(
                 f"attention_block_size must be positive or None, got {self.attention_block_size}."
             )
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention={self.attention!r}; valid: {', '.join(ATTENTION_KINDS)}.")
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
                 f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
@@ -98,14 +109,19 @@ class _Block(nn.Module):
     config: TransformerConfig
     causal: bool
     cross: bool = False
+    layer_index: int = 0
 
     @nn.compact
     def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
 
-        def attention(name, encoding, causal, temperature=None):
-            return MultiHeadAttention(
+        def attention(name, encoding, causal, temperature=None, multi_token=False):
+            module, extra = MultiHeadAttention, {}
+            if multi_token:
+                module = MultiTokenAttention
+                extra = {"config": cfg.mta, "layer_index": self.layer_index}
+            return module(
                 num_heads=cfg.num_heads,
                 num_kv_heads=cfg.num_kv_heads,
                 causal=causal,
@@ -115,12 +131,18 @@ class _Block(nn.Module):
                 block_size=cfg.attention_block_size,
                 implementation=cfg.attention_implementation,
                 name=name,
+                **extra,
             )
 
         h = nn.LayerNorm(dtype=dtype, name="attention_norm")(x)
-        x = x + attention("self_attention", cfg.encoding, self.causal, cfg.attention_temperature)(
-            h, q_positions=positions, padding_mask=padding_mask
+        self_attention = attention(
+            "self_attention",
+            cfg.encoding,
+            self.causal,
+            cfg.attention_temperature,
+            multi_token=cfg.attention == "multi_token",
         )
+        x = x + self_attention(h, q_positions=positions, padding_mask=padding_mask)
         if self.cross:
             h = nn.LayerNorm(dtype=dtype, name="cross_attention_norm")(x)
             x = x + attention("cross_attention", None, False)(
@@ -147,7 +169,7 @@ class _Stack(nn.Module):
         x = self.perturb("input_embeddings", x)
         x = self.config.encoding.clone(parent=self, name="position_embedding").embed(x, positions)
         for i in range(self.num_layers):
-            x = _Block(self.config, self.causal, self.cross, name=f"layer_{i}")(
+            x = _Block(self.config, self.causal, self.cross, layer_index=i, name=f"layer_{i}")(
                 x, positions, padding_mask, memory, memory_padding_mask
             )
         return nn.LayerNorm(dtype=jnp.dtype(self.config.dtype), name="final_norm")(x)
