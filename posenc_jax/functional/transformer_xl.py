@@ -79,9 +79,9 @@ def transformer_xl_logits(
         relative_kernel.astype(jnp.float32),
     )
     coeff_sin, coeff_cos = projected[..., 0::2], projected[..., 1::2]  # [B, L, H, F]
-    q_angles = q_positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [B, L, 1, F]
-    k_angles = k_positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, S, F]
-    sin_i, cos_i = jnp.sin(q_angles), jnp.cos(q_angles)
+    q_angles = q_positions.astype(jnp.float32)[:, :, None, None] * inv_freq[None, None, None]
+    k_angles = k_positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None]
+    sin_i, cos_i = jnp.sin(q_angles), jnp.cos(q_angles)  # [B, L, 1, F]
     # c_s sin(i - j) + c_c cos(i - j)
     #   = cos j (c_s sin i + c_c cos i) + sin j (c_c sin i - c_s cos i)
     q_features = jnp.concatenate(
