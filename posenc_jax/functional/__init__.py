@@ -1,20 +1,36 @@
 """Pure ``jax.numpy`` math of every encoding: no Flax, usable from any JAX code."""
 
 from posenc_jax.functional.absolute import integer_positions, normalized_positions
+from posenc_jax.functional.alibi import alibi_bias, alibi_slopes
 from posenc_jax.functional.cope import cope_logits, cope_positions
+from posenc_jax.functional.distance import absolute_distance, relative_positions
+from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
+from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
+from posenc_jax.functional.sandwich import sandwich_bias
 from posenc_jax.functional.shaw import shaw_key_logits, shaw_relative_index, shaw_value_outputs
 from posenc_jax.functional.sinusoidal import sinusoidal, sinusoidal_inv_freq
+from posenc_jax.functional.t5 import t5_relative_bucket
 from posenc_jax.functional.transformer_xl import transformer_xl_logits
 
 __all__ = [
+    "absolute_distance",
+    "alibi_bias",
+    "alibi_slopes",
     "cope_logits",
     "cope_positions",
+    "fire_mlp",
+    "fire_normalized_distance",
     "integer_positions",
+    "kerple_log_bias",
+    "kerple_power_bias",
     "normalized_positions",
+    "relative_positions",
+    "sandwich_bias",
     "shaw_key_logits",
     "shaw_relative_index",
     "shaw_value_outputs",
     "sinusoidal",
     "sinusoidal_inv_freq",
+    "t5_relative_bucket",
     "transformer_xl_logits",
 ]

@@ -1,0 +1,60 @@
+"""KERPLE: kernelized relative positional biases (Chi, Fan, Ramadge and Rudnicky, 2022)."""
+
+import jax.numpy as jnp
+
+from posenc_jax.functional.distance import absolute_distance, per_head
+from posenc_jax.typing import Array
+
+
+def kerple_log_bias(r1: Array, r2: Array, q_positions: Array, k_positions: Array) -> Array:
+    """The logarithmic KERPLE bias ``-r1_h log(1 + r2_h |i - j|)``.
+
+    Args:
+      r1: positive per-head scale ``[H]``.
+      r2: positive per-head rate ``[H]``.
+      q_positions: integer ``[..., L]``.
+      k_positions: integer ``[..., S]``.
+
+    Returns:
+      float32 ``[..., H, L, S]``, added to the logits after the ``1/sqrt(d)`` scaling.
+      The paper's kernel uses ``|m - n|``, so the bias is symmetric and finite above the
+      diagonal (masked in causal attention).
+
+    References:
+      Chi, Fan, Ramadge and Rudnicky, "KERPLE: Kernelized Relative Positional Embedding for
+      Length Extrapolation", NeurIPS 2022, Section 4 (logarithmic variant).
+    """
+    distance = absolute_distance(q_positions, k_positions)
+    r1 = per_head(jnp.asarray(r1, jnp.float32), distance)
+    r2 = per_head(jnp.asarray(r2, jnp.float32), distance)
+    distance = distance[..., None, :, :]
+    return -r1 * jnp.log1p(r2 * distance)
+
+
+def kerple_power_bias(r1: Array, r2: Array, q_positions: Array, k_positions: Array) -> Array:
+    """The power KERPLE bias ``-r1_h |i - j|^r2_h``, with ``0 < r2_h <= 2``.
+
+    Args:
+      r1: positive per-head scale ``[H]``.
+      r2: per-head exponent ``[H]`` in ``(0, 2]`` (the kernel is conditionally positive
+        definite only there).
+      q_positions: integer ``[..., L]``.
+      k_positions: integer ``[..., S]``.
+
+    Returns:
+      float32 ``[..., H, L, S]``, added to the logits after the ``1/sqrt(d)`` scaling. At
+      distance 0 the bias is 0 and its gradient with respect to ``r2`` is 0 (not NaN).
+
+    References:
+      Chi, Fan, Ramadge and Rudnicky, "KERPLE: Kernelized Relative Positional Embedding for
+      Length Extrapolation", NeurIPS 2022, Section 4 (power variant).
+    """
+    distance = absolute_distance(q_positions, k_positions)
+    r1 = per_head(jnp.asarray(r1, jnp.float32), distance)
+    r2 = per_head(jnp.asarray(r2, jnp.float32), distance)
+    distance = distance[..., None, :, :]
+    # d^r2 = exp(r2 log d); the d = 0 entries go through log(1) so that neither the value
+    # nor the gradient with respect to r2 meets 0 * log(0).
+    nonzero = distance > 0
+    powered = jnp.exp(r2 * jnp.log(jnp.where(nonzero, distance, 1.0)))
+    return -r1 * jnp.where(nonzero, powered, 0.0)
