@@ -7,6 +7,27 @@ from posenc_jax.functional.distance import absolute_distance, relative_positions
 from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
 from posenc_jax.functional.sandwich import sandwich_bias
+from posenc_jax.functional.rope import (
+    apply_rope,
+    p_rope_inv_freq,
+    rope_angles,
+    rope_inv_freq,
+    xpos_scales,
+    xpos_zeta,
+)
+from posenc_jax.functional.rope_scaling import (
+    DynamicNTKScaling,
+    LinearScaling,
+    Llama3Scaling,
+    LongRoPEScaling,
+    NTKScaling,
+    RopeScaling,
+    YaRNScaling,
+    rope_scaling_from_hf,
+    rope_theta_from_hf,
+    yarn_correction_range,
+    yarn_mscale,
+)
 from posenc_jax.functional.shaw import shaw_key_logits, shaw_relative_index, shaw_value_outputs
 from posenc_jax.functional.sinusoidal import sinusoidal, sinusoidal_inv_freq
 from posenc_jax.functional.t5 import t5_relative_bucket
@@ -26,6 +47,23 @@ __all__ = [
     "normalized_positions",
     "relative_positions",
     "sandwich_bias",
+    "apply_rope",
+    "p_rope_inv_freq",
+    "rope_angles",
+    "rope_inv_freq",
+    "xpos_scales",
+    "xpos_zeta",
+    "DynamicNTKScaling",
+    "LinearScaling",
+    "Llama3Scaling",
+    "LongRoPEScaling",
+    "NTKScaling",
+    "RopeScaling",
+    "YaRNScaling",
+    "rope_scaling_from_hf",
+    "rope_theta_from_hf",
+    "yarn_correction_range",
+    "yarn_mscale",
     "shaw_key_logits",
     "shaw_relative_index",
     "shaw_value_outputs",

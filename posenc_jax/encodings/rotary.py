@@ -1,0 +1,284 @@
+"""Rotary encodings: RoPE, its long-context scalings, xPos and p-RoPE (the ``rotate`` hook).
+
+Every encoding here rotates queries ``[B, L, H, K]`` and keys ``[B, S, G, K]`` by their
+positions and adds nothing elsewhere. The math lives in :mod:`posenc_jax.functional.rope`
+and :mod:`posenc_jax.functional.rope_scaling`; these modules only choose the frequencies.
+
+Current length. Dynamic NTK and LongRoPE depend on the current length, taken as the
+largest query or key position + 1 over the whole batch (Hugging Face's
+``max(position_ids) + 1``), not from an array shape: positions are data, and randomized,
+offset or cached positions make the shape the wrong length. With concrete positions the
+length is a Python int and the frequencies are float64 constants; under ``jit`` it is a
+traced scalar (no recompilation per length) and the frequencies are float32.
+
+Attention scale. YaRN and LongRoPE multiply both rotated queries and keys by their
+attention scale, as Hugging Face multiplies cos and sin, so the logits are multiplied by
+its square.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from posenc_jax._checks import is_concrete
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.registry import register
+from posenc_jax.functional import rope as rope_math
+from posenc_jax.functional import rope_scaling
+from posenc_jax.typing import Array
+
+
+def _current_length(q_positions: Array, k_positions: Array) -> int | Array:
+    """Largest position + 1 over queries and keys; a Python int when the values are known."""
+    if is_concrete(q_positions) and is_concrete(k_positions):
+        return int(max(np.max(q_positions), np.max(k_positions))) + 1
+    return jnp.maximum(jnp.max(q_positions), jnp.max(k_positions)) + 1
+
+
+class _Rotary(PositionalEncoding):
+    """Shared ``rotate`` hook: subclasses choose the frequencies and the amplitude."""
+
+    layout: str = "half"
+
+    def _frequencies(self, head_dim: int, q_positions: Array, k_positions: Array):
+        """``(inv_freq [d/2], attention_scale)`` for heads of ``head_dim`` features."""
+        raise NotImplementedError
+
+    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array):
+        if q.shape[-1] != k.shape[-1]:
+            raise ValueError(
+                f"queries and keys need the same head dimension to be rotated, got "
+                f"{q.shape[-1]} and {k.shape[-1]}."
+            )
+        inv_freq, attention_scale = self._frequencies(q.shape[-1], q_positions, k_positions)
+        q_scale, k_scale = self._amplitudes(inv_freq, attention_scale, q_positions, k_positions)
+        q = rope_math.apply_rope(q, q_positions, inv_freq, layout=self.layout, scale=q_scale)
+        k = rope_math.apply_rope(k, k_positions, inv_freq, layout=self.layout, scale=k_scale)
+        return q, k
+
+    def _amplitudes(self, inv_freq, attention_scale, q_positions, k_positions):
+        """Factors on the rotated queries and keys: the attention scale on both by default."""
+        return attention_scale, attention_scale
+
+
+@register("rope")
+class RoPE(_Rotary):
+    """Rotary position embedding; subclasses add the long-context scalings.
+
+    Attributes:
+      base: wavelength base (``rope_theta``).
+      layout: "half" (GPT-NeoX / LLaMA) or "interleaved" (RoFormer / GPT-J).
+      rotary_fraction: fraction of each head's features that are rotated (GPT-NeoX
+        ``rotary_pct``); the rotated dimension ``int(K * rotary_fraction)`` must be even,
+        and the frequencies use it as the exponent's denominator.
+
+    References:
+      Su, Lu, Pan, Murtadha, Wen, Liu, "RoFormer: Enhanced Transformer with Rotary Position
+      Embedding", arXiv 2104.09864, 2021.
+    """
+
+    base: float = 10000.0
+    rotary_fraction: float = 1.0
+
+    def _scaling(self, rotary_dim: int) -> rope_scaling.RopeScaling | None:
+        """The scaling method for ``rotary_dim`` rotated features; None for plain RoPE."""
+        return None
+
+    def _rotary_dim(self, head_dim: int) -> int:
+        if not 0.0 < self.rotary_fraction <= 1.0:
+            raise ValueError(f"rotary_fraction must be in (0, 1], got {self.rotary_fraction!r}.")
+        rotary_dim = int(head_dim * self.rotary_fraction)
+        if rotary_dim <= 0 or rotary_dim % 2:
+            raise ValueError(
+                f"rotated dimension int({head_dim} * rotary_fraction {self.rotary_fraction}) = "
+                f"{rotary_dim} must be a positive even number: RoPE rotates feature pairs."
+            )
+        return rotary_dim
+
+    def _frequencies(self, head_dim, q_positions, k_positions):
+        rotary_dim = self._rotary_dim(head_dim)
+        scaling = self._scaling(rotary_dim)
+        seq_len = None
+        if scaling is not None and scaling.depends_on_length:
+            seq_len = _current_length(q_positions, k_positions)
+        return rope_math.rope_inv_freq(rotary_dim, base=self.base, scaling=scaling, seq_len=seq_len)
+
+
+@register("rope_pi")
+class LinearRoPE(RoPE):
+    """RoPE with Position Interpolation: frequencies divided by ``factor``.
+
+    References:
+      Chen, Wong, Chen, Tian, "Extending Context Window of Large Language Models via
+      Positional Interpolation", arXiv 2306.15595, 2023.
+    """
+
+    factor: float = 4.0
+
+    def _scaling(self, rotary_dim):
+        return rope_scaling.LinearScaling(self.factor)
+
+
+@register("rope_ntk")
+class NTKRoPE(RoPE):
+    """RoPE with NTK-aware base rescaling ``base * factor^(d/(d-2))``.
+
+    References:
+      bloc97, "NTK-Aware Scaled RoPE", r/LocalLLaMA, 2023.
+    """
+
+    factor: float = 4.0
+
+    def _scaling(self, rotary_dim):
+        return rope_scaling.NTKScaling(self.factor)
+
+
+@register("rope_dynamic_ntk")
+class DynamicNTKRoPE(RoPE):
+    """RoPE whose NTK base grows with the current length beyond the original context.
+
+    The current length is the largest position + 1 (see the module docstring).
+
+    References:
+      emozilla, "Dynamically Scaled RoPE", r/LocalLLaMA, 2023.
+    """
+
+    factor: float = 2.0
+    original_max_position_embeddings: int = 2048
+
+    def _scaling(self, rotary_dim):
+        return rope_scaling.DynamicNTKScaling(self.factor, self.original_max_position_embeddings)
+
+
+@register("rope_yarn")
+class YaRNRoPE(RoPE):
+    """RoPE with YaRN: NTK-by-parts frequencies and an attention temperature.
+
+    References:
+      Peng, Quesnelle, Fan, Shippole, "YaRN: Efficient Context Window Extension of Large
+      Language Models", ICLR 2024, arXiv 2309.00071.
+    """
+
+    factor: float = 4.0
+    original_max_position_embeddings: int = 2048
+    beta_fast: float = rope_scaling.YARN_BETA_FAST
+    beta_slow: float = rope_scaling.YARN_BETA_SLOW
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+
+    def _scaling(self, rotary_dim):
+        return rope_scaling.YaRNScaling(
+            factor=self.factor,
+            original_max_position_embeddings=self.original_max_position_embeddings,
+            beta_fast=self.beta_fast,
+            beta_slow=self.beta_slow,
+            mscale=self.mscale,
+            mscale_all_dim=self.mscale_all_dim,
+            attention_factor=self.attention_factor,
+            truncate=self.truncate,
+        )
+
+
+@register("rope_llama3")
+class Llama3RoPE(RoPE):
+    """RoPE with Llama-3.1 frequency bands; the defaults are Llama 3.1's (base 500000).
+
+    References:
+      Llama Team, "The Llama 3 Herd of Models", arXiv 2407.21783, 2024.
+    """
+
+    base: float = 500000.0
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def _scaling(self, rotary_dim):
+        return rope_scaling.Llama3Scaling(
+            factor=self.factor,
+            low_freq_factor=self.low_freq_factor,
+            high_freq_factor=self.high_freq_factor,
+            original_max_position_embeddings=self.original_max_position_embeddings,
+        )
+
+
+@register("rope_longrope")
+class LongRoPE(RoPE):
+    """RoPE with LongRoPE per-frequency factors, short or long by the current length.
+
+    Attributes:
+      short_factor: one divisor per frequency pair up to the original length; None means
+        all ones (plain RoPE there).
+      long_factor: one divisor per pair beyond it; None means ``factor`` for every pair
+        (Position Interpolation), the baseline LongRoPE's search starts from.
+      original_max_position_embeddings: the original length.
+      factor: extension ratio; sets the attention scale ``sqrt(1 + ln(factor) / ln(L0))``.
+      attention_factor: explicit attention scale.
+
+    References:
+      Ding et al., "LongRoPE: Extending LLM Context Window Beyond 2 Million Tokens",
+      ICML 2024, arXiv 2402.13753.
+    """
+
+    short_factor: tuple[float, ...] | None = None
+    long_factor: tuple[float, ...] | None = None
+    original_max_position_embeddings: int = 2048
+    factor: float = 4.0
+    attention_factor: float | None = None
+
+    def _scaling(self, rotary_dim):
+        pairs = rotary_dim // 2
+        return rope_scaling.LongRoPEScaling(
+            short_factor=self.short_factor if self.short_factor is not None else (1.0,) * pairs,
+            long_factor=self.long_factor
+            if self.long_factor is not None
+            else (self.factor,) * pairs,
+            original_max_position_embeddings=self.original_max_position_embeddings,
+            factor=self.factor,
+            attention_factor=self.attention_factor,
+        )
+
+
+@register("xpos")
+class XPos(RoPE):
+    """xPos: RoPE with a per-frequency exponential decay ``zeta_t^((n - m) / scale_base)``.
+
+    Defined for causal attention only: for a key after the query the factor grows instead
+    of decaying (attention raises an error when used bidirectionally).
+
+    References:
+      Sun, Dong, Patra, Ma, Huang, Benhaim, Chaudhary, Song, Wei, "A Length-Extrapolatable
+      Transformer", ACL 2023, arXiv 2212.10554.
+    """
+
+    causal_only = True
+
+    scale_base: float = rope_math.XPOS_SCALE_BASE
+
+    def _amplitudes(self, inv_freq, attention_scale, q_positions, k_positions):
+        zeta = rope_math.xpos_zeta(2 * inv_freq.shape[-1])
+        return rope_math.xpos_scales(q_positions, k_positions, zeta, scale_base=self.scale_base)
+
+
+@register("p_rope")
+class PRoPE(_Rotary):
+    """p-RoPE: RoPE on the fraction ``p`` of highest frequencies, the rest never rotate.
+
+    ``p = 1`` is RoPE and ``p = 0`` is NoPE; the paper finds ``p = 0.75`` best.
+
+    Attributes:
+      p: fraction of frequency pairs kept.
+      base: wavelength base.
+      layout: "half" (the paper's Gemma code) or "interleaved".
+
+    References:
+      Barbero, Vitvitskyi, Perivolaropoulos, Pascanu, Velickovic, "Round and Round We Go!
+      What makes Rotary Positional Encodings useful?", ICLR 2025, arXiv 2410.06205.
+    """
+
+    p: float = 0.75
+    base: float = 10000.0
+
+    def _frequencies(self, head_dim, q_positions, k_positions):
+        return rope_math.p_rope_inv_freq(head_dim, p=self.p, base=self.base), 1.0

@@ -1,0 +1,353 @@
+"""Rotary position embedding (RoPE) and its relatives: frequencies, angles, rotation.
+
+Queries and keys are rotated pair by pair: pair ``t`` of a vector at position ``m`` turns
+by ``m * theta_t``, so that ``<R(m) q, R(n) k>`` depends on ``m - n`` only (Su et al. 2021).
+
+Two layouts decide which features form pair ``t`` of a rotated dimension ``d``:
+
+* ``"half"`` (GPT-NeoX, Hugging Face LLaMA, Gemma): features ``t`` and ``t + d/2``.
+* ``"interleaved"`` (RoFormer, GPT-J, Meta's LLaMA code): features ``2t`` and ``2t + 1``.
+
+They are the same operator up to a fixed permutation of the head dimension. With partial
+rotary, only the first ``d = 2 * len(inv_freq)`` features are rotated (GPT-NeoX
+``rotary_pct``, Hugging Face ``partial_rotary_factor``) and the rest pass through.
+
+Angles are never computed in the input dtype: bfloat16 cannot even hold the position 257.
+They are reduced modulo one turn in integer fixed point (see :func:`rope_angles`), so they
+stay exact to ~1e-6 rad at any int32 position, where a plain float32 ``m * theta`` is off
+by up to 0.05 rad at position 10^6.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from posenc_jax._checks import is_concrete
+from posenc_jax.functional.rope_scaling import RopeScaling
+from posenc_jax.typing import Array
+
+LAYOUTS = ("half", "interleaved")
+
+# xPos (Sun et al. 2022, Eq. 10): zeta_t = (2t/d + gamma) / (1 + gamma) with gamma = 0.4.
+XPOS_GAMMA = 0.4
+XPOS_SCALE_BASE = 512.0
+# |exponent| of the xPos scale kept below this so that q * zeta^(n/s) and k * zeta^(-m/s)
+# stay inside float32's normal range (e^87 is about its largest value).
+_XPOS_MAX_LOG_SCALE = 80.0
+
+
+def _check_rotary_dim(head_dim: int, what: str = "rotated dimension") -> None:
+    if not (isinstance(head_dim, int | np.integer) and head_dim > 0 and head_dim % 2 == 0):
+        raise ValueError(
+            f"RoPE rotates features in pairs: the {what} must be a positive even integer, "
+            f"got {head_dim!r}. Use an even head dimension or a rotary fraction that gives one."
+        )
+
+
+def rope_inv_freq(
+    head_dim: int,
+    *,
+    base: float = 10000.0,
+    scaling: RopeScaling | None = None,
+    seq_len: int | Array | None = None,
+) -> tuple[np.ndarray | Array, float]:
+    """RoPE inverse frequencies ``theta_t = base^(-2t/d)``, optionally scaled.
+
+    Args:
+      head_dim: the rotated dimension ``d`` (the head dimension, or its rotated part with
+        partial rotary); a positive even integer.
+      base: the wavelength base (10000 in RoFormer, 500000 in Llama 3; ``rope_theta``).
+      scaling: a :mod:`~posenc_jax.functional.rope_scaling` method, or None for plain RoPE.
+      seq_len: the current length (largest position + 1), used by the methods that depend
+        on it (dynamic NTK, LongRoPE); None means the original context. May be a traced
+        scalar.
+
+    Returns:
+      ``(inv_freq, attention_scale)``. ``inv_freq`` has shape ``[head_dim // 2]``: a
+      float64 NumPy array when every input is static (the frequencies are constants of the
+      model; keeping them in float64 lets :func:`rope_angles` stay exact at large
+      positions), a float32 jax Array when ``seq_len`` is traced. ``attention_scale`` is a
+      float that multiplies both rotated queries and keys (so logits by its square); 1
+      except for YaRN and LongRoPE.
+
+    Raises:
+      ValueError: for an odd or non-positive ``head_dim`` or a base <= 1.
+
+    References:
+      Su, Lu, Pan, Murtadha, Wen, Liu, "RoFormer: Enhanced Transformer with Rotary Position
+      Embedding", arXiv 2104.09864, 2021, Eq. (15).
+    """
+    _check_rotary_dim(head_dim)
+    if not (math.isfinite(base) and base > 1.0):
+        raise ValueError(f"RoPE base must be a finite number > 1, got {base!r}.")
+    if seq_len is not None and is_concrete(seq_len) and int(seq_len) <= 0:
+        raise ValueError(
+            f"seq_len must be a positive length (largest position + 1), got {seq_len}."
+        )
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if scaling is None:
+        return inv_freq, 1.0
+    if not isinstance(scaling, RopeScaling):
+        raise ValueError(
+            f"scaling must be a RopeScaling (e.g. YaRNScaling, or rope_scaling_from_hf(...)), "
+            f"got {scaling!r}."
+        )
+    scaled, attention_scale = scaling.rescale(inv_freq, base=float(base), seq_len=seq_len)
+    return scaled, float(attention_scale)
+
+
+def p_rope_inv_freq(head_dim: int, *, p: float, base: float = 10000.0) -> np.ndarray:
+    """p-RoPE: the ``int(p * head_dim / 2)`` highest RoPE frequencies, the rest set to 0.
+
+    The exponent keeps the full ``head_dim`` as denominator (unlike partial rotary), so the
+    kept pairs rotate exactly as in RoPE; the zeroed ones never rotate and carry content
+    only. ``p = 1`` is RoPE, ``p = 0`` is NoPE.
+
+    Args:
+      head_dim: the head dimension, a positive even integer.
+      p: the fraction of frequencies kept, in ``[0, 1]`` (0.75 is best in the paper).
+      base: the RoPE base.
+
+    Returns:
+      float64 ``[head_dim // 2]``.
+
+    References:
+      Barbero, Vitvitskyi, Perivolaropoulos, Pascanu, Velickovic, "Round and Round We Go!
+      What makes Rotary Positional Encodings useful?", ICLR 2025, arXiv 2410.06205,
+      Section 6 and Appendix D.
+    """
+    if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
+        raise ValueError(f"p-RoPE p must be a fraction in [0, 1], got {p!r}.")
+    inv_freq, _ = rope_inv_freq(head_dim, base=base)
+    kept = int(p * head_dim / 2)
+    return np.where(np.arange(head_dim // 2) < kept, inv_freq, 0.0)
+
+
+def _outer(positions: Array, per_pair: Array) -> Array:
+    """``positions[..., None] * per_pair`` with the broadcast spelled out."""
+    return positions[..., None] * per_pair.reshape((1,) * positions.ndim + (-1,))
+
+
+def _fixed_point_turns(inv_freq) -> tuple[Array, Array]:
+    """Splits ``theta / (2 pi)`` turns per position into ``(whole, fraction)`` of 2^-32 turns.
+
+    ``whole`` is a uint32 (the first 32 fractional bits of a turn) and ``fraction`` a
+    float32 in [0, 1) of the same unit. Static frequencies are split from float64; traced
+    ones from their float32 value (exactly, but that value already carries float32's
+    relative error).
+    """
+    if is_concrete(inv_freq):
+        turns = np.asarray(inv_freq, np.float64) / (2 * np.pi)
+        units = (turns - np.floor(turns)) * 2.0**32
+        whole = np.floor(units)
+        return jnp.asarray(whole.astype(np.uint32)), jnp.asarray(units - whole, jnp.float32)
+    turns = jnp.asarray(inv_freq, jnp.float32) / jnp.float32(2 * np.pi)
+    units = (turns - jnp.floor(turns)) * jnp.float32(2.0**32)
+    whole = jnp.floor(units)
+    return whole.astype(jnp.uint32), units - whole
+
+
+def rope_angles(positions: Array, inv_freq) -> Array:
+    """Rotation angles ``positions * inv_freq`` reduced to ``[-pi, pi]``, in float32.
+
+    A float32 product ``m * theta`` is off by up to half an ulp of the product (0.03 rad
+    near 10^6), and bfloat16 cannot represent the position at all past 256. Here the turns
+    per position ``theta / 2 pi`` are held as a 32-bit fixed-point fraction plus a float32
+    remainder: ``m * whole`` wraps modulo 2^32 in uint32 arithmetic, which is exactly the
+    reduction modulo one turn, and ``m * remainder`` is below half a turn. The result is
+    within ~1e-6 rad of the exact angle for every int32 position (positive or negative)
+    when ``inv_freq`` is static (float64 NumPy, as :func:`rope_inv_freq` returns it).
+
+    Args:
+      positions: integer array ``[...]``.
+      inv_freq: ``[P]`` frequencies (radians per position).
+
+    Returns:
+      float32 ``[..., P]``.
+
+    Raises:
+      ValueError: if ``positions`` are not integers.
+    """
+    positions = jnp.asarray(positions)
+    if not jnp.issubdtype(positions.dtype, jnp.integer):
+        raise ValueError(
+            f"RoPE positions must be an integer array, got dtype {positions.dtype}; scale the "
+            "frequencies (e.g. LinearScaling) instead of passing fractional positions."
+        )
+    positions = positions.astype(jnp.int32)
+    whole, fraction = _fixed_point_turns(inv_freq)
+    # uint32 products keep the low 32 bits, i.e. the product modulo whole turns; the
+    # bitcast makes negative positions wrap the same way.
+    wrapped = _outer(jax.lax.bitcast_convert_type(positions, jnp.uint32), whole)
+    signed_units = jax.lax.bitcast_convert_type(wrapped, jnp.int32).astype(jnp.float32)
+    units = signed_units + _outer(positions.astype(jnp.float32), fraction)
+    turns = units * jnp.float32(2.0**-32)
+    turns = turns - jnp.round(turns)
+    return turns * jnp.float32(2 * np.pi)
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown RoPE layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}.")
+
+
+def apply_rope(
+    x: Array,
+    positions: Array,
+    inv_freq,
+    *,
+    layout: str = "half",
+    scale: float | Array = 1.0,
+) -> Array:
+    """Rotates ``x [..., L, H, K]`` at integer ``positions [..., L]`` by RoPE.
+
+    Pair ``t`` of the first ``d = 2 * len(inv_freq)`` features turns by
+    ``positions * inv_freq[t]``; features ``d..K`` pass through unchanged (partial rotary).
+    The rotation is computed in float32 and returned in ``x.dtype``.
+
+    Args:
+      x: queries or keys ``[..., L, H, K]``.
+      positions: integer positions broadcastable to ``[..., L]``.
+      inv_freq: ``[d/2]`` frequencies, ``d <= K``; from :func:`rope_inv_freq`.
+      layout: "half" (pairs ``(t, t + d/2)``, GPT-NeoX / LLaMA) or "interleaved" (pairs
+        ``(2t, 2t + 1)``, GPT-J / RoFormer).
+      scale: multiplies the rotated features: a float (YaRN / LongRoPE attention scale, as
+        Hugging Face multiplies cos and sin) or an array broadcastable to ``[..., L, d/2]``
+        (xPos, per position and pair). Pass-through features are not scaled.
+
+    Returns:
+      Rotated ``x``, same shape and dtype.
+
+    Raises:
+      ValueError: for an unknown layout, more rotated features than ``K``, or positions
+        that do not match ``x``.
+
+    References:
+      Su et al., "RoFormer", arXiv 2104.09864, 2021, Eq. (34); Black et al., "GPT-NeoX-20B",
+      2022 (half layout and partial rotary); Wang and Komatsuzaki, GPT-J-6B, 2021
+      (interleaved layout).
+    """
+    _check_layout(layout)
+    if x.ndim < 3:
+        raise ValueError(f"apply_rope expects x [..., L, H, K], got shape {x.shape}.")
+    pairs = inv_freq.shape[-1]
+    rotated_dim = 2 * pairs
+    if rotated_dim > x.shape[-1]:
+        raise ValueError(
+            f"inv_freq has {pairs} pairs ({rotated_dim} rotated features) but x has only "
+            f"{x.shape[-1]} features per head."
+        )
+    positions = jnp.asarray(positions)
+    try:
+        positions = jnp.broadcast_to(positions, x.shape[:-2])
+    except ValueError as error:
+        raise ValueError(
+            f"positions of shape {positions.shape} do not match x [..., L, H, K] = {x.shape}; "
+            f"expected {x.shape[:-2]}."
+        ) from error
+    angles = rope_angles(positions, inv_freq)  # [..., L, P]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    scale = jnp.asarray(scale, jnp.float32)
+    if scale.ndim:
+        scale = jnp.broadcast_to(scale, angles.shape)
+    cos, sin = cos * scale, sin * scale
+    cos, sin = cos[..., None, :], sin[..., None, :]  # a head axis: [..., L, 1, P]
+
+    rotated = x[..., :rotated_dim].astype(jnp.float32)
+    if layout == "half":
+        first, second = rotated[..., :pairs], rotated[..., pairs:]
+    else:
+        first, second = rotated[..., 0::2], rotated[..., 1::2]
+    new_first = first * cos - second * sin
+    new_second = second * cos + first * sin
+    if layout == "half":
+        rotated = jnp.concatenate([new_first, new_second], axis=-1)
+    else:
+        rotated = jnp.stack([new_first, new_second], axis=-1).reshape(rotated.shape)
+    return jnp.concatenate([rotated.astype(x.dtype), x[..., rotated_dim:]], axis=-1)
+
+
+def xpos_zeta(head_dim: int, *, gamma: float = XPOS_GAMMA) -> np.ndarray:
+    """xPos per-pair scale bases ``zeta_t = (2t/d + gamma) / (1 + gamma)``, float64 ``[d/2]``.
+
+    With ``gamma = 0.4``: ``zeta_0 = 0.2857`` (the fastest pair decays fastest) rising to
+    ``(2 - 2/d + 0.4) / 1.4`` just below 1.
+
+    References:
+      Sun, Dong, Patra, Ma, Huang, Benhaim, Chaudhary, Song, Wei, "A Length-Extrapolatable
+      Transformer", ACL 2023, arXiv 2212.10554, Section 3.2.
+    """
+    _check_rotary_dim(head_dim)
+    return (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim + gamma) / (1 + gamma)
+
+
+def xpos_scales(
+    q_positions: Array,
+    k_positions: Array,
+    zeta: np.ndarray,
+    *,
+    scale_base: float = XPOS_SCALE_BASE,
+) -> tuple[Array, Array]:
+    """xPos amplitudes: queries ``zeta^(n / s)``, keys ``zeta^(-m / s)``, float32.
+
+    Their product in ``q . k`` is ``zeta_t^((n - m) / s)``: for a causal query (``n >= m``)
+    an exponential decay with distance, slowest for the low frequencies. Positions are
+    shifted by the midpoint of each row's key positions (the reference code centres them
+    too); the shift cancels in ``q . k`` and keeps both factors inside float32's range.
+
+    Args:
+      q_positions: integer ``[..., L]``.
+      k_positions: integer ``[..., S]``.
+      zeta: ``[d/2]`` from :func:`xpos_zeta`.
+      scale_base: ``s``, 512 in the paper.
+
+    Returns:
+      ``(q_scale [..., L, d/2], k_scale [..., S, d/2])``, to pass as ``scale`` to
+      :func:`apply_rope`.
+
+    Raises:
+      ValueError: if a position is so far from the centre that a factor would leave the
+        float32 range (at trace time for concrete positions, when run otherwise).
+
+    References:
+      Sun et al., "A Length-Extrapolatable Transformer", ACL 2023, arXiv 2212.10554,
+      Eq. (10); torchscale ``xpos_relative_position.py``.
+    """
+    if not scale_base > 0:
+        raise ValueError(f"xPos scale_base must be positive, got {scale_base!r}.")
+    q_positions = jnp.asarray(q_positions).astype(jnp.int32)
+    k_positions = jnp.asarray(k_positions).astype(jnp.int32)
+    log_zeta = np.log(np.asarray(zeta, np.float64))
+    # Beyond this offset from the centre, |offset / s * ln zeta| exceeds float32's range.
+    limit = int(_XPOS_MAX_LOG_SCALE * scale_base / np.max(np.abs(log_zeta)))
+    centre = (
+        jnp.min(k_positions, axis=-1, keepdims=True) + jnp.max(k_positions, axis=-1, keepdims=True)
+    ) // 2
+    q_offsets, k_offsets = q_positions - centre, k_positions - centre
+    _check_xpos_offsets(q_offsets, k_offsets, limit, scale_base)
+    per_pair = jnp.asarray(log_zeta / scale_base, jnp.float32)
+    q_scale = jnp.exp(_outer(q_offsets.astype(jnp.float32), per_pair))
+    k_scale = jnp.exp(-_outer(k_offsets.astype(jnp.float32), per_pair))
+    return q_scale, k_scale
+
+
+def _check_xpos_offsets(q_offsets: Array, k_offsets: Array, limit: int, scale_base: float) -> None:
+    def check(q_far, k_far):
+        far = max(int(q_far), int(k_far))
+        if far > limit:
+            raise ValueError(
+                f"xPos positions span too far: a position lies {far} away from the centre of "
+                f"its row's keys, but zeta^(offset/{scale_base:g}) leaves float32's range "
+                f"beyond {limit}. Use a larger scale_base or shorter spans (the paper "
+                "attends blockwise for long inputs)."
+            )
+
+    if q_offsets.size == 0 or k_offsets.size == 0:
+        return
+    q_far, k_far = jnp.max(jnp.abs(q_offsets)), jnp.max(jnp.abs(k_offsets))
+    if is_concrete(q_far) and is_concrete(k_far):
+        check(q_far, k_far)
+    else:
+        jax.debug.callback(check, q_far, k_far)
