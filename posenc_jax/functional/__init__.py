@@ -6,7 +6,6 @@ from posenc_jax.functional.cope import cope_logits, cope_positions
 from posenc_jax.functional.distance import absolute_distance, relative_positions
 from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
-from posenc_jax.functional.sandwich import sandwich_bias
 from posenc_jax.functional.rope import (
     apply_rope,
     p_rope_inv_freq,
@@ -28,6 +27,7 @@ from posenc_jax.functional.rope_scaling import (
     yarn_correction_range,
     yarn_mscale,
 )
+from posenc_jax.functional.sandwich import sandwich_bias
 from posenc_jax.functional.shaw import shaw_key_logits, shaw_relative_index, shaw_value_outputs
 from posenc_jax.functional.sinusoidal import sinusoidal, sinusoidal_inv_freq
 from posenc_jax.functional.t5 import t5_relative_bucket
@@ -46,7 +46,6 @@ __all__ = [
     "kerple_power_bias",
     "normalized_positions",
     "relative_positions",
-    "sandwich_bias",
     "apply_rope",
     "p_rope_inv_freq",
     "rope_angles",
@@ -64,6 +63,7 @@ __all__ = [
     "rope_theta_from_hf",
     "yarn_correction_range",
     "yarn_mscale",
+    "sandwich_bias",
     "shaw_key_logits",
     "shaw_relative_index",
     "shaw_value_outputs",
