@@ -7,8 +7,8 @@ position enters.
 
 from posenc_jax.encodings import absolute  # noqa: F401  (registers the absolute family)
 from posenc_jax.encodings.absolute import Integer, Learned, NoPE, Normalized, Sinusoidal
-from posenc_jax.encodings.bias import FIRE, ALiBi, KerpleLog, KerplePower, Sandwich, T5Bias
 from posenc_jax.encodings.base import Contextual, PositionalEncoding
+from posenc_jax.encodings.bias import FIRE, ALiBi, KerpleLog, KerplePower, Sandwich, T5Bias
 from posenc_jax.encodings.contextual import CoPE, Shaw, TransformerXL
 from posenc_jax.encodings.randomized import Randomized
 from posenc_jax.encodings.registry import get, get_class, hyperparameters, names, register

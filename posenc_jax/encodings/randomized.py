@@ -1,0 +1,129 @@
+"""Randomized positions (Ruoss et al., 2023): any encoding, fed a random subset of positions."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.registry import get, register
+from posenc_jax.typing import Array, BiasFn
+
+
+@register("randomized")
+class Randomized(PositionalEncoding):
+    """Wraps an encoding so that a length-L sequence gets positions sampled from ``[0, M)``.
+
+    Randomized positional encodings change *which positions* a sequence is given, nothing
+    else: each row of a batch gets a sorted sample of L distinct integers from
+    ``[0, max_position)`` instead of ``arange(L)``, so a model trained on short sequences
+    has already seen the large positions (and distances) of long ones. The same sampling
+    is used at evaluation, as in the paper, so ``max_position`` must be at least the
+    longest evaluation length. Every hook (``embed``, ``rotate``, ``bias_fn`` and the
+    capabilities ``causal_only`` and ``needs_dense``) is the wrapped encoding's; only
+    :meth:`sample_positions` differs, and the wrapped encoding never knows.
+
+    Build it from a registered name or from an encoding::
+
+        get("randomized", base="alibi", max_position=2048)
+        get("randomized", base="learned", base_kwargs={"max_length": 2048})
+        get("randomized", base=get("rope", base=10000.0))
+
+    Attributes:
+      base: the wrapped encoding, or its registered name.
+      max_position: M, the number of positions sampled from (2048 in the paper's
+        experiments). A sequence longer than M is an error.
+      base_kwargs: hyperparameters of the wrapped encoding when ``base`` is a name.
+
+    References:
+      Ruoss et al., "Randomized Positional Encodings Boost Length Generalization of
+      Transformers", ACL 2023.
+    """
+
+    base: PositionalEncoding | str = "nope"
+    max_position: int = 2048
+    base_kwargs: Mapping[str, Any] | None = None
+
+    def __post_init__(self):
+        # Resolve a name into the encoding now, so the wrapper holds one kind of value
+        # (a hashable module) and clones of it carry the same wrapped encoding.
+        if isinstance(self.base, str):
+            object.__setattr__(self, "base", get(self.base, **dict(self.base_kwargs or {})))
+            object.__setattr__(self, "base_kwargs", None)
+        elif self.base_kwargs:
+            raise ValueError(
+                "randomized base_kwargs are only used with a base given by name; got base="
+                f"{type(self.base).__name__} and base_kwargs={dict(self.base_kwargs)}."
+            )
+        if not isinstance(self.base, PositionalEncoding):
+            raise ValueError(
+                f"randomized base must be an encoding or a registered name, got {self.base!r}."
+            )
+        if (
+            isinstance(self.max_position, bool)
+            or not isinstance(self.max_position, int)
+            or self.max_position <= 0
+        ):
+            raise ValueError(
+                f"randomized max_position must be a positive integer, got {self.max_position!r}."
+            )
+        super().__post_init__()
+
+    @property
+    def causal_only(self) -> bool:
+        return self.base.causal_only
+
+    @property
+    def needs_dense(self) -> bool:
+        return self.base.needs_dense
+
+    @nn.nowrap
+    def sample_positions(self, key: Array, batch_size: int, length: int) -> Array:
+        """Sorted samples without replacement from ``[0, max_position)``, one per row.
+
+        Args:
+          key: a PRNG key; rows use independent keys split from it.
+          batch_size: B.
+          length: L, at most ``max_position``.
+
+        Returns:
+          int32 ``[batch_size, length]``, strictly increasing along each row.
+
+        Raises:
+          ValueError: if ``length > max_position``.
+        """
+        if length > self.max_position:
+            raise ValueError(
+                f"randomized positions: a sequence of length {length} needs at least {length} "
+                f"distinct positions, but max_position={self.max_position}; build the "
+                f"encoding with max_position >= {length} (the paper uses 2048)."
+            )
+        keys = jax.random.split(key, batch_size)
+
+        def sample_row(row_key: Array) -> Array:
+            return jax.random.choice(row_key, self.max_position, (length,), replace=False)
+
+        return jnp.sort(jax.vmap(sample_row)(keys), axis=-1).astype(jnp.int32)
+
+    def _wrapped(self) -> PositionalEncoding:
+        """This wrapper's own copy of ``base``, with its parameters under ``wrapped``.
+
+        Every clone of the wrapper holds the same ``base`` instance; calling it directly
+        would bind it once and share its parameters between all the layers that use the
+        wrapper. A fresh clone per wrapper keeps them per layer, like an unwrapped encoding.
+        """
+        return self.base.clone(parent=self, name="wrapped")
+
+    def _embed(self, x: Array, positions: Array) -> Array:
+        return self._wrapped().embed(x, positions)
+
+    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array):
+        return self._wrapped().rotate(q, k, q_positions, k_positions)
+
+    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
+        return self._wrapped().bias_fn(num_heads=num_heads, causal=causal)
+
+    def _contextual(self, **kwargs):
+        return self._wrapped().contextual(**kwargs)
