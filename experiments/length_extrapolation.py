@@ -36,7 +36,9 @@ from posenc_jax.train import (
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
 )
-_WORKDIR = flags.DEFINE_string("workdir", "runs/quick", "Directory for results, plots and checkpoints.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", "runs/quick", "Directory for results, plots and checkpoints."
+)
 
 EVAL_KEY_SEED = 20240601  # one evaluation set for every encoding: identical examples
 
@@ -56,7 +58,9 @@ def eval_lengths(cfg: ConfigDict) -> list[int]:
     return sorted(lengths)
 
 
-def build_encoding(name: str, cfg: ConfigDict, longest_sequence: int) -> tuple[pj.encodings.PositionalEncoding, dict]:
+def build_encoding(
+    name: str, cfg: ConfigDict, longest_sequence: int
+) -> tuple[pj.encodings.PositionalEncoding, dict]:
     """The encoding of a study row, with table sizes filled in to cover every eval length.
 
     An encoding with a ``max_length`` hyperparameter (a learned table) gets one row per
@@ -86,7 +90,13 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
         dtype=cfg.model.dtype,
     )
     optimizer = OptimizerConfig(**cfg.optimizer.to_dict())
-    spec = RunSpec(model=model, task=task, train_length=cfg.train_length, batch_size=cfg.batch_size, optimizer=optimizer)
+    spec = RunSpec(
+        model=model,
+        task=task,
+        train_length=cfg.train_length,
+        batch_size=cfg.batch_size,
+        optimizer=optimizer,
+    )
     return spec, encoding_kwargs
 
 
@@ -120,16 +130,28 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     lengths = eval_lengths(cfg)
     cells = [(t, e) for t in cfg.tasks for e in cfg.encodings]
     pending = [
-        (t, e) for t, e in cells
+        (t, e)
+        for t, e in cells
         if not results.has_all([(e, t, s, n) for s in cfg.seeds for n in lengths])
     ]
-    bar = tqdm(total=len(pending) * cfg.optimizer.total_steps, unit="step", disable=not progress,
-               desc="study", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pending) * cfg.optimizer.total_steps,
+        unit="step",
+        disable=not progress,
+        desc="study",
+        dynamic_ncols=True,
+    )
     for task_name, encoding_name in pending:
         bar.set_postfix_str(f"{task_name}/{encoding_name}")
         done_before = bar.n
-        rows = run_cell(cfg, task_name, encoding_name, workdir, lengths,
-                        on_step=lambda step, base=done_before: bar.update(base + step - bar.n))
+        rows = run_cell(
+            cfg,
+            task_name,
+            encoding_name,
+            workdir,
+            lengths,
+            on_step=lambda step, base=done_before: bar.update(base + step - bar.n),
+        )
         results.add(rows)
     bar.close()
     rows = results.rows()
@@ -156,22 +178,33 @@ def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> l
     data_key, positions_key = jax.random.split(jax.random.key(EVAL_KEY_SEED))
     rows = []
     for length in lengths:
-        batches = generated_batches(spec, length, key=jax.random.fold_in(data_key, length),
-                                    num_examples=cfg.eval_examples, batch_size=cfg.eval_batch_size)
-        per_seed = evaluate(spec, state.params, batches, key=jax.random.fold_in(positions_key, length))
+        batches = generated_batches(
+            spec,
+            length,
+            key=jax.random.fold_in(data_key, length),
+            num_examples=cfg.eval_examples,
+            batch_size=cfg.eval_batch_size,
+        )
+        per_seed = evaluate(
+            spec, state.params, batches, key=jax.random.fold_in(positions_key, length)
+        )
         for seed, metrics in zip(cfg.seeds, per_seed, strict=True):
-            rows.append({
-                "encoding": encoding_name,
-                "task": task_name,
-                "seed": int(seed),
-                "train_length": cfg.train_length,
-                "eval_length": length,
-                "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
-                "steps": cfg.optimizer.total_steps,
-                "final_train_loss": history[-1]["loss"][list(cfg.seeds).index(seed)] if history else None,
-                "train_seconds": round(train_seconds, 2),
-                **metrics,
-            })
+            rows.append(
+                {
+                    "encoding": encoding_name,
+                    "task": task_name,
+                    "seed": int(seed),
+                    "train_length": cfg.train_length,
+                    "eval_length": length,
+                    "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
+                    "steps": cfg.optimizer.total_steps,
+                    "final_train_loss": history[-1]["loss"][list(cfg.seeds).index(seed)]
+                    if history
+                    else None,
+                    "train_seconds": round(train_seconds, 2),
+                    **metrics,
+                }
+            )
     return rows
 
 

@@ -15,7 +15,10 @@ def extrapolation_plots(rows: list[dict], out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     train_lengths = {r["task"]: r["train_length"] for r in rows}
-    for metric, label in (("sequence_accuracy", "exact match"), ("token_accuracy", "per-token accuracy")):
+    for metric, label in (
+        ("sequence_accuracy", "exact match"),
+        ("token_accuracy", "per-token accuracy"),
+    ):
         summary = summarize(rows, metric)
         for task, by_encoding in sorted(summary.items()):
             fig, ax = plt.subplots(figsize=(6.4, 4.2))

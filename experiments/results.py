@@ -72,10 +72,14 @@ def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -
     for task in sorted(exact):
         n = train_lengths[task]
         lengths = sorted({length for enc in exact[task].values() for length in enc})
-        header = [f"{length // n}N ({length})" if length % n == 0 else str(length) for length in lengths]
+        header = [
+            f"{length // n}N ({length})" if length % n == 0 else str(length) for length in lengths
+        ]
         seeds = max(v[2] for enc in exact[task].values() for v in enc.values())
-        lines.append(f"### {task} (train length N = {n}; exact match / per-token accuracy, "
-                     f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''})\n")
+        lines.append(
+            f"### {task} (train length N = {n}; exact match / per-token accuracy, "
+            f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''})\n"
+        )
         lines.append("| encoding | " + " | ".join(header) + " |")
         lines.append("|---|" + "---|" * len(lengths))
         order = [e for e in (encodings_order or []) if e in exact[task]]

@@ -20,29 +20,37 @@ def test_matches_reference_with_bias_and_mask(rng):
     q, k, v = _qkv(rng)
     bias = rng.standard_normal((4, 5, 7)).astype(np.float32)
     mask = rng.random((2, 1, 5, 7)) > 0.3
-    got = jax.jit(lambda q, k, v, m: dot_product_attention(q, k, v, bias_fn=lambda qp, kp: bias, mask=m))(
-        q, k, v, mask
+    got = jax.jit(
+        lambda q, k, v, m: dot_product_attention(q, k, v, bias_fn=lambda qp, kp: bias, mask=m)
+    )(q, k, v, mask)
+    np.testing.assert_allclose(
+        got, reference_attention(q, k, v, bias=bias[None], allowed=mask), atol=1e-5
     )
-    np.testing.assert_allclose(got, reference_attention(q, k, v, bias=bias[None], allowed=mask), atol=1e-5)
 
 
 def test_causal_is_defined_by_positions(rng):
     q, k, v = _qkv(rng, q_len=6, k_len=6)
     q_positions = np.array([[3, 4, 5, 6, 7, 8], [0, 1, 2, 3, 4, 5]])
-    got = dot_product_attention(q, k, v, causal=True, q_positions=q_positions, k_positions=q_positions)
+    got = dot_product_attention(
+        q, k, v, causal=True, q_positions=q_positions, k_positions=q_positions
+    )
     allowed = q_positions[:, None, None, :] <= q_positions[:, None, :, None]
     np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=1e-5)
     # With arange positions it is the usual lower triangle.
     lower = np.tril(np.ones((6, 6), bool))[None, None]
     np.testing.assert_allclose(
-        dot_product_attention(q, k, v, causal=True), reference_attention(q, k, v, allowed=lower), atol=1e-5
+        dot_product_attention(q, k, v, causal=True),
+        reference_attention(q, k, v, allowed=lower),
+        atol=1e-5,
     )
 
 
 def test_decoding_query_attends_to_its_prefix(rng):
     """One query at position t against a cache of keys: positions make it the same code path."""
     q, k, v = _qkv(rng, q_len=1, k_len=6)
-    got = dot_product_attention(q, k, v, causal=True, q_positions=np.array([3]), k_positions=np.arange(6))
+    got = dot_product_attention(
+        q, k, v, causal=True, q_positions=np.array([3]), k_positions=np.arange(6)
+    )
     allowed = (np.arange(6) <= 3)[None, None, None, :]
     np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=1e-5)
 
@@ -53,7 +61,9 @@ def test_fully_masked_rows_are_zero_in_values_and_gradients(rng):
     mask[:, :, 2] = False
     out = dot_product_attention(q, k, v, mask=mask)
     np.testing.assert_array_equal(out[:, 2], 0.0)
-    grads = jax.grad(lambda q, k, v: dot_product_attention(q, k, v, mask=mask).sum(), argnums=(0, 1, 2))(q, k, v)
+    grads = jax.grad(
+        lambda q, k, v: dot_product_attention(q, k, v, mask=mask).sum(), argnums=(0, 1, 2)
+    )(q, k, v)
     for g in grads:
         assert np.all(np.isfinite(g))
     np.testing.assert_array_equal(grads[0][:, 2], 0.0)
@@ -62,10 +72,16 @@ def test_fully_masked_rows_are_zero_in_values_and_gradients(rng):
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_grouped_query_equals_multi_head_with_repeated_kv(rng, kv_heads):
     q, k, v = _qkv(rng, heads=4, kv_heads=kv_heads)
-    grouped = dot_product_attention(q, k, v, causal=True, q_positions=np.arange(5), k_positions=np.arange(7))
+    grouped = dot_product_attention(
+        q, k, v, causal=True, q_positions=np.arange(5), k_positions=np.arange(7)
+    )
     repeated = dot_product_attention(
-        q, np.repeat(k, 4 // kv_heads, axis=2), np.repeat(v, 4 // kv_heads, axis=2),
-        causal=True, q_positions=np.arange(5), k_positions=np.arange(7),
+        q,
+        np.repeat(k, 4 // kv_heads, axis=2),
+        np.repeat(v, 4 // kv_heads, axis=2),
+        causal=True,
+        q_positions=np.arange(5),
+        k_positions=np.arange(7),
     )
     np.testing.assert_allclose(grouped, repeated, atol=1e-6)
 

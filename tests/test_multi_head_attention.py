@@ -33,11 +33,17 @@ def test_padding_mask_hides_keys(rng):
     np.testing.assert_allclose(out[:, :3], out_changed[:, :3], atol=1e-6)
 
 
-@pytest.mark.parametrize("name,equivariant", [("nope", True), ("sinusoidal", False), ("learned", False)])
+@pytest.mark.parametrize(
+    "name,equivariant", [("nope", True), ("sinusoidal", False), ("learned", False)]
+)
 def test_permutation_equivariance_needs_no_position(rng, name, equivariant):
     """Without position, permuting the tokens permutes an encoder layer's outputs the same way."""
     config = pj.models.TransformerConfig(
-        vocab_size=20, architecture="encoder", d_model=16, num_layers=1, num_heads=2,
+        vocab_size=20,
+        architecture="encoder",
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
         encoding=pj.encodings.get(name, **({"max_length": 8} if name == "learned" else {})),
     )
     model = pj.models.Transformer(config)
@@ -55,8 +61,13 @@ def test_permutation_equivariance_needs_no_position(rng, name, equivariant):
 
 def test_causal_decoder_has_zero_gradient_from_the_future(rng):
     """The loss at position t does not depend on input embeddings after t."""
-    config = pj.models.TransformerConfig(vocab_size=11, d_model=16, num_layers=2, num_heads=2,
-                                         encoding=pj.encodings.get("sinusoidal"))
+    config = pj.models.TransformerConfig(
+        vocab_size=11,
+        d_model=16,
+        num_layers=2,
+        num_heads=2,
+        encoding=pj.encodings.get("sinusoidal"),
+    )
     model = pj.models.Transformer(config)
     tokens = jnp.asarray(rng.integers(0, 11, (1, 9)), jnp.int32)
     variables = model.init(jax.random.key(0), tokens)
@@ -89,7 +100,8 @@ def test_nnx_model_uses_the_encoding_through_the_bridge(rng):
     from flax import nnx
 
     attention = nnx.bridge.ToNNX(
-        MultiHeadAttention(num_heads=2, causal=True, encoding=pj.encodings.get("nope")), rngs=nnx.Rngs(0)
+        MultiHeadAttention(num_heads=2, causal=True, encoding=pj.encodings.get("nope")),
+        rngs=nnx.Rngs(0),
     )
     x = jnp.asarray(rng.standard_normal((1, 4, 8)), jnp.float32)
     nnx.bridge.lazy_init(attention, x)

@@ -11,8 +11,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_study(workdir, *overrides):
-    command = [sys.executable, "-m", "experiments.length_extrapolation",
-               "--config", "experiments/configs/smoke.py", "--workdir", str(workdir), *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.length_extrapolation",
+        "--config",
+        "experiments/configs/smoke.py",
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

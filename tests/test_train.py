@@ -12,12 +12,20 @@ from posenc_jax.train import LoopConfig, OptimizerConfig, RunSpec, masked_metric
 
 def _spec(total_steps=6, learning_rate=3e-3, encoding="sinusoidal"):
     return RunSpec(
-        model=pj.models.TransformerConfig(vocab_size=10, d_model=16, num_layers=1, num_heads=2,
-                                          mlp_dim=32, encoding=pj.encodings.get(encoding)),
+        model=pj.models.TransformerConfig(
+            vocab_size=10,
+            d_model=16,
+            num_layers=1,
+            num_heads=2,
+            mlp_dim=32,
+            encoding=pj.encodings.get(encoding),
+        ),
         task=get_task("copy"),
         train_length=4,
         batch_size=8,
-        optimizer=OptimizerConfig(learning_rate=learning_rate, total_steps=total_steps, warmup_steps=1),
+        optimizer=OptimizerConfig(
+            learning_rate=learning_rate, total_steps=total_steps, warmup_steps=1
+        ),
     )
 
 
@@ -44,7 +52,8 @@ def test_vmapped_seeds_equal_separate_runs():
         alone, _ = train(spec, [seed])
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a[index], b[0], rtol=1e-5, atol=1e-6),
-            together.params, alone.params,
+            together.params,
+            alone.params,
         )
 
 

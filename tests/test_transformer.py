@@ -11,8 +11,13 @@ import posenc_jax as pj
 @pytest.mark.parametrize("name", ["nope", "sinusoidal", "learned", "normalized", "integer"])
 def test_every_architecture_runs_every_absolute_encoding(architecture, name):
     config = pj.models.TransformerConfig(
-        vocab_size=13, architecture=architecture, d_model=16, num_layers=1, num_heads=4,
-        num_kv_heads=2, encoding=pj.encodings.get(name),
+        vocab_size=13,
+        architecture=architecture,
+        d_model=16,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        encoding=pj.encodings.get(name),
     )
     model = pj.models.Transformer(config)
     tokens = jnp.ones((2, 6), jnp.int32)
@@ -24,8 +29,13 @@ def test_every_architecture_runs_every_absolute_encoding(architecture, name):
 
 
 def test_bfloat16_compute():
-    config = pj.models.TransformerConfig(vocab_size=7, d_model=16, num_heads=2, dtype="bfloat16",
-                                         encoding=pj.encodings.get("sinusoidal"))
+    config = pj.models.TransformerConfig(
+        vocab_size=7,
+        d_model=16,
+        num_heads=2,
+        dtype="bfloat16",
+        encoding=pj.encodings.get("sinusoidal"),
+    )
     model = pj.models.Transformer(config)
     tokens = jnp.ones((1, 5), jnp.int32)
     variables = model.init(jax.random.key(0), tokens)
@@ -51,7 +61,9 @@ def test_config_errors(kwargs, message):
 
 def test_encoder_decoder_needs_source_and_others_refuse_it():
     tokens = jnp.ones((1, 4), jnp.int32)
-    model = pj.models.Transformer(pj.models.TransformerConfig(vocab_size=5, architecture="encoder_decoder"))
+    model = pj.models.Transformer(
+        pj.models.TransformerConfig(vocab_size=5, architecture="encoder_decoder")
+    )
     with pytest.raises(ValueError, match="needs source"):
         model.init(jax.random.key(0), tokens)
     model = pj.models.Transformer(pj.models.TransformerConfig(vocab_size=5))

@@ -42,8 +42,12 @@ class Checkpointer:
             try:
                 return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
-                logging.warning("checkpoint at step %d in %s is unreadable (%s); trying an older one.",
-                                step, self.directory, error)
+                logging.warning(
+                    "checkpoint at step %d in %s is unreadable (%s); trying an older one.",
+                    step,
+                    self.directory,
+                    error,
+                )
         return None
 
     def is_due(self, step: int, *, final: bool = False) -> bool:

@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from posenc_jax.train.checkpoint import Checkpointer
+from posenc_jax.train.sharding import Placement, placement
 from posenc_jax.train.step import RunSpec, TrainState, init_state, train_step
 
 
@@ -49,13 +51,18 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=64)
-def compiled_init(spec: RunSpec) -> Callable:
-    return jax.jit(jax.vmap(functools.partial(init_state, spec)))
+def compiled_init(spec: RunSpec, place: Placement | None = None) -> Callable:
+    shardings = {} if place is None else {"out_shardings": place.state}
+    return jax.jit(jax.vmap(functools.partial(init_state, spec)), **shardings)
 
 
 @functools.lru_cache(maxsize=64)
-def compiled_step(spec: RunSpec) -> Callable:
-    return jax.jit(jax.vmap(functools.partial(train_step, spec)), donate_argnums=0)
+def compiled_step(spec: RunSpec, place: Placement | None = None) -> Callable:
+    step = functools.partial(train_step, spec, batch_sharding=place and place.batch)
+    shardings = {}
+    if place is not None:
+        shardings = {"in_shardings": (place.state, place.state), "out_shardings": place.state}
+    return jax.jit(jax.vmap(step), donate_argnums=0, **shardings)
 
 
 def train(
@@ -65,6 +72,7 @@ def train(
     loop: LoopConfig = LoopConfig(),
     workdir: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Trains one model per seed for ``spec.optimizer.total_steps`` steps, all in one program.
 
@@ -74,6 +82,8 @@ def train(
       loop: logging and checkpointing cadence.
       workdir: where checkpoints and ``metrics.jsonl`` go; None keeps nothing on disk.
       on_step: called with the number of steps done after each step (progress bars).
+      mesh: devices to train on (``sharding.make_mesh()``); seeds or batch are split over
+        them. None: the default device.
 
     Returns:
       The final stacked TrainState and the logged metrics, one dict per logged step with
@@ -84,18 +94,26 @@ def train(
         and the last checkpoint.
     """
     keys = run_keys(seeds)
-    state = compiled_init(spec)(keys)
+    place = (
+        None if mesh is None else placement(mesh, num_seeds=len(seeds), batch_size=spec.batch_size)
+    )
+    if place is not None:
+        keys = jax.device_put(keys, place.state)
+    state = compiled_init(spec, place)(keys)
     checkpointer = None
     if workdir is not None and loop.checkpoint_every:
-        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=loop.checkpoint_every)
+        checkpointer = Checkpointer(
+            os.path.join(workdir, "checkpoints"), every=loop.checkpoint_every
+        )
         restored = checkpointer.restore(state)
-        state = restored if restored is not None else state
+        if restored is not None:
+            state = restored if place is None else jax.device_put(restored, place.state)
     start = int(np.asarray(state.step).reshape(-1)[0])
     log_path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     history = _read_history(log_path, before_step=start)
 
     total = spec.optimizer.total_steps
-    step_fn = compiled_step(spec)
+    step_fn = compiled_step(spec, place)
     pending = None
     last_saved = checkpointer.latest_step() if checkpointer else None
     try:

@@ -98,14 +98,24 @@ def init_state(spec: RunSpec, run_key: Array) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
-def train_step(spec: RunSpec, state: TrainState, run_key: Array) -> tuple[TrainState, dict]:
-    """One optimizer step on the batch of step ``state.step`` of the run ``run_key``."""
+def train_step(
+    spec: RunSpec, state: TrainState, run_key: Array, *, batch_sharding=None
+) -> tuple[TrainState, dict]:
+    """One optimizer step on the batch of step ``state.step`` of the run ``run_key``.
+
+    ``batch_sharding`` (a NamedSharding) splits the batch over devices; the gradient is
+    then reduced across them by XLA.
+    """
     data_key, positions_key, _ = _keys(run_key, state.step)
     batch = spec.task.sample(data_key, spec.batch_size, spec.train_length)
+    if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     positions = model_positions(spec.model, batch, positions_key)
 
     def loss_fn(params):
-        metrics = masked_metrics(forward(spec.model, params, batch, positions), batch["targets"], batch["weights"])
+        metrics = masked_metrics(
+            forward(spec.model, params, batch, positions), batch["targets"], batch["weights"]
+        )
         return metrics["loss"], metrics
 
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -118,5 +128,10 @@ def train_step(spec: RunSpec, state: TrainState, run_key: Array) -> tuple[TrainS
 def eval_batch(spec: RunSpec, params: Any, batch: Batch, positions_key: Array) -> dict:
     """Teacher-forced metric sums of a batch (pool them with ``metrics.ratios``)."""
     positions = model_positions(spec.model, batch, positions_key)
-    metrics = masked_metrics(forward(spec.model, params, batch, positions), batch["targets"], batch["weights"])
-    return {k: metrics[k] for k in ("loss_sum", "correct_tokens", "tokens", "correct_sequences", "sequences")}
+    metrics = masked_metrics(
+        forward(spec.model, params, batch, positions), batch["targets"], batch["weights"]
+    )
+    return {
+        k: metrics[k]
+        for k in ("loss_sum", "correct_tokens", "tokens", "correct_sequences", "sequences")
+    }
