@@ -51,7 +51,7 @@ def test_vmapped_seeds_equal_separate_runs():
     for index, seed in enumerate([3, 7]):
         alone, _ = train(spec, [seed])
         jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a[index], b[0], rtol=1e-5, atol=1e-6),
+            lambda a, b, i=index: np.testing.assert_allclose(a[i], b[0], rtol=1e-5, atol=1e-6),
             together.params,
             alone.params,
         )

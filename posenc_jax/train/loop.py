@@ -151,8 +151,8 @@ def _record(pending, seeds, loop, total, history, last_saved) -> None:
         seed, value = bad[0]
         where = f"step {last_saved}" if last_saved is not None else "none (no checkpoint saved)"
         raise FloatingPointError(
-            f"training loss is {value} at step {step} (seed {seed}); last good checkpoint: {where}. "
-            "Lower the learning rate or check the inputs."
+            f"training loss is {value} at step {step} (seed {seed}); last good checkpoint: "
+            f"{where}. Lower the learning rate or check the inputs."
         )
     if step % loop.log_every == 0 or step == total:
         history.append({"step": step, **{k: np.asarray(v).tolist() for k, v in metrics.items()}})
