@@ -1,0 +1,65 @@
+"""Binary addition: add two binary numbers written least-significant bit first."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from posenc_jax.data._layout import prompt_answer_batch
+from posenc_jax.data.task import Batch, Task, register_task
+from posenc_jax.typing import Array
+
+PAD, PLUS, EQUALS, ZERO, ONE = 0, 1, 2, 3, 4
+
+
+@register_task("binary_addition")
+@dataclasses.dataclass(frozen=True)
+class BinaryAddition(Task):
+    """``a_0 .. a_{n-1} + b_0 .. b_{n-1} = s_0 .. s_n``, bits least significant first.
+
+    Tokens: 0 padding, 1 ``+``, 2 ``=``, 3 bit zero, 4 bit one. Both operands have exactly
+    ``length`` bits drawn uniformly (so leading zeros occur), and the sum is written with
+    ``length + 1`` bits, its top bit being the final carry. The loss counts the ``n + 1``
+    sum bits; the decoder reads ``a + b = s[:-1]`` (``3n + 2`` tokens).
+
+    Least-significant-first order lets a left-to-right model emit bit ``k`` once it has
+    seen bits ``k`` of both operands and the carry, as in Delétang et al. Unlike their
+    version, the operands have a fixed width and the sum a fixed length (no termination
+    token), so every example of a given ``length`` has the same layout.
+
+    References:
+      Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (binary
+      addition, little-endian); Kazemnejad et al., NeurIPS 2023 (addition as a
+      length-generalization probe).
+    """
+
+    @property
+    def vocab_size(self) -> int:
+        return ONE + 1
+
+    def sequence_length(self, length: int) -> int:
+        return 3 * length + 2
+
+    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
+        self.check_size(batch_size, length)
+        bits = jax.random.randint(key, (2, batch_size, length), 0, 2, jnp.int32)
+        sum_bits = _add_little_endian(bits[0], bits[1])
+        plus = jnp.full((batch_size, 1), PLUS, jnp.int32)
+        equals = jnp.full((batch_size, 1), EQUALS, jnp.int32)
+        prompt = jnp.concatenate([bits[0] + ZERO, plus, bits[1] + ZERO, equals], axis=1)
+        return prompt_answer_batch(prompt, sum_bits + ZERO)
+
+
+def _add_little_endian(a: Array, b: Array) -> Array:
+    """Bitwise ripple-carry sum of ``[B, n]`` little-endian bit arrays, ``[B, n + 1]``.
+
+    The numbers can be far wider than any integer dtype, so the sum is carried bit by bit.
+    """
+
+    def add_bit(carry, operand_bits):
+        total = operand_bits[0] + operand_bits[1] + carry
+        return total // 2, total % 2
+
+    digits_first = jnp.stack([a, b], axis=0).transpose(2, 0, 1)  # [n, 2, B]
+    carry, sum_bits = jax.lax.scan(add_bit, jnp.zeros(a.shape[0], jnp.int32), digits_first)
+    return jnp.concatenate([sum_bits.T, carry[:, None]], axis=1)
