@@ -30,7 +30,8 @@ from posenc_jax.typing import Array
 def _current_length(q_positions: Array, k_positions: Array) -> int | Array:
     """Largest position + 1 over queries and keys; a Python int when the values are known."""
     if is_concrete(q_positions) and is_concrete(k_positions):
-        return int(max(np.max(q_positions), np.max(k_positions))) + 1
+        # np.asarray first: a jnp reduction inside jit would be traced even on known values.
+        return int(max(np.max(np.asarray(q_positions)), np.max(np.asarray(k_positions)))) + 1
     return jnp.maximum(jnp.max(q_positions), jnp.max(k_positions)) + 1
 
 
