@@ -74,8 +74,9 @@ class TaskEvalSet(ArrayRecordBuilder):
 
     def _generate_examples(self):
         config = self.builder_config
+        sample = jax.jit(config.task.sample, static_argnums=(1, 2))
         batch = jax.device_get(
-            config.task.sample(jax.random.key(config.seed), config.num_examples, config.length)
+            sample(jax.random.key(config.seed), config.num_examples, config.length)
         )
         for index in range(config.num_examples):
             yield index, {name: values[index] for name, values in batch.items()}
