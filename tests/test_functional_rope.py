@@ -155,7 +155,7 @@ def test_bfloat16_at_position_one_million_matches_float64(rng):
     want = reference_rope(x64, positions, reference_inv_freq(64), "half")
     # One bfloat16 rounding of the result: 2^-9 relative; allow 2^-8.
     np.testing.assert_allclose(np.asarray(got.astype(jnp.float32)), want, rtol=2**-8, atol=1e-5)
-    # A plain float32 product m * theta is off by ~0.03 rad here and would fail that bound.
+    # A plain float32 product m * theta is off by ~0.06 rad here and would fail that bound.
     naive_angles = positions.astype(np.float32)[..., None] * inv_freq.astype(np.float32)
     exact_angles = positions[..., None] * reference_inv_freq(64)
     assert np.max(np.abs(np.angle(np.exp(1j * (naive_angles - exact_angles))))) > 1e-2

@@ -15,7 +15,7 @@ rotary, only the first ``d = 2 * len(inv_freq)`` features are rotated (GPT-NeoX
 Angles are never computed in the input dtype: bfloat16 cannot even hold the position 257.
 They are reduced modulo one turn in integer fixed point (see :func:`rope_angles`), so they
 stay exact to ~1e-6 rad at any int32 position, where a plain float32 ``m * theta`` is off
-by up to 0.05 rad at position 10^6.
+by up to 0.06 rad at position 10^6.
 """
 
 import math
@@ -152,13 +152,14 @@ def _fixed_point_turns(inv_freq) -> tuple[Array, Array]:
 def rope_angles(positions: Array, inv_freq) -> Array:
     """Rotation angles ``positions * inv_freq`` reduced to ``[-pi, pi]``, in float32.
 
-    A float32 product ``m * theta`` is off by up to half an ulp of the product (0.03 rad
-    near 10^6), and bfloat16 cannot represent the position at all past 256. Here the turns
-    per position ``theta / 2 pi`` are held as a 32-bit fixed-point fraction plus a float32
-    remainder: ``m * whole`` wraps modulo 2^32 in uint32 arithmetic, which is exactly the
-    reduction modulo one turn, and ``m * remainder`` is below half a turn. The result is
-    within ~1e-6 rad of the exact angle for every int32 position (positive or negative)
-    when ``inv_freq`` is static (float64 NumPy, as :func:`rope_inv_freq` returns it).
+    A float32 product ``m * theta`` carries the rounding of ``theta`` and of the product
+    (together up to 0.06 rad near 10^6), and bfloat16 cannot even represent the position
+    257. Here the turns per position ``theta / 2 pi`` are held as a 32-bit fixed-point
+    fraction plus a float32 remainder: ``m * whole`` wraps modulo 2^32 in uint32
+    arithmetic, which is exactly the reduction modulo one turn, and ``m * remainder`` is
+    below half a turn. The result is within ~1e-6 rad of the exact angle for every int32
+    position (positive or negative) when ``inv_freq`` is static (float64 NumPy, as
+    :func:`rope_inv_freq` returns it); traced float32 frequencies keep their own rounding.
 
     Args:
       positions: integer array ``[...]``.
