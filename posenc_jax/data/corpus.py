@@ -135,7 +135,7 @@ class Corpus:
 
 def load_corpus(
     name_or_path: str,
-    data_dir: str | None = None,
+    data_dir: str | os.PathLike | None = None,
     *,
     validation_fraction: float = 0.1,
     validation_split: str = "validation",

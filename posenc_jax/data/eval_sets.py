@@ -10,6 +10,7 @@ array_record files by ``TaskEvalSet`` and read back by random access with
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -132,7 +133,7 @@ def build_eval_set(
     *,
     num_examples: int,
     seed: int,
-    data_dir: str | None = None,
+    data_dir: str | os.PathLike | None = None,
 ) -> Sequence[dict[str, np.ndarray]]:
     """Builds the evaluation set if it is not on disk yet and opens it for reading.
 
