@@ -1,0 +1,154 @@
+"""Attention weights of every multi-head attention layer of a Transformer.
+
+The attention modules return only their outputs, so the weights are recomputed: the model
+runs once under :func:`flax.linen.intercept_methods`, which records for each
+:class:`~posenc_jax.attention.MultiHeadAttention` the queries and keys as they reach the dot
+product (after the encoding's ``rotate`` hook), the encoding's bias and contextual terms,
+its positions and masks; the weights then follow from the same pure functions the dense
+attention path uses (:mod:`posenc_jax.attention.core`). A test checks that these weights
+times the layer's values reproduce the layer's own attention output.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention import core
+from posenc_jax.attention.multi_head import MultiHeadAttention
+from posenc_jax.models.transformer import Transformer, TransformerConfig
+from posenc_jax.typing import Array
+
+
+def _layer_path(module: nn.Module) -> str:
+    return "/".join(module.path)
+
+
+class _Recorder:
+    """Collects, per attention layer, what its dot product is computed from."""
+
+    def __init__(self):
+        self.layers: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, next_fun, args, kwargs, context):
+        module, method = context.module, context.method_name
+        out = next_fun(*args, **kwargs)
+        if isinstance(module, MultiHeadAttention) and method == "__call__":
+            record = self.layers.setdefault(_layer_path(module), {})
+            record.update(
+                module=module,
+                x=args[0],
+                context=args[1] if len(args) > 1 else kwargs.get("context"),
+                call_kwargs=dict(kwargs),
+            )
+            return out
+        parent = module.parent
+        if not isinstance(parent, MultiHeadAttention):
+            return out
+        record = self.layers.setdefault(_layer_path(parent), {})
+        if isinstance(module, nn.DenseGeneral) and module.name in ("query", "key", "value"):
+            record[module.name] = out
+        elif isinstance(module, nn.DenseGeneral) and module.name == "out":
+            record["attention_output"] = args[0]
+        elif method == "rotate":
+            record["query"], record["key"] = out
+        elif method in ("bias_fn", "contextual"):
+            record[method] = out
+        return out
+
+
+def _weights(record: dict[str, Any]) -> Array:
+    """Softmax weights ``[B, H, L, S]`` of one recorded layer, as its dense path forms them."""
+    module: MultiHeadAttention = record["module"]
+    q, k = record["query"], record["key"]
+    kwargs = record["call_kwargs"]
+    batch, q_len, num_heads, head_dim = q.shape
+    k_len = k.shape[1]
+    self_attention = record["context"] is None
+    q_positions = as_batched_positions(kwargs.get("q_positions"), batch, q_len, "q_positions")
+    k_positions = kwargs.get("k_positions")
+    if k_positions is None and self_attention:
+        k_positions = q_positions
+    k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
+    mask = kwargs.get("mask")
+    padding_mask = kwargs.get("padding_mask")
+    if padding_mask is not None:
+        key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
+        mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
+    scale = head_dim**-0.5
+    logits = core.grouped_logits(q, k) * scale
+    if record.get("bias_fn") is not None:
+        bias = record["bias_fn"](q_positions, k_positions)
+        logits = logits + core.checked_bias(bias, logits.shape)
+    allowed = core.allowed_mask(q_positions, k_positions, mask=mask, causal=module.causal)
+    contextual = record.get("contextual")
+    if contextual is not None:
+        k_per_head = jnp.repeat(k, num_heads // k.shape[2], axis=2)
+        logits = contextual.logits(logits, q, k_per_head, q_positions, k_positions, allowed, scale)
+    if module.temperature is not None:
+        factor = jnp.asarray(module.temperature(q_positions, k_len), jnp.float32)
+        logits = logits * factor[:, None, :, None]
+    return core.masked_softmax(logits, allowed)
+
+
+def attention_weights(
+    config: TransformerConfig,
+    params: Any,
+    tokens: Array,
+    positions: Array | None = None,
+    *,
+    source: Array | None = None,
+    source_positions: Array | None = None,
+    return_records: bool = False,
+):
+    """The attention weights of every multi-head attention layer of a Transformer.
+
+    Args:
+      config: the model's configuration (``attention="multi_head"``).
+      params: its parameters (``variables["params"]``).
+      tokens: ``[B, L]`` decoder (or encoder-only) tokens.
+      positions: ``[B, L]`` or ``[L]``; default ``arange``.
+      source: ``[B, S]`` encoder tokens of an encoder-decoder model.
+      source_positions: their positions.
+      return_records: also return, per layer, the recorded values ``value [B, S, G, K]``
+        and ``attention_output [B, L, H, K]`` (the layer's own output before its output
+        projection), which tests use to check the weights.
+
+    Returns:
+      ``{layer path: float32 weights [B, H, L, S]}``, e.g. ``"encoder/layer_0/self_attention"``,
+      ``"decoder/layer_1/cross_attention"``; rows sum to 1 (0 for a fully masked row).
+      With ``return_records``, a pair ``(weights, records)``.
+
+    Raises:
+      ValueError: if the model uses multi-token attention (its convolutions change the
+        weights after the softmax; they are not recomputed here) or decoding mode.
+
+    References:
+      Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (Eq. 1 and the attention
+      visualizations of its appendix).
+    """
+    if config.attention != "multi_head":
+        raise ValueError(
+            f"attention_weights supports attention='multi_head', got {config.attention!r}: "
+            "multi-token attention convolves the weights, which this analysis does not redo."
+        )
+    if getattr(config, "decode", False):
+        raise ValueError(
+            "attention_weights runs the whole sequence at once; pass a config with "
+            "decode=False (the key/value cache of decoding is not needed here)."
+        )
+    recorder = _Recorder()
+    with nn.intercept_methods(recorder):
+        Transformer(config).apply(
+            {"params": params},
+            tokens,
+            positions,
+            source=source,
+            source_positions=source_positions,
+        )
+    weights = {path: np.asarray(_weights(record)) for path, record in recorder.layers.items()}
+    if return_records:
+        return weights, recorder.layers
+    return weights
