@@ -7,7 +7,7 @@ B batch, L query length, S key length, H heads, G key/value heads, K head dim, D
 V vocabulary size (see ``posenc_jax.typing``).
 """
 
-from posenc_jax import attention, encodings, functional, models
+from posenc_jax import analysis, attention, encodings, functional, models
 
-__all__ = ["attention", "encodings", "functional", "models"]
+__all__ = ["analysis", "attention", "encodings", "functional", "models"]
 __version__ = "0.1.0"
