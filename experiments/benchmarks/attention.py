@@ -1,0 +1,186 @@
+"""Peak memory and speed of Transformer evaluation with dense and chunked attention.
+
+Dense attention holds every layer's ``[B, H, L, L]`` logits: at L = 16,384 with 8 heads
+that is 8.6 GB in float32 for one layer. Chunked attention holds one tile. This benchmark
+evaluates a decoder-only Transformer (d_model 256, 4 layers, 8 heads, batch 1) with ALiBi,
+T5 and FIRE biases and records, per configuration, in a fresh process each:
+
+* the peak resident memory of that process (``getrusage(RUSAGE_SELF).ru_maxrss`` read by
+  the process just before it exits, so nothing from another configuration is included),
+* the compile time and the best of ``--repeats`` forward-pass times.
+
+Targets checked and printed: every chunked run at L = 16,384 peaks below 2 GB, and
+chunked is at most 1.2x the dense time at L = 2,048.
+
+Command:
+  .venv/bin/python -m experiments.benchmarks.attention --out runs/benchmarks/attention.json
+
+Flags: ``--encodings alibi,t5,fire``, ``--long 16384``, ``--short 2048``, ``--repeats 3``,
+``--block-size 512``; ``--smoke`` runs tiny lengths in seconds (for checking the script).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+MEMORY_TARGET_BYTES = 2 * 1024**3
+SPEED_TARGET_RATIO = 1.2
+MODEL = {"d_model": 256, "num_layers": 4, "num_heads": 8, "vocab_size": 256}
+
+
+def measure(encoding: str, length: int, implementation: str, block_size: int, repeats: int) -> dict:
+    """Builds, compiles and times one evaluation in this process; returns the numbers."""
+    import jax
+    import jax.numpy as jnp
+
+    import posenc_jax as pj
+
+    config = pj.models.TransformerConfig(
+        architecture="decoder",
+        encoding=pj.encodings.get(encoding),
+        attention_implementation=implementation,
+        attention_block_size=block_size if implementation == "chunked" else None,
+        **MODEL,
+    )
+    model = pj.models.Transformer(config)
+    # Parameters do not depend on the length: initialize on a short sequence and keep only
+    # the "params" collection (others, such as perturbation points, are shaped by the input).
+    params = {
+        "params": jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64), jnp.int32))["params"]
+    }
+    tokens = jax.random.randint(jax.random.key(1), (1, length), 0, MODEL["vocab_size"])
+    forward = jax.jit(model.apply)
+
+    start = time.perf_counter()
+    compiled = forward.lower(params, tokens).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(params, tokens))
+        times.append(time.perf_counter() - start)
+    # Linux reports ru_maxrss in KiB.
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "encoding": encoding,
+        "length": length,
+        "implementation": implementation,
+        "block_size": block_size if implementation == "chunked" else None,
+        "compile_s": compile_s,
+        "forward_s": min(times),
+        "forward_all_s": times,
+        "peak_rss_bytes": peak_rss,
+        "device": str(jax.devices()[0]),
+    }
+
+
+def run_isolated(spec: dict) -> dict:
+    """Runs :func:`measure` in a fresh Python process so its peak memory is its own."""
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.benchmarks.attention",
+        "--worker",
+        json.dumps(spec),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
+    if done.returncode != 0:
+        # The exception line, or the exit status (a process killed for memory prints none).
+        errors = [line for line in done.stderr.splitlines() if "Error" in line.split(":")[0]]
+        return {**spec, "error": errors[-1:] or [f"exit status {done.returncode}"]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def check_targets(rows: list[dict], long: int, short: int) -> list[str]:
+    """Lines that say whether each target was met."""
+    lines = []
+    for row in rows:
+        if row["implementation"] == "chunked" and row["length"] == long and "error" not in row:
+            ok = row["peak_rss_bytes"] <= MEMORY_TARGET_BYTES
+            lines.append(
+                f"{'PASS' if ok else 'FAIL'} memory {row['encoding']} L={long}: "
+                f"{row['peak_rss_bytes'] / 1024**3:.2f} GiB (target <= 2 GiB)"
+            )
+    by_key = {(r["encoding"], r["length"], r["implementation"]): r for r in rows}
+    for encoding in sorted({r["encoding"] for r in rows}):
+        dense, chunked = (
+            by_key.get((encoding, short, "dense")),
+            by_key.get((encoding, short, "chunked")),
+        )
+        if dense and chunked and "error" not in dense and "error" not in chunked:
+            ratio = chunked["forward_s"] / dense["forward_s"]
+            ok = ratio <= SPEED_TARGET_RATIO
+            lines.append(
+                f"{'PASS' if ok else 'FAIL'} speed {encoding} L={short}: chunked/dense = "
+                f"{ratio:.2f} (target <= {SPEED_TARGET_RATIO})"
+            )
+    return lines
+
+
+def table(rows: list[dict]) -> str:
+    header = "| encoding | L | attention | peak RSS (GiB) | compile (s) | forward (s) |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['encoding']} | {r['length']} | {r['implementation']} | error: "
+                f"{' '.join(r['error'])} | | |"
+            )
+            continue
+        lines.append(
+            f"| {r['encoding']} | {r['length']} | {r['implementation']} | "
+            f"{r['peak_rss_bytes'] / 1024**3:.2f} | {r['compile_s']:.1f} | {r['forward_s']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/benchmarks/attention.json")
+    parser.add_argument("--encodings", default="alibi,t5,fire")
+    parser.add_argument("--long", type=int, default=16384)
+    parser.add_argument("--short", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--block-size", type=int, default=512)
+    parser.add_argument("--smoke", action="store_true", help="tiny lengths, one repeat")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        spec = json.loads(args.worker)
+        print(json.dumps(measure(**spec)))
+        return
+    if args.smoke:
+        args.long, args.short, args.repeats, args.block_size = 256, 128, 1, 64
+
+    specs = []
+    for encoding in args.encodings.split(","):
+        for implementation in ("dense", "chunked"):
+            specs.append((encoding, args.short, implementation))
+        # Dense at the long length needs tens of GB for the logits alone; only chunked runs.
+        specs.append((encoding, args.long, "chunked"))
+    rows = []
+    for encoding, length, implementation in specs:
+        spec = {
+            "encoding": encoding,
+            "length": length,
+            "implementation": implementation,
+            "block_size": args.block_size,
+            "repeats": args.repeats,
+        }
+        rows.append(run_isolated(spec))
+        print(json.dumps(rows[-1]), flush=True)
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"model": MODEL, "rows": rows}, f, indent=2)
+    print(table(rows))
+    print("\n".join(check_targets(rows, args.long, args.short)))
+
+
+if __name__ == "__main__":
+    main()
