@@ -16,7 +16,8 @@ Command:
   .venv/bin/python -m experiments.benchmarks.attention --out runs/benchmarks/attention.json
 
 Flags: ``--encodings alibi,t5,fire``, ``--long 16384``, ``--short 2048``, ``--repeats 3``,
-``--block-size 512``; ``--smoke`` runs tiny lengths in seconds (for checking the script).
+``--block-size`` (default: ``posenc_jax.attention.core.DEFAULT_BLOCK_SIZE``); ``--smoke``
+runs tiny lengths in seconds (for checking the script).
 """
 
 import argparse
@@ -32,18 +33,26 @@ SPEED_TARGET_RATIO = 1.2
 MODEL = {"d_model": 256, "num_layers": 4, "num_heads": 8, "vocab_size": 256}
 
 
-def measure(encoding: str, length: int, implementation: str, block_size: int, repeats: int) -> dict:
+def measure(
+    encoding: str, length: int, implementation: str, block_size: int | None, repeats: int
+) -> dict:
     """Builds, compiles and times one evaluation in this process; returns the numbers."""
     import jax
     import jax.numpy as jnp
 
     import posenc_jax as pj
+    from posenc_jax.attention.core import DEFAULT_BLOCK_SIZE
+
+    if implementation == "chunked":
+        block_size = block_size or DEFAULT_BLOCK_SIZE
+    else:
+        block_size = None
 
     config = pj.models.TransformerConfig(
         architecture="decoder",
         encoding=pj.encodings.get(encoding),
         attention_implementation=implementation,
-        attention_block_size=block_size if implementation == "chunked" else None,
+        attention_block_size=block_size,
         **MODEL,
     )
     model = pj.models.Transformer(config)
@@ -69,7 +78,7 @@ def measure(encoding: str, length: int, implementation: str, block_size: int, re
         "encoding": encoding,
         "length": length,
         "implementation": implementation,
-        "block_size": block_size if implementation == "chunked" else None,
+        "block_size": block_size,
         "compile_s": compile_s,
         "forward_s": min(times),
         "forward_all_s": times,
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long", type=int, default=16384)
     parser.add_argument("--short", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--block-size", type=int, default=512)
+    parser.add_argument("--block-size", type=int, default=None, help="default: the package's")
     parser.add_argument("--smoke", action="store_true", help="tiny lengths, one repeat")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -26,12 +26,15 @@ from posenc_jax.typing import Array, BiasFn
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
 
-#: "auto" runs dense while ``L * S`` is at most this (a 2048 x 2048 map per batch element
-#: and head, 16 MiB in float32) and chunked beyond it.
-DENSE_MAX_LOGITS = 2048 * 2048
+#: "auto" runs dense while ``L * S`` is at most this and chunked beyond it. On CPU the
+#: chunked path is already faster from L = 512 (causal: 0.08 s vs 0.12 s forward at
+#: B = 8, H = 8, K = 32; 2.8x faster at L = 2048, see experiments/benchmarks/attention.py),
+#: while short sequences, which fit one tile, gain nothing from it and compile faster dense.
+DENSE_MAX_LOGITS = 512 * 512
 
-#: Tile edge used by the chunked path when none is given.
-DEFAULT_BLOCK_SIZE = 512
+#: Tile edge used by the chunked path when none is given (256 and 128 were the fastest on
+#: CPU for L = 512 .. 2048; larger tiles mean fewer, larger matmuls on accelerators).
+DEFAULT_BLOCK_SIZE = 256
 
 #: ``temperature(q_positions [B, L], num_keys) -> [B, L]`` float32 factor multiplying each
 #: query's logit row (see ``posenc_jax.attention.temperature``).
