@@ -447,7 +447,7 @@ def _train_small(task: Task, encoding, *, steps: int, seed: int, train_length: i
         train_length=train_length,
         batch_size=32,
         optimizer=OptimizerConfig(
-            learning_rate=3e-3, total_steps=steps, warmup_steps=min(20, steps)
+            learning_rate=3e-3, total_steps=steps, warmup_steps=min(20, steps // 4)
         ),
     )
     state, history = train(spec, [seed], loop=LoopConfig(log_every=max(steps, 1)))
