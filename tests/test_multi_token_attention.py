@@ -79,8 +79,9 @@ def _conv_on_scores(theta, score, visible, i, j, length):
     return total
 
 
-def reference_mta(x, params, cfg, *, num_heads, num_kv_heads, layer_index=0, keep=None,
-                  indicator_form=False):
+def reference_mta(
+    x, params, cfg, *, num_heads, num_kv_heads, layer_index=0, keep=None, indicator_form=False
+):
     """MTA written loop by loop from the paper, in float64, no encoding, causal.
 
     Pre-softmax logits, with the paper's theta (Eq. 2, masked form):
@@ -119,6 +120,7 @@ def reference_mta(x, params, cfg, *, num_heads, num_kv_heads, layer_index=0, kee
                         # Mask_0: keys after the *read* query row r are dropped.
                         def visible(r, c, keep_b=keep_b):
                             return keep_b[r, c]
+
                     for j in range(length):
                         if keep_b[i, j]:
                             logits[h, i, j] = _conv_on_scores(theta, score, visible, i, j, length)
@@ -209,8 +211,14 @@ CONFIGS = {
 
 @pytest.mark.parametrize(
     "name,num_kv_heads",
-    [("pre", 4), ("post", 4), ("both", 2), ("both_mixed", 2), ("mixed_depth_norm", 4),
-     ("post_gate", 1)],
+    [
+        ("pre", 4),
+        ("post", 4),
+        ("both", 2),
+        ("both_mixed", 2),
+        ("mixed_depth_norm", 4),
+        ("post_gate", 1),
+    ],
 )
 def test_matches_float64_reference_from_the_paper(rng, name, num_kv_heads):
     cfg = CONFIGS[name]
@@ -293,8 +301,12 @@ def test_identity_initialization_is_multi_head_attention_exactly(rng, encoding, 
         pre_softmax_head_group=2,
         post_softmax_head_group=4,
     )
-    common = {"num_heads": 4, "num_kv_heads": num_kv_heads, "causal": True,
-              "encoding": pj.encodings.get(encoding)}
+    common = {
+        "num_heads": 4,
+        "num_kv_heads": num_kv_heads,
+        "causal": True,
+        "encoding": pj.encodings.get(encoding),
+    }
     module = MultiTokenAttention(config=cfg, **common)
     x = _inputs(rng)
     variables = module.init(jax.random.key(0), x)
@@ -377,8 +389,9 @@ def test_padding_mask_hides_keys(rng):
     variables = _random_mta_params(module.init(jax.random.key(0), x), rng)
     out = module.apply(variables, x, padding_mask=padding)
     keep = np.asarray(padding)[:, None, :].repeat(6, axis=1)
-    expected = reference_mta(x, variables["params"], CONFIGS["both"], num_heads=2, num_kv_heads=2,
-                             keep=keep)
+    expected = reference_mta(
+        x, variables["params"], CONFIGS["both"], num_heads=2, num_kv_heads=2, keep=keep
+    )
     np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-5)
 
 
@@ -419,10 +432,19 @@ def test_config_errors(kwargs, message):
 
 def _transformer(encoding, num_layers=2, **kwargs):
     config = pj.models.TransformerConfig(
-        vocab_size=11, d_model=16, num_layers=num_layers, num_heads=4, num_kv_heads=2,
-        encoding=encoding, attention="multi_token",
-        mta=MTAConfig(pre_softmax_kernel=(2, 3), post_softmax_kernel=(2, 3),
-                      post_softmax_head_group=2, group_norm="depth"),
+        vocab_size=11,
+        d_model=16,
+        num_layers=num_layers,
+        num_heads=4,
+        num_kv_heads=2,
+        encoding=encoding,
+        attention="multi_token",
+        mta=MTAConfig(
+            pre_softmax_kernel=(2, 3),
+            post_softmax_kernel=(2, 3),
+            post_softmax_head_group=2,
+            group_norm="depth",
+        ),
         **kwargs,
     )
     return pj.models.Transformer(config)
@@ -446,9 +468,13 @@ def test_transformer_with_mta_is_causal(rng):
     model = _transformer(pj.encodings.get("rope"))
     tokens = jnp.asarray(rng.integers(1, 11, (1, 6)), jnp.int32)
     variables = model.init(jax.random.key(0), jnp.concatenate([tokens, tokens]))
-    variables = {**variables, "params": jax.tree.map(
-        lambda p: p + 0.3 * jnp.asarray(rng.standard_normal(p.shape), p.dtype), variables["params"]
-    )}
+    variables = {
+        **variables,
+        "params": jax.tree.map(
+            lambda p: p + 0.3 * jnp.asarray(rng.standard_normal(p.shape), p.dtype),
+            variables["params"],
+        ),
+    }
     for t in (1, 3, 5):
         # Batch [original, changed at t]: the same [2, 6] shape as the sweep above, so the
         # eager per-primitive compilations are reused.
@@ -465,12 +491,15 @@ def test_transformer_mta_errors():
     chunked = _transformer(pj.encodings.get("nope"), attention_block_size=2)
     with pytest.raises(ValueError, match="dense only"):
         jax.eval_shape(chunked.init, jax.random.key(0), tokens)
-    encoder = pj.models.Transformer(pj.models.TransformerConfig(
-        vocab_size=5, architecture="encoder", attention="multi_token"))
+    encoder = pj.models.Transformer(
+        pj.models.TransformerConfig(vocab_size=5, architecture="encoder", attention="multi_token")
+    )
     with pytest.raises(ValueError, match="causal attention only"):
         jax.eval_shape(encoder.init, jax.random.key(0), tokens)
     no_conv = pj.models.TransformerConfig(
-        vocab_size=5, architecture="encoder", attention="multi_token",
+        vocab_size=5,
+        architecture="encoder",
+        attention="multi_token",
         mta=MTAConfig(conv_layers=(), pre_softmax_head_group=2),
     )
     shapes = jax.eval_shape(pj.models.Transformer(no_conv).init, jax.random.key(0), tokens)
