@@ -15,6 +15,19 @@ chunked is at most 1.2x the dense time at L = 2,048.
 Command:
   .venv/bin/python -m experiments.benchmarks.attention --out runs/benchmarks/attention.json
 
+Result (2-core CPU shared with other jobs, so times are noisy; block size 256):
+
+  | encoding | L | attention | peak RSS (GiB) | forward (s) |
+  | alibi | 2048 | dense | 0.71 | 1.96 |
+  | alibi | 2048 | chunked | 0.36 | 0.86 |
+  | alibi | 16384 | chunked | 0.92 | 15.2 |
+  | t5 | 2048 | dense | 0.74 | 1.21 |
+  | t5 | 2048 | chunked | 0.37 | 0.39 |
+  | t5 | 16384 | chunked | 0.96 | 16.8 |
+  | fire | 2048 | dense | 2.62 | 3.70 |
+  | fire | 2048 | chunked | 0.40 | 0.36 |
+  | fire | 16384 | chunked | 0.95 | 19.9 |
+
 Flags: ``--encodings alibi,t5,fire``, ``--long 16384``, ``--short 2048``, ``--repeats 3``,
 ``--block-size`` (default: ``posenc_jax.attention.core.DEFAULT_BLOCK_SIZE``); ``--smoke``
 runs tiny lengths in seconds (for checking the script).

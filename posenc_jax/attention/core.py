@@ -27,9 +27,10 @@ from posenc_jax.typing import Array, BiasFn
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
 
 #: "auto" runs dense while ``L * S`` is at most this and chunked beyond it. On CPU the
-#: chunked path is already faster from L = 512 (causal: 0.08 s vs 0.12 s forward at
-#: B = 8, H = 8, K = 32; 2.8x faster at L = 2048, see experiments/benchmarks/attention.py),
-#: while short sequences, which fit one tile, gain nothing from it and compile faster dense.
+#: chunked path is already faster from L = 512 (causal ALiBi attention at B = 8, H = 8,
+#: K = 32: 0.08 s vs 0.12 s forward), and a Transformer evaluation at L = 2048 runs 2-10x
+#: faster chunked (experiments/benchmarks/attention.py); short sequences, which fit one
+#: tile, gain nothing from it and compile faster dense.
 DENSE_MAX_LOGITS = 512 * 512
 
 #: Tile edge used by the chunked path when none is given (256 and 128 were the fastest on
