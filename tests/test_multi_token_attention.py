@@ -316,6 +316,19 @@ def test_identity_initialization_is_multi_head_attention_exactly(rng, encoding, 
     np.testing.assert_array_equal(out, expected)
 
 
+def test_identity_initialization_with_temperature_matches_multi_head_attention(rng):
+    temperature = pj.attention.temperature.AttentionTemperature("log_length")
+    common = {"num_heads": 4, "causal": True, "temperature": temperature}
+    module = MultiTokenAttention(config=CONFIGS["both_mixed"], **common)
+    x = _inputs(rng)
+    variables = module.init(jax.random.key(0), x)
+    mha_params = {k: v for k, v in variables["params"].items() if k not in _MTA_LEAVES}
+    expected = MultiHeadAttention(**common).apply({"params": mha_params}, x)
+    np.testing.assert_array_equal(module.apply(variables, x), expected)
+    plain = MultiHeadAttention(num_heads=4, causal=True).apply({"params": mha_params}, x)
+    assert np.abs(np.asarray(plain - expected)).max() > 1e-4
+
+
 def test_group_norm_depth_factor_golden_values():
     """REFERENCES: l = 0, 2, 6, 23 give 0.800, 0.529, 0.299, 0.201 (0-based l)."""
     for layer, expected in [(0, 0.800), (2, 0.529), (6, 0.299), (23, 0.201)]:
