@@ -3,6 +3,7 @@
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
@@ -10,6 +11,11 @@ from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
+
+
+#: Position of a cache slot not yet written: later than any query, so the causal rule
+#: (key position <= query position) hides it without a separate validity mask.
+EMPTY_CACHE_POSITION = 2**30
 
 
 def check_heads(num_heads: int, num_kv_heads: int) -> None:
@@ -48,6 +54,10 @@ class MultiHeadAttention(nn.Module):
       implementation: "auto" (default: chunked for long sequences, dense otherwise and
         always dense for encodings that need the full logit map), "dense" or "chunked";
         see :func:`~posenc_jax.attention.core.dot_product_attention`.
+      decode: keep a key/value cache (Flax collection "cache") for autoregressive
+        decoding. The first call (``init``) sizes the cache to its input length; each later
+        call appends its keys, values and positions and attends to everything cached. The
+        cache offset is nothing but the positions passed in.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -67,6 +77,7 @@ class MultiHeadAttention(nn.Module):
     temperature: AttentionTemperature | None = None
     block_size: int | None = None
     implementation: str = "auto"
+    decode: bool = False
 
     @nn.compact
     def __call__(
@@ -137,6 +148,14 @@ class MultiHeadAttention(nn.Module):
         bias_fn = contextual = None
         if encoding is not None:
             q, k = encoding.rotate(q, k, q_positions, k_positions)
+        if self.decode:
+            if not (self_attention and self.causal) or padding_mask is not None:
+                raise ValueError(
+                    "decode=True keeps a cache for causal self-attention only, without a "
+                    "padding_mask (express padding through positions)."
+                )
+            k, v, k_positions = self._cached(k, v, k_positions)
+        if encoding is not None:
             bias_fn = encoding.bias_fn(num_heads=self.num_heads, causal=self.causal)
             contextual = encoding.contextual(
                 num_heads=self.num_heads, head_dim=head_dim, causal=self.causal
@@ -164,6 +183,29 @@ class MultiHeadAttention(nn.Module):
             kernel_init=self.kernel_init,
             name="out",
         )(out)
+
+    def _cached(self, k: Array, v: Array, k_positions: Array) -> tuple[Array, Array, Array]:
+        """Writes this call's keys, values and positions at the cache index; returns the cache."""
+        initialized = self.has_variable("cache", "cached_key")
+        key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        positions = self.variable(
+            "cache", "cached_positions", jnp.full, k_positions.shape, EMPTY_CACHE_POSITION, jnp.int32
+        )
+        index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
+        if not initialized:
+            return k, v, k_positions
+        capacity, length = key.value.shape[1], k.shape[1]
+        if length > capacity:
+            raise ValueError(f"{length} new tokens do not fit a cache of {capacity} positions.")
+        start = index.value
+        key.value = jax.lax.dynamic_update_slice_in_dim(key.value, k, start, axis=1)
+        value.value = jax.lax.dynamic_update_slice_in_dim(value.value, v, start, axis=1)
+        positions.value = jax.lax.dynamic_update_slice_in_dim(
+            positions.value, k_positions, start, axis=1
+        )
+        index.value = start + length
+        return key.value, value.value, positions.value
 
     def _implementation(self) -> str:
         """The attention implementation, dense whenever the encoding needs the full map."""

@@ -52,6 +52,9 @@ class TransformerConfig:
         convolution needs causal self-attention, so in an encoder set
         ``mta.conv_layers=()``). Cross-attention is always multi-head.
       mta: the :class:`MTAConfig` used when ``attention="multi_token"``.
+      decode: causal self-attention layers keep a key/value cache (see
+        ``posenc_jax.train.decode``); the model is then called one chunk of tokens at a
+        time with the positions of those tokens.
     """
 
     vocab_size: int
@@ -69,6 +72,7 @@ class TransformerConfig:
     attention_block_size: int | None = None
     attention: str = "multi_head"
     mta: MTAConfig = dataclasses.field(default_factory=MTAConfig)
+    decode: bool = False
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -96,6 +100,11 @@ class TransformerConfig:
             )
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention={self.attention!r}; valid: {', '.join(ATTENTION_KINDS)}.")
+        if self.decode and self.attention != "multi_head":
+            raise ValueError(
+                "decode=True needs attention='multi_head': a key/value cache for "
+                f"{self.attention!r} attention would also need past score rows."
+            )
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
                 f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
@@ -117,7 +126,7 @@ class _Block(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
 
         def attention(name, encoding, causal, temperature=None, multi_token=False):
-            module, extra = MultiHeadAttention, {}
+            module, extra = MultiHeadAttention, {"decode": cfg.decode and causal}
             if multi_token:
                 module = MultiTokenAttention
                 extra = {"config": cfg.mta, "layer_index": self.layer_index}

@@ -1,0 +1,73 @@
+"""Decoding with a key/value cache equals the full forward pass, for every hook family."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import posenc_jax as pj
+from posenc_jax.train.decode import decode_step, greedy_decode, init_cache
+
+ENCODINGS = ["learned", "rope", "alibi", "t5", "cope"]  # embed, rotate, bias, bias, contextual
+
+
+def _model(name, architecture="decoder"):
+    config = pj.models.TransformerConfig(
+        vocab_size=12,
+        architecture=architecture,
+        d_model=16,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        encoding=pj.encodings.get(name),
+    )
+    return config, pj.models.Transformer(config)
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_cached_chunks_equal_the_full_forward_pass(name, rng):
+    config, model = _model(name)
+    tokens = jnp.asarray(rng.integers(1, 12, (2, 9)), jnp.int32)
+    positions = jnp.asarray(np.stack([np.arange(9), np.arange(9) + 5]), jnp.int32)
+    params = model.init(jax.random.key(0), tokens, positions)["params"]
+    full = model.apply({"params": params}, tokens, positions)
+    cache = init_cache(config, 2, 9)
+    pieces = []
+    for start, stop in [(0, 4), (4, 5), (5, 6), (6, 9)]:  # a prefill, then steps
+        logits, cache = decode_step(
+            config, params, cache, tokens[:, start:stop], positions[:, start:stop]
+        )
+        pieces.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("architecture", ["decoder", "encoder_decoder"])
+def test_greedy_decode_equals_argmax_of_repeated_full_passes(architecture, rng):
+    config, model = _model("rope", architecture)
+    prompt = jnp.asarray(rng.integers(1, 12, (2, 4)), jnp.int32)
+    extra = (
+        {"source": jnp.asarray(rng.integers(1, 12, (2, 6)), jnp.int32)}
+        if architecture != "decoder"
+        else {}
+    )
+    params = model.init(jax.random.key(1), prompt, **extra)["params"]
+    positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
+    generated = greedy_decode(config, params, prompt, positions, 5, **extra)
+    sequence = prompt
+    for _ in range(5):
+        logits = model.apply({"params": params}, sequence, **extra)
+        sequence = jnp.concatenate([sequence, jnp.argmax(logits[:, -1:], -1).astype(jnp.int32)], 1)
+    np.testing.assert_array_equal(generated, sequence[:, 4:])
+
+
+def test_decode_errors():
+    config, _ = _model("nope", "encoder")
+    with pytest.raises(ValueError, match="no autoregressive decoding"):
+        init_cache(config, 1, 4)
+    config, _ = _model("nope")
+    with pytest.raises(ValueError, match="expected \\[B, P \\+ num_tokens - 1\\]"):
+        greedy_decode(config, {}, jnp.ones((1, 3), jnp.int32), jnp.ones((1, 3), jnp.int32), 4)
+    with pytest.raises(ValueError, match="attention='multi_head'"):
+        dataclasses.replace(config, attention="multi_token", decode=True)
