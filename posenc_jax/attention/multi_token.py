@@ -488,7 +488,7 @@ class MultiTokenAttention(nn.Module):
         mean_square = jnp.mean(jnp.square(normed), axis=-1, keepdims=True)
         normed = normed * jax.lax.rsqrt(mean_square + cfg.norm_eps)
         scale = self.param("group_norm_scale", nn.initializers.ones, (head_dim,), self.param_dtype)
-        normed = normed * scale.astype(jnp.float32)
+        normed = normed * scale.astype(jnp.float32)[None, None, None, :]
         if cfg.group_norm == "depth":
             normed = normed * depth_scale(self.layer_index)
         else:
