@@ -10,7 +10,7 @@ import pytest
 import posenc_jax as pj
 from posenc_jax.train.decode import decode_step, greedy_decode, init_cache
 
-ENCODINGS = ["learned", "rope", "alibi", "t5", "cope"]  # embed, rotate, bias, bias, contextual
+ENCODINGS = ["learned", "rope", "xpos", "alibi", "t5", "cope"]  # embed, rotate, bias, contextual
 
 
 def _model(name, architecture="decoder"):

@@ -294,9 +294,11 @@ def xpos_scales(
     """xPos amplitudes: queries ``zeta^(n / s)``, keys ``zeta^(-m / s)``, float32.
 
     Their product in ``q . k`` is ``zeta_t^((n - m) / s)``: for a causal query (``n >= m``)
-    an exponential decay with distance, slowest for the low frequencies. Positions are
-    shifted by the midpoint of each row's key positions (the reference code centres them
-    too); the shift cancels in ``q . k`` and keeps both factors inside float32's range.
+    an exponential decay with distance, slowest for the low frequencies. The factors are
+    taken from position 0, not re-centred per call as the reference code does: a key/value
+    cache filled by earlier calls then stays consistent with later queries. The price is a
+    range limit (about position 36,000 for s = 512) past which a factor would leave
+    float32; it is reported as an error.
 
     Args:
       q_positions: integer ``[..., L]``.
@@ -323,10 +325,9 @@ def xpos_scales(
     log_zeta = np.log(np.asarray(zeta, np.float64))
     # Beyond this offset from the centre, |offset / s * ln zeta| exceeds float32's range.
     limit = int(_XPOS_MAX_LOG_SCALE * scale_base / np.max(np.abs(log_zeta)))
-    centre = (
-        jnp.min(k_positions, axis=-1, keepdims=True) + jnp.max(k_positions, axis=-1, keepdims=True)
-    ) // 2
-    q_offsets, k_offsets = q_positions - centre, k_positions - centre
+    # No per-call centring: keys cached by earlier calls and the queries of later calls
+    # must carry factors of the same origin, so the origin is position 0.
+    q_offsets, k_offsets = q_positions, k_positions
     _check_xpos_offsets(q_offsets, k_offsets, limit, scale_base)
     per_pair = jnp.asarray(log_zeta / scale_base, jnp.float32)
     q_scale = jnp.exp(_outer(q_offsets.astype(jnp.float32), per_pair))
@@ -339,10 +340,9 @@ def _check_xpos_offsets(q_offsets: Array, k_offsets: Array, limit: int, scale_ba
         far = max(int(q_far), int(k_far))
         if far > limit:
             raise ValueError(
-                f"xPos positions span too far: a position lies {far} away from the centre of "
-                f"its row's keys, but zeta^(offset/{scale_base:g}) leaves float32's range "
-                f"beyond {limit}. Use a larger scale_base or shorter spans (the paper "
-                "attends blockwise for long inputs)."
+                f"xPos position {far} is too large: zeta^(position/{scale_base:g}) leaves "
+                f"float32's range beyond {limit}. Use a larger scale_base or shorter "
+                "sequences (the paper attends blockwise for long inputs)."
             )
 
     if q_offsets.size == 0 or k_offsets.size == 0:
