@@ -24,14 +24,15 @@ import posenc_jax as pj
 from experiments.plots import extrapolation_plots
 from experiments.results import ResultsFile, markdown_table
 from posenc_jax.data import get_task, task_names
+from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
 from posenc_jax.train import (
     LoopConfig,
     OptimizerConfig,
     RunSpec,
     evaluate,
-    generated_batches,
     train,
 )
+from posenc_jax.train.decode import evaluate_greedy
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
@@ -58,6 +59,11 @@ def eval_lengths(cfg: ConfigDict) -> list[int]:
     return sorted(lengths)
 
 
+def registered_name(name: str, cfg: ConfigDict) -> str:
+    """The registry name behind a study encoding name (itself, or a declared variant)."""
+    return cfg.encoding_variants.get(name, name)
+
+
 def build_encoding(
     name: str, cfg: ConfigDict, longest_sequence: int
 ) -> tuple[pj.encodings.PositionalEncoding, dict]:
@@ -68,10 +74,11 @@ def build_encoding(
     rows beyond the training length are never trained, which is exactly what the study
     measures.
     """
+    registered = registered_name(name, cfg)
     kwargs = dict(cfg.encoding_kwargs.get(name, {}))
-    if "max_length" in pj.encodings.hyperparameters(pj.encodings.get_class(name)):
+    if "max_length" in pj.encodings.hyperparameters(pj.encodings.get_class(registered)):
         kwargs.setdefault("max_length", longest_sequence)
-    return pj.encodings.get(name, **kwargs), kwargs
+    return pj.encodings.get(registered, **kwargs), kwargs
 
 
 def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunSpec, dict]:
@@ -103,7 +110,7 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
 def validate(cfg: ConfigDict) -> None:
     """Fails before any training on names or sizes that cannot work."""
     for name in cfg.encodings:
-        pj.encodings.get_class(name)
+        pj.encodings.get_class(registered_name(name, cfg))
     unknown = [t for t in cfg.tasks if t not in task_names()]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(task_names())}.")
@@ -175,23 +182,32 @@ def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> l
         on_step=on_step,
     )
     train_seconds = time.time() - start
-    data_key, positions_key = jax.random.split(jax.random.key(EVAL_KEY_SEED))
+    positions_key = jax.random.key(EVAL_KEY_SEED)
     rows = []
     for length in lengths:
-        batches = generated_batches(
-            spec,
+        # Every encoding reads the same stored examples: a TFDS evaluation set per length.
+        source = build_eval_set(
+            spec.task,
             length,
-            key=jax.random.fold_in(data_key, length),
             num_examples=cfg.eval_examples,
-            batch_size=cfg.eval_batch_size,
+            seed=EVAL_KEY_SEED,
+            data_dir=os.path.join(workdir, "eval_sets"),
         )
+        key = jax.random.fold_in(positions_key, length)
         per_seed = evaluate(
-            spec, state.params, batches, key=jax.random.fold_in(positions_key, length)
+            spec, state.params, eval_set_batches(source, cfg.eval_batch_size), key=key
         )
+        if cfg.greedy_decoding and spec.model.architecture != "encoder":
+            greedy = evaluate_greedy(
+                spec, state.params, eval_set_batches(source, cfg.eval_batch_size), key=key
+            )
+            if greedy is not None:
+                per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
         for seed, metrics in zip(cfg.seeds, per_seed, strict=True):
             rows.append(
                 {
                     "encoding": encoding_name,
+                    "registered_encoding": registered_name(encoding_name, cfg),
                     "task": task_name,
                     "seed": int(seed),
                     "train_length": cfg.train_length,

@@ -69,6 +69,9 @@ def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -
     lines = []
     train_lengths = {r["task"]: r["train_length"] for r in rows}
     exact, token = summarize(rows, "sequence_accuracy"), summarize(rows, "token_accuracy")
+    greedy = summarize(
+        [r for r in rows if "greedy_sequence_accuracy" in r], "greedy_sequence_accuracy"
+    )
     for task in sorted(exact):
         n = train_lengths[task]
         lengths = sorted({length for enc in exact[task].values() for length in enc})
@@ -76,9 +79,12 @@ def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -
             f"{length // n}N ({length})" if length % n == 0 else str(length) for length in lengths
         ]
         seeds = max(v[2] for enc in exact[task].values() for v in enc.values())
+        columns = "exact match ± std / per-token accuracy"
+        if greedy.get(task):
+            columns += " / greedy-decoding exact match"
         lines.append(
-            f"### {task} (train length N = {n}; exact match / per-token accuracy, "
-            f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''})\n"
+            f"### {task} (train length N = {n}; {columns}; mean over {seeds} "
+            f"seed{'s' if seeds > 1 else ''})\n"
         )
         lines.append("| encoding | " + " | ".join(header) + " |")
         lines.append("|---|" + "---|" * len(lengths))
@@ -92,7 +98,10 @@ def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -
                     continue
                 m, s, _ = exact[task][enc][length]
                 t, _, _ = token[task][enc][length]
-                cells.append(f"{m:.2f} ± {s:.2f} / {t:.2f}")
+                cell = f"{m:.2f} ± {s:.2f} / {t:.2f}"
+                if length in greedy.get(task, {}).get(enc, {}):
+                    cell += f" / {greedy[task][enc][length][0]:.2f}"
+                cells.append(cell)
             lines.append(f"| {enc} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -67,3 +67,18 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick", "full"])
+def test_every_preset_is_valid(preset):
+    """Every preset names registered encodings and tasks and builds every cell's model."""
+    import importlib
+
+    from experiments.length_extrapolation import validate
+
+    config = importlib.import_module(f"experiments.configs.{preset}").get_config()
+    validate(config)
+    if preset == "quick":
+        families = {"nope", "sinusoidal", "rope", "alibi", "cope", "randomized_rope"}
+        assert families <= set(config.encodings) and len(config.encodings) >= 8
+        assert len(config.tasks) >= 2 and len(config.seeds) >= 2

@@ -8,6 +8,9 @@ def get_config() -> ConfigDict:
     c.encodings = ("nope", "sinusoidal", "learned", "normalized", "integer")
     # Hyperparameters per encoding name, e.g. {"rope": {"base": 500000.0}}.
     c.encoding_kwargs = ConfigDict({})
+    # Study names for registered encodings with other hyperparameters:
+    # {"randomized_rope": "randomized"} plus encoding_kwargs["randomized_rope"] = {...}.
+    c.encoding_variants = ConfigDict({})
     c.tasks = ("copy",)
     c.task_kwargs = ConfigDict({})
     c.seeds = (0, 1)
@@ -18,6 +21,8 @@ def get_config() -> ConfigDict:
     c.eval_every_length = False
     c.eval_examples = 128
     c.eval_batch_size = 64
+    # Decoder tasks: also generate the answer greedily with a key/value cache.
+    c.greedy_decoding = True
 
     c.model = ConfigDict()
     c.model.d_model = 64

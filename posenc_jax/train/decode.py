@@ -12,8 +12,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from posenc_jax.models.transformer import Transformer, TransformerConfig
+from posenc_jax.train.step import model_positions
 from posenc_jax.typing import Array
 
 
@@ -103,3 +105,80 @@ def greedy_decode(
 
     _, rest = jax.lax.scan(next_token, (cache, first), positions[:, prompt_length:].T)
     return jnp.concatenate([first[:, None], rest.T], axis=1)
+
+
+def answer_start(weights: np.ndarray) -> int | None:
+    """Index of the first answer target when every row's answer is the same suffix.
+
+    Greedy decoding needs a prompt and an answer: the targets marked by ``weights`` must be
+    one contiguous suffix, at the same place in every row (prompt-then-answer tasks).
+    Returns None otherwise (for example language modelling, where every token counts).
+    """
+    weights = np.asarray(weights) > 0
+    starts = {int(np.argmax(row)) for row in weights}
+    if len(starts) != 1:
+        return None
+    start = starts.pop()
+    if start == 0 or not np.all(weights[:, start:]) or np.any(weights[:, :start]):
+        return None
+    return start
+
+
+def greedy_metric_sums(
+    config: TransformerConfig, params: Any, batch: dict, positions: dict
+) -> dict:
+    """Exact-match and per-token accuracy sums of greedy decoding on one batch.
+
+    The prompt is the batch's inputs up to the first answer target; the model then
+    generates the answer token by token from its own predictions, with the positions the
+    encoding chose for the whole sequence. Returns None if the batch has no common answer
+    suffix.
+    """
+    start = answer_start(batch["weights"])
+    if start is None:
+        return None
+    targets = batch["targets"][:, start:]
+    generated = greedy_decode(
+        config,
+        params,
+        batch["inputs"][:, : start + 1],
+        positions["positions"],
+        targets.shape[1],
+        source=batch.get("source"),
+        source_positions=positions.get("source_positions"),
+    )
+    correct = generated == targets
+    return {
+        "greedy_correct_tokens": jnp.sum(correct),
+        "greedy_tokens": correct.size,
+        "greedy_correct_sequences": jnp.sum(jnp.all(correct, axis=1)),
+        "greedy_sequences": correct.shape[0],
+    }
+
+
+def evaluate_greedy(spec, params: Any, batches, *, key) -> list[dict] | None:
+    """Greedy-decoding accuracy of every seed of stacked ``params`` over ``batches``.
+
+    Positions come from the same keys as teacher-forced evaluation (``evaluate``), so both
+    read the same examples at the same positions. Returns None for tasks without a common
+    answer suffix (see :func:`answer_start`).
+    """
+    num_seeds = jax.tree.leaves(params)[0].shape[0]
+    totals = [None] * num_seeds
+    for index, batch in enumerate(batches):
+        positions = model_positions(spec.model, batch, jax.random.fold_in(key, index))
+        for seed in range(num_seeds):
+            seed_params = jax.tree.map(lambda leaf, s=seed: leaf[s], params)
+            sums = greedy_metric_sums(spec.model, seed_params, batch, positions)
+            if sums is None:
+                return None
+            sums = {k: float(v) for k, v in sums.items()}
+            previous = totals[seed]
+            totals[seed] = sums if previous is None else {k: previous[k] + sums[k] for k in sums}
+    return [
+        {
+            "greedy_token_accuracy": t["greedy_correct_tokens"] / t["greedy_tokens"],
+            "greedy_sequence_accuracy": t["greedy_correct_sequences"] / t["greedy_sequences"],
+        }
+        for t in totals
+    ]
