@@ -10,6 +10,7 @@ from posenc_jax.encodings.absolute import Integer, Learned, NoPE, Normalized, Si
 from posenc_jax.encodings.base import Contextual, PositionalEncoding
 from posenc_jax.encodings.bias import FIRE, ALiBi, KerpleLog, KerplePower, Sandwich, T5Bias
 from posenc_jax.encodings.contextual import CoPE, Shaw, TransformerXL
+from posenc_jax.encodings.hf_config import rope_from_hf_config
 from posenc_jax.encodings.randomized import Randomized
 from posenc_jax.encodings.registry import get, get_class, hyperparameters, names, register
 from posenc_jax.encodings.rotary import (
@@ -56,4 +57,5 @@ __all__ = [
     "hyperparameters",
     "names",
     "register",
+    "rope_from_hf_config",
 ]
