@@ -12,6 +12,22 @@ from posenc_jax.encodings.registry import get, register
 from posenc_jax.typing import Array, BiasFn
 
 
+class _FromBase:
+    """A capability read from the wrapped encoding.
+
+    On an instance it is the ``base`` encoding's value; on the class, which wraps nothing
+    yet, it is the base class default (False).
+    """
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner) -> bool:
+        if instance is None:
+            return getattr(PositionalEncoding, self.name)
+        return getattr(instance.base, self.name)
+
+
 @register("randomized")
 class Randomized(PositionalEncoding):
     """Wraps an encoding so that a length-L sequence gets positions sampled from ``[0, M)``.
@@ -71,13 +87,8 @@ class Randomized(PositionalEncoding):
             )
         super().__post_init__()
 
-    @property
-    def causal_only(self) -> bool:
-        return self.base.causal_only
-
-    @property
-    def needs_dense(self) -> bool:
-        return self.base.needs_dense
+    causal_only = _FromBase()
+    needs_dense = _FromBase()
 
     @nn.nowrap
     def sample_positions(self, key: Array, batch_size: int, length: int) -> Array:
