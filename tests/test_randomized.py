@@ -135,8 +135,9 @@ def test_every_hook_is_the_wrapped_encodings(name, kwargs, rng):
             np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("architecture", ["decoder", "encoder"])
-def test_transformer_with_randomized_positions_under_jit(architecture, rng):
+def test_encoder_with_randomized_positions_under_jit(rng):
+    # The causal decoder runs under jit in the gradient test below.
+    architecture = "encoder"
     encoding = _randomized(base="fire", max_position=256)
     config = pj.models.TransformerConfig(
         vocab_size=11,
@@ -166,7 +167,7 @@ def test_transformer_with_randomized_positions_under_jit(architecture, rng):
 def test_causal_decoder_with_randomized_positions_has_zero_gradient_from_the_future(rng):
     encoding = _randomized(base="alibi", max_position=1024)
     config = pj.models.TransformerConfig(
-        vocab_size=11, d_model=16, num_layers=2, num_heads=2, encoding=encoding
+        vocab_size=11, d_model=16, num_layers=1, num_heads=2, encoding=encoding
     )
     model = pj.models.Transformer(config)
     tokens = jnp.asarray(rng.integers(0, 11, (1, 8)), jnp.int32)

@@ -37,9 +37,12 @@ class Randomized(PositionalEncoding):
     ``[0, max_position)`` instead of ``arange(L)``, so a model trained on short sequences
     has already seen the large positions (and distances) of long ones. The same sampling
     is used at evaluation, as in the paper, so ``max_position`` must be at least the
-    longest evaluation length. Every hook (``embed``, ``rotate``, ``bias_fn`` and the
-    capabilities ``causal_only`` and ``needs_dense``) is the wrapped encoding's; only
-    :meth:`sample_positions` differs, and the wrapped encoding never knows.
+    longest evaluation length (at length M the sample is ``arange(M)``). Every hook
+    (``embed``, ``rotate``, ``bias_fn``, ``contextual``, and the capabilities
+    ``causal_only`` and ``needs_dense``) is the wrapped encoding's; only
+    :meth:`sample_positions` differs, and the wrapped encoding never knows. Training and
+    evaluation code get positions from :meth:`sample_positions` and pass them to the model;
+    the wrapped encoding's parameters live under ``wrapped`` in each layer.
 
     Build it from a registered name or from an encoding::
 
