@@ -10,6 +10,7 @@ spread over seeds), ``plots/*.png`` (accuracy vs evaluation length), and per cel
 training metrics and checkpoints under ``cells/<task>/<encoding>/``.
 """
 
+import glob
 import json
 import os
 import sys
@@ -21,8 +22,10 @@ from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
 import posenc_jax as pj
+from experiments.configs import base as base_config
 from experiments.plots import extrapolation_plots
 from experiments.results import ResultsFile, markdown_table
+from posenc_jax._checks import check_writable_dir
 from posenc_jax.data import get_task, task_names
 from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
 from posenc_jax.train import (
@@ -33,6 +36,7 @@ from posenc_jax.train import (
     train,
 )
 from posenc_jax.train.decode import evaluate_greedy
+from posenc_jax.train.evaluate import check_eval_lengths
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
@@ -121,18 +125,16 @@ def validate(cfg: ConfigDict) -> None:
             f"batch_size ({cfg.batch_size}), eval_examples ({cfg.eval_examples}) and "
             f"eval_batch_size ({cfg.eval_batch_size}) must be positive."
         )
-    eval_lengths(cfg)
+    lengths = eval_lengths(cfg)
     for task in cfg.tasks:
         for encoding in cfg.encodings:
-            cell_spec(cfg, task, encoding)
+            check_eval_lengths(cell_spec(cfg, task, encoding)[0], lengths)
 
 
 def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     """Runs every unfinished (task, encoding) cell; returns the Markdown table."""
     validate(cfg)
-    os.makedirs(workdir, exist_ok=True)
-    if not os.access(workdir, os.W_OK):
-        raise ValueError(f"work dir {workdir!r} is not writable; choose another --workdir.")
+    check_writable_dir(workdir, "work dir (--workdir)")
     results = ResultsFile(workdir)
     lengths = eval_lengths(cfg)
     cells = [(t, e) for t in cfg.tasks for e in cfg.encodings]
@@ -195,7 +197,11 @@ def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> l
         )
         key = jax.random.fold_in(positions_key, length)
         per_seed = evaluate(
-            spec, state.params, eval_set_batches(source, cfg.eval_batch_size), key=key
+            spec,
+            state.params,
+            eval_set_batches(source, cfg.eval_batch_size),
+            key=key,
+            length=length,
         )
         if cfg.greedy_decoding and spec.model.architecture != "encoder":
             greedy = evaluate_greedy(
@@ -236,5 +242,30 @@ def main(argv):
     sys.stdout.flush()
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config errors that name the bad value and the valid ones."""
+    presets = sorted(
+        os.path.relpath(path)
+        for path in glob.glob(os.path.join(os.path.dirname(__file__), "configs", "*.py"))
+        if not os.path.basename(path).startswith("_") and os.path.basename(path) != "base.py"
+    )
+    try:
+        args = app.parse_flags_with_usage(argv)
+        _CONFIG.value.keys()  # the preset loads lazily; touch it so a bad --config fails here
+    except (AttributeError, KeyError) as error:
+        # An override such as --config.not_a_key=3 names a key no preset defines.
+        name = str(error).strip("\"'")
+        keys = ", ".join(sorted(base_config.get_config().keys()))
+        _exit_with(f"--config override names no config key: {name!r}. Top-level keys: {keys}.")
+    except OSError as error:
+        _exit_with(f"--config could not be loaded: {error}\nValid presets: {', '.join(presets)}.")
+    return args
+
+
+def _exit_with(message: str) -> None:
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+    sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

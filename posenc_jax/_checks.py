@@ -1,5 +1,8 @@
 """Input validation shared by the package: clear errors that name the bad value."""
 
+import os
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +30,10 @@ def check_positions_below(positions: Array, limit: int, what: str) -> None:
     if positions.size == 0:
         return
     if is_concrete(positions):
-        low, high = int(np.min(positions)), int(np.max(positions))
+        # Read the values on the host: inside a jit trace, even a jnp reduction of a known
+        # array would be traced, and int() of its result would fail.
+        values = np.asarray(positions)
+        low, high = int(values.min()), int(values.max())
         _raise_if_out_of_range(low, high, limit, what)
         return
     jax.debug.callback(
@@ -66,3 +72,33 @@ def as_batched_positions(positions: Array | None, batch: int, length: int, name:
             "to match the inputs."
         )
     return positions.astype(jnp.int32)
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "work dir") -> str:
+    """Creates ``path`` if needed and proves it writable by writing a file there.
+
+    A permission bit says nothing for root and nothing about a full or read-only file
+    system, so the check writes (and removes) a real file. Run it before any work whose
+    results would go there, so an unwritable directory costs nothing.
+
+    Args:
+      path: the directory.
+      what: how the directory is called in the error message.
+
+    Returns:
+      The absolute path.
+
+    Raises:
+      ValueError: naming the directory and the operating system's reason.
+    """
+    path = os.path.abspath(os.fspath(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{what} {path!r} is not a writable directory ({error.strerror or error}); "
+            "choose a directory you can create and write files in."
+        ) from error
+    return path

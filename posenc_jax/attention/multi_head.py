@@ -12,7 +12,6 @@ from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
 
-
 #: Position of a cache slot not yet written: later than any query, so the causal rule
 #: (key position <= query position) hides it without a separate validity mask.
 EMPTY_CACHE_POSITION = 2**30
@@ -190,7 +189,12 @@ class MultiHeadAttention(nn.Module):
         key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
         value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
         positions = self.variable(
-            "cache", "cached_positions", jnp.full, k_positions.shape, EMPTY_CACHE_POSITION, jnp.int32
+            "cache",
+            "cached_positions",
+            jnp.full,
+            k_positions.shape,
+            EMPTY_CACHE_POSITION,
+            jnp.int32,
         )
         index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
         if not initialized:

@@ -1,26 +1,35 @@
 """Sinusoidal position vectors (Vaswani et al., 2017)."""
 
 import jax.numpy as jnp
+import numpy as np
 
+from posenc_jax.functional.rope import rope_angles
 from posenc_jax.typing import Array
 
 
-def sinusoidal_inv_freq(dim: int, *, base: float = 10000.0) -> Array:
-    """Frequencies ``omega_t = base^(-2t / dim)`` for t = 0 .. dim/2 - 1, in float32."""
-    if dim <= 0 or dim % 2:
-        raise ValueError(f"sinusoidal dim must be a positive even number, got {dim}.")
-    return base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+def sinusoidal_inv_freq(dim: int, *, base: float = 10000.0) -> np.ndarray:
+    """Frequencies ``omega_t = base^(-2t / dim)`` for t = 0 .. dim/2 - 1, in float64 NumPy.
+
+    Kept in float64 so that :func:`sinusoidal` can form exact angles at large positions;
+    ``jnp`` arithmetic turns them into float32 wherever they meet a traced array.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim <= 0 or dim % 2:
+        raise ValueError(f"sinusoidal dim must be a positive even number, got {dim!r}.")
+    return float(base) ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
 
 
 def sinusoidal(positions: Array, dim: int, *, base: float = 10000.0) -> Array:
-    """Sinusoidal encoding of integer positions, interleaved as in the paper.
+    """Sinusoidal encoding of positions, interleaved as in the paper.
 
     ``PE[p, 2t] = sin(p * omega_t)`` and ``PE[p, 2t + 1] = cos(p * omega_t)`` with
-    ``omega_t = base^(-2t / dim)``. Angles are computed in float32 whatever the caller's
-    dtype, because a bfloat16 position loses integers above 256.
+    ``omega_t = base^(-2t / dim)``. Integer positions get their angles reduced modulo one
+    turn in fixed point (:func:`posenc_jax.functional.rope_angles`), exact to ~1e-6 rad at
+    any int32 position, where a float32 product ``p * omega`` is off by up to 0.03 rad at
+    10^6. Fractional positions (interpolation experiments) use the float32 product. Never
+    the caller's dtype: a bfloat16 position loses integers above 256.
 
     Args:
-      positions: integer array of any shape ``[...]``.
+      positions: integer (or float) array of any shape ``[...]``.
       dim: the encoding width, a positive even number.
       base: the wavelength base (10000 in the paper).
 
@@ -31,5 +40,9 @@ def sinusoidal(positions: Array, dim: int, *, base: float = 10000.0) -> Array:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Section 3.5.
     """
     inv_freq = sinusoidal_inv_freq(dim, base=base)
-    angles = jnp.einsum("...,t->...t", jnp.asarray(positions, jnp.float32), inv_freq)
+    positions = jnp.asarray(positions)
+    if jnp.issubdtype(positions.dtype, jnp.integer):
+        angles = rope_angles(positions, inv_freq)
+    else:
+        angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
     return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*angles.shape[:-1], dim)

@@ -226,12 +226,16 @@ class Transformer(nn.Module):
             if source is None:
                 raise ValueError("an encoder_decoder Transformer needs source tokens [B, S].")
             _check_tokens(source, "source")
-            source_positions = as_batched_positions(source_positions, *source.shape, "source_positions")
+            source_positions = as_batched_positions(
+                source_positions, *source.shape, "source_positions"
+            )
             memory = _Stack(cfg, cfg.num_layers, causal=False, name="encoder")(
                 embed(source).astype(dtype), source_positions, source_padding_mask
             )
         elif source is not None:
-            raise ValueError(f"source tokens are only used by encoder_decoder, not {cfg.architecture}.")
+            raise ValueError(
+                f"source tokens are only used by encoder_decoder, not {cfg.architecture}."
+            )
 
         num_layers = cfg.num_layers
         if cfg.architecture == "encoder_decoder":

@@ -1,12 +1,51 @@
-"""Orbax checkpoints of a run's TrainState: save every k steps, resume from the newest."""
+"""Orbax checkpoints of a run's TrainState: save every k steps, resume from the newest usable.
 
+Orbax (0.12) raises on a truncated checkpoint, but not on every corruption: a flipped byte
+inside a stored array can restore, without any error, into different numbers. So each
+checkpoint carries a SHA-256 fingerprint of its state's bytes, written into the same step
+directory (committed together with it) and compared after restoring. A checkpoint that
+fails to restore or to match its fingerprint is reported with a warning, moved aside to
+``unusable_checkpoints/`` next to the checkpoint directory (kept for inspection, and out of
+the way of the step being saved again), and the next older one is tried. When none is
+usable, :meth:`Checkpointer.restore` raises :class:`UnusableCheckpointError` unless the
+caller asked to start fresh.
+
+A state holding NaN or Inf is never saved, so every checkpoint on disk is finite.
+"""
+
+import hashlib
 import logging
 import os
+import shutil
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from posenc_jax.train.step import TrainState
+
+
+class UnusableCheckpointError(RuntimeError):
+    """Checkpoints exist for a run, but none of them can be restored."""
+
+
+def state_fingerprint(state) -> str:
+    """SHA-256 over every leaf's tree path, dtype, shape and bytes, in tree order."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}|".encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
+
+
+def _first_non_finite(state) -> str | None:
+    """The tree path of the first floating-point leaf holding NaN or Inf, or None."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+        leaf = np.asarray(leaf)
+        if np.issubdtype(leaf.dtype, np.inexact) and not np.all(np.isfinite(leaf)):
+            return jax.tree_util.keystr(path)
+    return None
 
 
 class Checkpointer:
@@ -15,47 +54,145 @@ class Checkpointer:
     Args:
       directory: where the checkpoints of this run live (created if missing).
       every: save when the step count is a multiple of this (and at the end of a run).
-      max_to_keep: how many recent checkpoints are kept.
+      max_to_keep: how many recent checkpoints are kept (at least 2, so that a damaged
+        newest checkpoint leaves an older one to fall back on).
     """
 
     def __init__(self, directory: str, *, every: int, max_to_keep: int = 2):
         if every <= 0:
             raise ValueError(f"checkpoint every must be a positive number of steps, got {every}.")
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be at least 1, got {max_to_keep}.")
         self.directory = os.path.abspath(directory)
+        self.unusable_directory = os.path.join(
+            os.path.dirname(self.directory), "unusable_checkpoints"
+        )
         self.every = every
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep,
+                create=True,
+                # A save cut short by a killed process leaves a temporary directory.
+                cleanup_tmp_directories=True,
+            ),
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def restore(self, template: TrainState) -> TrainState | None:
-        """The newest readable checkpoint, or None if there is none.
+    def restore(
+        self, template: TrainState, *, start_fresh_if_unusable: bool = False
+    ) -> TrainState | None:
+        """The newest usable checkpoint, or None if the run has none yet.
 
-        A checkpoint that cannot be read (truncated or corrupt files) is reported with a
-        warning and the next older one is tried.
+        Args:
+          template: a state with the structure, shapes and dtypes to restore into.
+          start_fresh_if_unusable: when checkpoints exist but none is usable, move them
+            aside and return None (the caller starts from step 0) instead of raising.
+
+        Returns:
+          The restored state, or None.
+
+        Raises:
+          UnusableCheckpointError: every checkpoint failed to restore or to match its
+            fingerprint, and ``start_fresh_if_unusable`` is False. The message lists each
+            step and why.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        failures = []
+        restored = None
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
-                return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                restored = self._restore_verified(step, abstract)
+                break
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                failures.append((step, reason))
                 logging.warning(
-                    "checkpoint at step %d in %s is unreadable (%s); trying an older one.",
+                    "checkpoint at step %d in %s is unusable (%s); trying an older one.",
                     step,
                     self.directory,
-                    error,
+                    reason,
                 )
-        return None
+        if failures and restored is None and not start_fresh_if_unusable:
+            listing = "; ".join(f"step {s}: {r}" for s, r in failures)
+            raise UnusableCheckpointError(
+                f"no usable checkpoint in {self.directory} ({listing}). Nothing was changed "
+                "on disk. To train this run again from step 0, pass "
+                "start_fresh_if_unusable=True (LoopConfig(start_fresh_if_unusable=True)); "
+                f"the unusable checkpoints are then moved to {self.unusable_directory}."
+            )
+        for step, _ in failures:
+            self._move_aside(step)
+        if failures:
+            self._manager.reload()
+            logging.warning(
+                "%s",
+                f"resuming {self.directory} from step {int(np.max(restored.step))}"
+                if restored is not None
+                else f"no usable checkpoint in {self.directory}; starting from step 0 "
+                "as asked (start_fresh_if_unusable=True)",
+            )
+        return restored
+
+    def _restore_verified(self, step: int, abstract) -> TrainState:
+        items = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), fingerprint=ocp.args.JsonRestore()
+            ),
+        )
+        expected = (items.fingerprint or {}).get("sha256")
+        actual = state_fingerprint(items.state)
+        if expected != actual:
+            raise ValueError(
+                f"restored values do not match the fingerprint saved with them "
+                f"(saved {str(expected)[:12]}, read {actual[:12]}): the files are corrupt"
+            )
+        return items.state
+
+    def _move_aside(self, step: int) -> None:
+        source = os.path.join(self.directory, str(step))
+        if not os.path.exists(source):
+            return
+        target = os.path.join(self.unusable_directory, str(step))
+        suffix = 1
+        while os.path.exists(target):
+            target = os.path.join(self.unusable_directory, f"{step}.{suffix}")
+            suffix += 1
+        os.makedirs(self.unusable_directory, exist_ok=True)
+        shutil.move(source, target)
+        logging.warning("moved the unusable checkpoint at step %d to %s.", step, target)
 
     def is_due(self, step: int, *, final: bool = False) -> bool:
         """Whether ``step`` should be saved: a multiple of ``every``, or the final step."""
         return (final or step % self.every == 0) and step not in self._manager.all_steps()
 
     def save(self, step: int, state: TrainState) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state))
+        """Saves ``state`` as ``step`` with its fingerprint (asynchronously).
+
+        Raises:
+          FloatingPointError: the state holds NaN or Inf; nothing is saved, and the
+            message names the step, the leaf and the last checkpoint.
+        """
+        host = jax.device_get(state)
+        bad_leaf = _first_non_finite(host)
+        if bad_leaf is not None:
+            latest = self.latest_step()
+            where = f"step {latest}" if latest is not None else "none"
+            raise FloatingPointError(
+                f"the training state at step {step} holds NaN or Inf (first in {bad_leaf}); it "
+                f"was not saved. Last good checkpoint: {where} in {self.directory}. Lower the "
+                "learning rate or check the inputs, and resume from that checkpoint."
+            )
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                fingerprint=ocp.args.JsonSave({"sha256": state_fingerprint(host)}),
+            ),
+        )
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from posenc_jax._checks import check_writable_dir
 from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.sharding import Placement, placement
 from posenc_jax.train.step import RunSpec, TrainState, init_state, train_step
@@ -31,10 +32,14 @@ class LoopConfig:
     Attributes:
       log_every: keep the metrics of every this many steps (and the last step).
       checkpoint_every: save a checkpoint every this many steps (0: never).
+      start_fresh_if_unusable: when the run's checkpoints exist but none can be restored,
+        move them aside and train from step 0 instead of raising
+        ``UnusableCheckpointError``.
     """
 
     log_every: int = 50
     checkpoint_every: int = 0
+    start_fresh_if_unusable: bool = False
 
     def __post_init__(self):
         if self.log_every <= 0:
@@ -92,7 +97,12 @@ def train(
     Raises:
       FloatingPointError: the loss became NaN or Inf; the message names the step, the seed
         and the last checkpoint.
+      UnusableCheckpointError: checkpoints exist but none can be restored (see
+        ``LoopConfig.start_fresh_if_unusable``).
+      ValueError: ``workdir`` cannot be created or written.
     """
+    if workdir is not None:
+        workdir = check_writable_dir(workdir)
     keys = run_keys(seeds)
     place = (
         None if mesh is None else placement(mesh, num_seeds=len(seeds), batch_size=spec.batch_size)
@@ -105,7 +115,7 @@ def train(
         checkpointer = Checkpointer(
             os.path.join(workdir, "checkpoints"), every=loop.checkpoint_every
         )
-        restored = checkpointer.restore(state)
+        restored = checkpointer.restore(state, start_fresh_if_unusable=loop.start_fresh_if_unusable)
         if restored is not None:
             state = restored if place is None else jax.device_put(restored, place.state)
     start = int(np.asarray(state.step).reshape(-1)[0])
@@ -127,9 +137,11 @@ def train(
                 # neither repeats nor misses a logged step.
                 _record(pending, seeds, loop, total, history, last_saved)
                 pending = None
+                # Log before checkpoint: a run killed between the two resumes from the
+                # older checkpoint and drops the extra rows; the other order would lose rows.
+                _write_history(log_path, history)
                 checkpointer.save(step + 1, state)
                 last_saved = step + 1
-                _write_history(log_path, history)
             if on_step:
                 on_step(step + 1)
         if pending is not None:
