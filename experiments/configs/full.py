@@ -28,6 +28,8 @@ def get_config(arg: str | None = None):
         "randomized": {"base": "nope", "max_position": 2048},
     }
     c.tasks = tuple(t for t in task_names() if t not in _SKIPPED_TASKS)
+    # Keys of an associative-recall example are distinct: 8N = 128 needs 128 of them.
+    c.task_kwargs = {"associative_recall": {"num_keys": 128}}
     c.seeds = (0, 1, 2)
     c.train_length = 16
     c.eval_examples = 512
