@@ -314,3 +314,19 @@ def test_xpos_span_beyond_float32_range_is_an_error():
         functional.xpos_scales(positions, positions, zeta)
     with pytest.raises(Exception, match="xPos position 200000 is too large"):
         jax.block_until_ready(jax.jit(lambda p: functional.xpos_scales(p, p, zeta))(positions))
+
+
+def test_turns_at_a_traced_length_equal_the_float64_frequencies_split():
+    """rope_turns_at_length under jit and vmap gives the static frequencies, split exactly."""
+    scaling = functional.DynamicNTKScaling(factor=2.0, original_max_position_embeddings=64)
+    lengths = np.array([1, 64, 65, 1000, 10**6])
+
+    def turns(n):
+        return functional.rope_turns_at_length(16, base=1e4, scaling=scaling, seq_len=n)[0]
+
+    got = jax.jit(jax.vmap(turns))(jnp.asarray(lengths))
+    for row, n in enumerate(lengths):
+        inv_freq, _ = functional.rope_inv_freq(16, scaling=scaling, seq_len=int(n))
+        units = np.asarray(got.whole[row], np.float64) + np.asarray(got.fraction[row], np.float64)
+        # 2^-32 turn units back to radians per position, against the float64 frequencies.
+        np.testing.assert_allclose(units * 2 * np.pi / 2.0**32, inv_freq, rtol=1e-12, atol=1e-15)

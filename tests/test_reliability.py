@@ -471,10 +471,6 @@ _ROTARY = {
     ),
 }
 
-# Traced positions give traced length-dependent frequencies, which are float32 and carry
-# float32's relative error (~6e-8) into angles of up to 10^6 rad.
-_KNOWN_IMPRECISE = {("rope_dynamic_ntk", "jit"), ("rope_longrope", "jit")}
-
 
 def _reference_rotation(x, positions, inv_freq, amplitude):
     """Half layout (pairs t, t + d/2) in float64, Su et al. 2021 Eq. 34."""
@@ -491,19 +487,7 @@ def _reference_rotation(x, positions, inv_freq, amplitude):
 
 @pytest.mark.parametrize(
     "name, mode",
-    [
-        pytest.param(
-            name,
-            mode,
-            marks=pytest.mark.xfail(
-                (name, mode) in _KNOWN_IMPRECISE,
-                reason="traced length-dependent frequencies are float32",
-                strict=True,
-            ),
-        )
-        for name in _ROTARY
-        for mode in ("eager", "jit")
-    ],
+    [(name, mode) for name in _ROTARY for mode in ("eager", "jit")],
 )
 def test_rotary_at_positions_near_one_million_in_bfloat16(name, mode, rng):
     kwargs, inv_freq, amplitude = _ROTARY[name]

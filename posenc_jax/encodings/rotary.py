@@ -101,6 +101,11 @@ class RoPE(_Rotary):
         seq_len = None
         if scaling is not None and scaling.depends_on_length:
             seq_len = _current_length(q_positions, k_positions)
+            if not is_concrete(seq_len):
+                # Known only when the program runs: float64 frequencies from the host.
+                return rope_math.rope_turns_at_length(
+                    rotary_dim, base=self.base, scaling=scaling, seq_len=seq_len
+                )
         return rope_math.rope_inv_freq(rotary_dim, base=self.base, scaling=scaling, seq_len=seq_len)
 
 

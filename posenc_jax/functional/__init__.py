@@ -7,10 +7,12 @@ from posenc_jax.functional.distance import absolute_distance, relative_positions
 from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
 from posenc_jax.functional.rope import (
+    FixedPointTurns,
     apply_rope,
     p_rope_inv_freq,
     rope_angles,
     rope_inv_freq,
+    rope_turns_at_length,
     xpos_scales,
     xpos_zeta,
 )
@@ -50,6 +52,8 @@ __all__ = [
     "p_rope_inv_freq",
     "rope_angles",
     "rope_inv_freq",
+    "rope_turns_at_length",
+    "FixedPointTurns",
     "xpos_scales",
     "xpos_zeta",
     "DynamicNTKScaling",

@@ -19,6 +19,7 @@ by up to 0.06 rad at position 10^6.
 """
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -130,23 +131,82 @@ def _outer(positions: Array, per_pair: Array) -> Array:
     return positions[..., None] * per_pair.reshape((1,) * positions.ndim + (-1,))
 
 
-def _fixed_point_turns(inv_freq) -> tuple[Array, Array]:
-    """Splits ``theta / (2 pi)`` turns per position into ``(whole, fraction)`` of 2^-32 turns.
+class FixedPointTurns(NamedTuple):
+    """Frequencies as turns per position, in units of 2^-32 turn: ``whole + fraction``.
 
     ``whole`` is a uint32 (the first 32 fractional bits of a turn) and ``fraction`` a
-    float32 in [0, 1) of the same unit. Static frequencies are split from float64; traced
-    ones from their float32 value (exactly, but that value already carries float32's
-    relative error).
+    float32 in [0, 1) of the same unit. :func:`rope_angles` and :func:`apply_rope` accept it
+    wherever they accept ``inv_freq``; :func:`rope_turns_at_length` returns one.
     """
+
+    whole: Array
+    fraction: Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.whole.shape
+
+
+def _split_turns(inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 frequencies ``inv_freq`` as NumPy ``(whole uint32, fraction float32)``."""
+    turns = np.asarray(inv_freq, np.float64) / (2 * np.pi)
+    units = (turns - np.floor(turns)) * 2.0**32
+    whole = np.floor(units)
+    return whole.astype(np.uint32), (units - whole).astype(np.float32)
+
+
+def _fixed_point_turns(inv_freq) -> FixedPointTurns:
+    """Splits ``theta / (2 pi)`` turns per position into 2^-32-turn units.
+
+    Static frequencies are split from float64; traced ones from their float32 value
+    (exactly, but that value already carries float32's relative error).
+    """
+    if isinstance(inv_freq, FixedPointTurns):
+        return inv_freq
     if is_concrete(inv_freq):
-        turns = np.asarray(inv_freq, np.float64) / (2 * np.pi)
-        units = (turns - np.floor(turns)) * 2.0**32
-        whole = np.floor(units)
-        return jnp.asarray(whole.astype(np.uint32)), jnp.asarray(units - whole, jnp.float32)
+        whole, fraction = _split_turns(inv_freq)
+        return FixedPointTurns(jnp.asarray(whole), jnp.asarray(fraction))
     turns = jnp.asarray(inv_freq, jnp.float32) / jnp.float32(2 * np.pi)
     units = (turns - jnp.floor(turns)) * jnp.float32(2.0**32)
     whole = jnp.floor(units)
-    return whole.astype(jnp.uint32), units - whole
+    return FixedPointTurns(whole.astype(jnp.uint32), units - whole)
+
+
+def rope_turns_at_length(
+    head_dim: int, *, base: float, scaling: RopeScaling, seq_len: Array
+) -> tuple[FixedPointTurns, float]:
+    """``rope_inv_freq`` at a traced length, computed in float64 on the host.
+
+    Length-dependent scalings (dynamic NTK, LongRoPE) under ``jit`` only know the length
+    when the program runs. Computing their frequencies there in float32 carries a relative
+    error of ~6e-8 into every angle: 0.06 rad at position 10^6. Here a host callback
+    evaluates :func:`rope_inv_freq` with the length's value in float64 and returns the
+    frequencies already split into fixed-point turns, so :func:`rope_angles` stays exact.
+    Any length up to the original context gives the original frequencies for both methods,
+    so lengths below 1 (negative positions) are read as 1.
+
+    Returns:
+      ``(turns [head_dim // 2], attention_scale)``; the scale does not depend on the length.
+    """
+    pairs = head_dim // 2
+
+    def on_host(length):
+        inv_freq, _ = rope_inv_freq(
+            head_dim, base=base, scaling=scaling, seq_len=max(int(length), 1)
+        )
+        return _split_turns(inv_freq)
+
+    whole, fraction = jax.pure_callback(
+        on_host,
+        (
+            jax.ShapeDtypeStruct((pairs,), jnp.uint32),
+            jax.ShapeDtypeStruct((pairs,), jnp.float32),
+        ),
+        jnp.asarray(seq_len, jnp.int32),
+        vmap_method="sequential",
+    )
+    _, attention_scale = rope_inv_freq(head_dim, base=base, scaling=scaling)
+    return FixedPointTurns(whole, fraction), attention_scale
 
 
 def rope_angles(positions: Array, inv_freq) -> Array:
@@ -159,11 +219,12 @@ def rope_angles(positions: Array, inv_freq) -> Array:
     arithmetic, which is exactly the reduction modulo one turn, and ``m * remainder`` is
     below half a turn. The result is within ~1e-6 rad of the exact angle for every int32
     position (positive or negative) when ``inv_freq`` is static (float64 NumPy, as
-    :func:`rope_inv_freq` returns it); traced float32 frequencies keep their own rounding.
+    :func:`rope_inv_freq` returns it) or :class:`FixedPointTurns` (from
+    :func:`rope_turns_at_length`); traced float32 frequencies keep their own rounding.
 
     Args:
       positions: integer array ``[...]``.
-      inv_freq: ``[P]`` frequencies (radians per position).
+      inv_freq: ``[P]`` frequencies (radians per position), or :class:`FixedPointTurns`.
 
     Returns:
       float32 ``[..., P]``.
