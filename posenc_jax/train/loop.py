@@ -55,10 +55,28 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
+def over_seeds(fn: Callable) -> Callable:
+    """``jax.vmap(fn)`` over a leading seed axis, read from the last argument (run keys).
+
+    A single seed runs unbatched and gets its seed axis back: XLA on CPU runs the batched
+    matrix products that vmap makes, even with a batch of one, about 30% slower than the
+    plain ones (``experiments/benchmarks/NOTES.md``).
+    """
+    batched = jax.vmap(fn)
+
+    def run(*args):
+        if args[-1].shape[0] != 1:
+            return batched(*args)
+        one = fn(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: x[None], one)
+
+    return run
+
+
 @functools.lru_cache(maxsize=64)
 def compiled_init(spec: RunSpec, place: Placement | None = None) -> Callable:
     shardings = {} if place is None else {"out_shardings": place.state}
-    return jax.jit(jax.vmap(functools.partial(init_state, spec)), **shardings)
+    return jax.jit(over_seeds(functools.partial(init_state, spec)), **shardings)
 
 
 @functools.lru_cache(maxsize=64)
@@ -67,7 +85,7 @@ def compiled_step(spec: RunSpec, place: Placement | None = None) -> Callable:
     shardings = {}
     if place is not None:
         shardings = {"in_shardings": (place.state, place.state), "out_shardings": place.state}
-    return jax.jit(jax.vmap(step), donate_argnums=0, **shardings)
+    return jax.jit(over_seeds(step), donate_argnums=0, **shardings)
 
 
 def train(
