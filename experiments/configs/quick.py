@@ -1,7 +1,8 @@
-"""Quick study, the default of ``make study``: about 10 minutes on an idle 2-core CPU.
+"""Quick study, the default of ``make study``: about 6 minutes on an idle 2-core CPU.
 
-Nine encodings covering every hook (none, embed, rotate, bias, contextual, and randomized
-positions) x two tasks (copy, reverse) x two seeds, trained at N = 8 for 500 steps and
+Eleven encodings covering every hook (none, embed, rotate, bias, contextual, and randomized
+positions), with the two naive absolute baselines (normalized and integer positions) next
+to sinusoidal and learned, x two tasks (copy, reverse) x two seeds, trained at N = 8 for 500 steps and
 evaluated at N, 2N, 4N, 8N.
 
 Command:
@@ -25,6 +26,8 @@ def get_config(arg: str | None = None):
         "nope",
         "sinusoidal",
         "learned",
+        "normalized",
+        "integer",
         "rope",
         "alibi",
         "t5",
