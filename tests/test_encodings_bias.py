@@ -269,3 +269,46 @@ def test_chunked_attention_equals_dense(name, rng):
     expected = dense.apply(variables, x, q_positions=positions)
     out = chunked.apply(variables, x, q_positions=positions)
     np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("architecture", ["decoder", "encoder_decoder"])
+def test_t5_table_shared_across_layers_equals_copies_of_one_table(architecture, rng):
+    """Shared: one table per stack; the model equals per-layer tables all set to it."""
+
+    def model(shared):
+        return pj.models.Transformer(
+            pj.models.TransformerConfig(
+                vocab_size=11,
+                architecture=architecture,
+                d_model=16,
+                num_layers=3,
+                num_heads=2,
+                encoding=pj.encodings.get("t5", num_buckets=8, max_distance=16),
+                share_encoding_across_layers=shared,
+            )
+        )
+
+    tokens = jnp.asarray(rng.integers(0, 11, (2, 7)))
+    source = jnp.asarray(rng.integers(0, 11, (2, 5))) if architecture != "decoder" else None
+    shared = model(True).init(jax.random.key(0), tokens, source=source)["params"]
+    # The same parameters laid out per layer: each layer gets a copy of its stack's table.
+    copies = jax.tree.map(lambda x: x, shared)
+    for stack in ("encoder", "decoder") if source is not None else ("decoder",):
+        table = copies[stack].pop("position_encoding")
+        assert set(table) == {"relative_attention_bias"}
+        for layer in range(3):
+            attention = copies[stack][f"layer_{layer}"]["self_attention"]
+            assert "position_encoding" not in attention  # no per-layer table when shared
+            attention["position_encoding"] = table
+    per_layer = model(False).init(jax.random.key(1), tokens, source=source)["params"]
+    assert jax.tree.structure(copies) == jax.tree.structure(per_layer)
+
+    got = model(True).apply({"params": shared}, tokens, source=source)
+    want = model(False).apply({"params": copies}, tokens, source=source)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # Training moves the one table, with the gradient of every layer's use of it.
+    grads = jax.grad(
+        lambda p: jnp.sum(model(True).apply({"params": p}, tokens, source=source) ** 2)
+    )(shared)
+    table_grad = np.asarray(grads["decoder"]["position_encoding"]["relative_attention_bias"])
+    assert np.any(table_grad != 0)

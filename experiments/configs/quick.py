@@ -2,8 +2,8 @@
 
 Eleven encodings covering every hook (none, embed, rotate, bias, contextual, and randomized
 positions), with the two naive absolute baselines (normalized and integer positions) next
-to sinusoidal and learned, x two tasks (copy, reverse) x two seeds, trained at N = 8 for 500 steps and
-evaluated at N, 2N, 4N, 8N.
+to sinusoidal and learned, x two tasks (copy, reverse) x two seeds, trained at N = 8 for
+500 steps and evaluated at N, 2N, 4N, 8N.
 
 Command:
   python -m experiments.length_extrapolation --config experiments/configs/quick.py \

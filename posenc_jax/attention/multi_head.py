@@ -26,6 +26,29 @@ def check_heads(num_heads: int, num_kv_heads: int) -> None:
         )
 
 
+def bind_layer_encoding(
+    layer: nn.Module, encoding: PositionalEncoding | None, *, causal: bool, shared: bool
+) -> PositionalEncoding | None:
+    """The encoding an attention layer calls.
+
+    The same encoding instance is usually handed to every layer, and Flax would share one
+    bound instance between them; so by default each layer binds a fresh clone and its
+    parameters live under the layer. With ``shared``, the instance is used as given: it is
+    bound elsewhere (once per stack) and every layer reads its parameters.
+
+    Raises:
+      ValueError: a causal-only encoding (xPos, CoPE) in non-causal attention.
+    """
+    if encoding is None:
+        return None
+    if encoding.causal_only and not causal:
+        raise ValueError(
+            f"encoding {type(encoding).__name__} is defined for causal attention only; "
+            "build the attention with causal=True or choose another encoding."
+        )
+    return encoding if shared else encoding.clone(parent=layer, name="position_encoding")
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with grouped key/value heads and a positional encoding.
 
@@ -57,6 +80,9 @@ class MultiHeadAttention(nn.Module):
         decoding. The first call (``init``) sizes the cache to its input length; each later
         call appends its keys, values and positions and attends to everything cached. The
         cache offset is nothing but the positions passed in.
+      shared_encoding: ``encoding`` is already bound elsewhere (e.g. once per stack) and
+        every layer given it reads the same parameters, as T5 shares its bias table
+        across layers; False (default) gives this layer its own copy.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -77,6 +103,7 @@ class MultiHeadAttention(nn.Module):
     block_size: int | None = None
     implementation: str = "auto"
     decode: bool = False
+    shared_encoding: bool = False
 
     @nn.compact
     def __call__(
@@ -225,16 +252,6 @@ class MultiHeadAttention(nn.Module):
         return "dense"
 
     def _bound_encoding(self) -> PositionalEncoding | None:
-        """This layer's own copy of the encoding, so its parameters live under this layer.
-
-        The same encoding instance is usually handed to every layer; Flax would share one
-        bound instance between them, so each layer binds a fresh clone instead.
-        """
-        if self.encoding is None:
-            return None
-        if self.encoding.causal_only and not self.causal:
-            raise ValueError(
-                f"encoding {type(self.encoding).__name__} is defined for causal attention only; "
-                "build the attention with causal=True or choose another encoding."
-            )
-        return self.encoding.clone(parent=self, name="position_encoding")
+        return bind_layer_encoding(
+            self, self.encoding, causal=self.causal, shared=self.shared_encoding
+        )

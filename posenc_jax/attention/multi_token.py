@@ -53,7 +53,7 @@ from posenc_jax.attention.core import (
     masked_softmax,
     weighted_values,
 )
-from posenc_jax.attention.multi_head import check_heads
+from posenc_jax.attention.multi_head import bind_layer_encoding, check_heads
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
@@ -257,6 +257,7 @@ class MultiTokenAttention(nn.Module):
       block_size: must be None, and ``implementation`` "auto" or "dense": MTA has no
         chunked path, and these are present so that a request for tiles fails loudly
         instead of being ignored.
+      shared_encoding: as in MultiHeadAttention (one encoding bound per stack).
 
     References:
       Golovneva, Wang, Weston & Sukhbaatar, "Multi-Token Attention", arXiv:2504.00927,
@@ -278,6 +279,7 @@ class MultiTokenAttention(nn.Module):
     temperature: AttentionTemperature | None = None
     block_size: int | None = None
     implementation: str = "auto"
+    shared_encoding: bool = False
 
     @nn.compact
     def __call__(
@@ -505,15 +507,9 @@ class MultiTokenAttention(nn.Module):
         return normed
 
     def _bound_encoding(self) -> PositionalEncoding | None:
-        """This layer's own clone of the encoding, so its parameters live under this layer."""
-        if self.encoding is None:
-            return None
-        if self.encoding.causal_only and not self.causal:
-            raise ValueError(
-                f"encoding {type(self.encoding).__name__} is defined for causal attention only; "
-                "build the attention with causal=True or choose another encoding."
-            )
-        return self.encoding.clone(parent=self, name="position_encoding")
+        return bind_layer_encoding(
+            self, self.encoding, causal=self.causal, shared=self.shared_encoding
+        )
 
 
 def _mask_zero(maps: Array, allowed: Array | None) -> Array:

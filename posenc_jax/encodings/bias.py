@@ -67,9 +67,9 @@ class T5Bias(PositionalEncoding):
     folds ``1/sqrt(d)`` into the query initialization, which is the same model up to a
     reparametrization of the learned table.
 
-    Each attention layer holds its own table ``[H, num_buckets]`` (T5 shares one table
-    across the layers of a stack): the model gives every layer its own copy of the
-    encoding, and the encoding cannot reach a scope above its layer.
+    Each attention layer holds its own table ``[H, num_buckets]`` by default. T5 shares one
+    table across the layers of a stack: ``TransformerConfig(share_encoding_across_layers=
+    True)`` does that (one table per stack, under ``position_encoding``).
 
     Attributes:
       num_buckets: buckets in total (both sides together when bidirectional).

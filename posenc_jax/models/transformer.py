@@ -55,6 +55,9 @@ class TransformerConfig:
       decode: causal self-attention layers keep a key/value cache (see
         ``posenc_jax.train.decode``); the model is then called one chunk of tokens at a
         time with the positions of those tokens.
+      share_encoding_across_layers: every layer of a stack reads one set of encoding
+        parameters (bound once per stack as ``position_encoding``), as T5 shares its
+        relative-bias table; False (default) gives each layer its own.
     """
 
     vocab_size: int
@@ -73,6 +76,7 @@ class TransformerConfig:
     attention: str = "multi_head"
     mta: MTAConfig = dataclasses.field(default_factory=MTAConfig)
     decode: bool = False
+    share_encoding_across_layers: bool = False
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -119,6 +123,7 @@ class _Block(nn.Module):
     causal: bool
     cross: bool = False
     layer_index: int = 0
+    encoding: PositionalEncoding | None = None
 
     @nn.compact
     def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
@@ -139,6 +144,7 @@ class _Block(nn.Module):
                 temperature=temperature,
                 block_size=cfg.attention_block_size,
                 implementation=cfg.attention_implementation,
+                shared_encoding=cfg.share_encoding_across_layers,
                 name=name,
                 **extra,
             )
@@ -146,7 +152,7 @@ class _Block(nn.Module):
         h = nn.LayerNorm(dtype=dtype, name="attention_norm")(x)
         self_attention = attention(
             "self_attention",
-            cfg.encoding,
+            self.encoding,
             self.causal,
             cfg.attention_temperature,
             multi_token=cfg.attention == "multi_token",
@@ -176,11 +182,21 @@ class _Stack(nn.Module):
         # A zero "perturbation" lets tests and analyses take gradients with respect to the
         # stack's input embeddings (Flax returns x unchanged when none is supplied).
         x = self.perturb("input_embeddings", x)
-        x = self.config.encoding.clone(parent=self, name="position_embedding").embed(x, positions)
+        cfg = self.config
+        shared = cfg.share_encoding_across_layers
+        stack_encoding = cfg.encoding.clone(
+            parent=self, name="position_encoding" if shared else "position_embedding"
+        )
+        x = stack_encoding.embed(x, positions)
         for i in range(self.num_layers):
-            x = _Block(self.config, self.causal, self.cross, layer_index=i, name=f"layer_{i}")(
-                x, positions, padding_mask, memory, memory_padding_mask
-            )
+            x = _Block(
+                cfg,
+                self.causal,
+                self.cross,
+                layer_index=i,
+                encoding=stack_encoding if shared else cfg.encoding,
+                name=f"layer_{i}",
+            )(x, positions, padding_mask, memory, memory_padding_mask)
         return nn.LayerNorm(dtype=jnp.dtype(self.config.dtype), name="final_norm")(x)
 
 
