@@ -28,11 +28,11 @@ from posenc_jax.train import (
     Checkpointer,
     LoopConfig,
     OptimizerConfig,
-    RunSpec,
     generated_batches,
     train,
 )
 from posenc_jax.train.evaluate import check_eval_lengths
+from tests.specs import tiny_copy_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = jax.random.key(0)
@@ -47,21 +47,8 @@ class Case:
     readme: str
 
 
-def _spec(train_length=4, batch_size=4, encoding="nope", **optimizer):
-    return RunSpec(
-        model=pj.models.TransformerConfig(
-            vocab_size=10,
-            d_model=16,
-            num_layers=1,
-            num_heads=2,
-            mlp_dim=32,
-            encoding=pj.encodings.get(encoding) if isinstance(encoding, str) else encoding,
-        ),
-        task=get_task("copy"),
-        train_length=train_length,
-        batch_size=batch_size,
-        optimizer=OptimizerConfig(**{"total_steps": 2, "warmup_steps": 1, **optimizer}),
-    )
+def _spec(**kwargs):
+    return tiny_copy_spec(**{"encoding": "nope", "batch_size": 4, "total_steps": 2, **kwargs})
 
 
 def _init(module, length=4, width=8):

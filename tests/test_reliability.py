@@ -24,12 +24,9 @@ import pytest
 
 import posenc_jax as pj
 from posenc_jax.attention import MultiHeadAttention, MultiTokenAttention
-from posenc_jax.data import get_task
 from posenc_jax.train import (
     Checkpointer,
     LoopConfig,
-    OptimizerConfig,
-    RunSpec,
     evaluate,
     generated_batches,
     train,
@@ -37,6 +34,7 @@ from posenc_jax.train import (
 from posenc_jax.train.checkpoint import UnusableCheckpointError
 from posenc_jax.train.loop import compiled_init, compiled_step, run_keys
 from tests.reference import reference_sinusoidal
+from tests.specs import tiny_copy_spec
 from tests.test_rope_scaling import (
     default_freqs,
     dynamic_base,
@@ -50,23 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOOP = LoopConfig(log_every=1, checkpoint_every=2)
 
 
-def _spec(total_steps=6, learning_rate=3e-3, warmup_steps=1):
-    return RunSpec(
-        model=pj.models.TransformerConfig(
-            vocab_size=10,
-            d_model=16,
-            num_layers=1,
-            num_heads=2,
-            mlp_dim=32,
-            encoding=pj.encodings.get("sinusoidal"),
-        ),
-        task=get_task("copy"),
-        train_length=4,
-        batch_size=8,
-        optimizer=OptimizerConfig(
-            learning_rate=learning_rate, total_steps=total_steps, warmup_steps=warmup_steps
-        ),
-    )
+_spec = tiny_copy_spec
 
 
 def _assert_bitwise_equal(a, b):

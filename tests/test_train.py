@@ -5,28 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import posenc_jax as pj
-from posenc_jax.data import get_task
-from posenc_jax.train import LoopConfig, OptimizerConfig, RunSpec, masked_metrics, train
+from posenc_jax.train import LoopConfig, masked_metrics, train
+from tests.specs import tiny_copy_spec
 
-
-def _spec(total_steps=6, learning_rate=3e-3, encoding="sinusoidal"):
-    return RunSpec(
-        model=pj.models.TransformerConfig(
-            vocab_size=10,
-            d_model=16,
-            num_layers=1,
-            num_heads=2,
-            mlp_dim=32,
-            encoding=pj.encodings.get(encoding),
-        ),
-        task=get_task("copy"),
-        train_length=4,
-        batch_size=8,
-        optimizer=OptimizerConfig(
-            learning_rate=learning_rate, total_steps=total_steps, warmup_steps=1
-        ),
-    )
+_spec = tiny_copy_spec
 
 
 def test_masked_metrics_against_numpy(rng):

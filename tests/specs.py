@@ -1,0 +1,36 @@
+"""The tiny training run the training, reliability and error tests share."""
+
+import posenc_jax as pj
+from posenc_jax.data import get_task
+from posenc_jax.train import OptimizerConfig, RunSpec
+
+
+def tiny_copy_spec(
+    *,
+    encoding="sinusoidal",
+    train_length=4,
+    batch_size=8,
+    total_steps=6,
+    learning_rate=3e-3,
+    warmup_steps=1,
+) -> RunSpec:
+    """A one-layer Transformer on the copy task, seconds to train on a CPU.
+
+    ``encoding`` is a registered name or an encoding module.
+    """
+    return RunSpec(
+        model=pj.models.TransformerConfig(
+            vocab_size=10,
+            d_model=16,
+            num_layers=1,
+            num_heads=2,
+            mlp_dim=32,
+            encoding=pj.encodings.get(encoding) if isinstance(encoding, str) else encoding,
+        ),
+        task=get_task("copy"),
+        train_length=train_length,
+        batch_size=batch_size,
+        optimizer=OptimizerConfig(
+            learning_rate=learning_rate, total_steps=total_steps, warmup_steps=warmup_steps
+        ),
+    )
