@@ -1,9 +1,25 @@
 """The base of this package's TFDS builders: array_record files, no TensorFlow needed."""
 
 import inspect
+import logging
 
 import tensorflow_datasets as tfds
 from etils import epath
+
+
+class _DropCustomConfigNotice(logging.Filter):
+    """Drops TFDS's warning for a builder config not listed in ``BUILDER_CONFIGS``.
+
+    Every evaluation set and corpus here is such a config by design (one per task, length
+    and seed, or per file), and a study would print the notice four times per cell.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Using custom data configuration")
+
+
+# TFDS logs through absl, whose Python logger is "absl".
+logging.getLogger("absl").addFilter(_DropCustomConfigNotice())
 
 
 class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
