@@ -77,18 +77,19 @@ def _weights(record: dict[str, Any]) -> Array:
     if padding_mask is not None:
         key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
         mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
-    scale = head_dim**-0.5
-    logits = core.grouped_logits(q, k) * scale
-    if record.get("bias_fn") is not None:
-        bias = record["bias_fn"](q_positions, k_positions)
-        logits = logits + core.checked_bias(bias, logits.shape)
     allowed = core.allowed_mask(q_positions, k_positions, mask=mask, causal=module.causal)
-    contextual = record.get("contextual")
-    if contextual is not None:
-        k_per_head = jnp.repeat(k, num_heads // k.shape[2], axis=2)
-        logits = contextual.logits(logits, q, k_per_head, q_positions, k_positions, allowed, scale)
+    logits = core.dense_logits(
+        q,
+        k,
+        scale=head_dim**-0.5,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        allowed=allowed,
+        bias_fn=record.get("bias_fn"),
+        contextual=record.get("contextual"),
+    )
     if module.temperature is not None:
-        factor = jnp.asarray(module.temperature(q_positions, k_len), jnp.float32)
+        factor = core.checked_logit_factor(module.temperature(q_positions, k_len), (batch, q_len))
         logits = logits * factor[:, None, :, None]
     return core.masked_softmax(logits, allowed)
 

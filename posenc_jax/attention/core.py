@@ -264,7 +264,7 @@ def dot_product_attention(
     )
     logit_factor = None
     if temperature is not None:
-        logit_factor = _checked_logit_factor(temperature(q_positions, k_len), (batch, q_len))
+        logit_factor = checked_logit_factor(temperature(q_positions, k_len), (batch, q_len))
 
     if path == "chunked":
         # Imported here because the chunked module builds on this module's helpers.
@@ -284,21 +284,17 @@ def dot_product_attention(
             logit_factor=logit_factor,
         )
 
-    logits = grouped_logits(q, k) * scale
-    if bias_fn is not None:
-        logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
     allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=causal)
-    if contextual is not None:
-        k_per_head = jnp.repeat(k, num_heads // k.shape[2], axis=2)
-        adjusted = contextual.logits(
-            logits, q, k_per_head, q_positions, k_positions, allowed, scale
-        )
-        if adjusted.shape != logits.shape:
-            raise ValueError(
-                f"contextual logits returned shape {adjusted.shape}; expected "
-                f"[B, H, L, S] = {list(logits.shape)}."
-            )
-        logits = adjusted.astype(jnp.float32)
+    logits = dense_logits(
+        q,
+        k,
+        scale=scale,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        allowed=allowed,
+        bias_fn=bias_fn,
+        contextual=contextual,
+    )
     if logit_factor is not None:
         logits = logits * logit_factor[:, None, :, None]
     weights = masked_softmax(logits, allowed)
@@ -308,7 +304,37 @@ def dot_product_attention(
     return out.astype(q.dtype)
 
 
-def _checked_logit_factor(factor: Array, expected: tuple[int, int]) -> Array:
+def dense_logits(
+    q: Array,
+    k: Array,
+    *,
+    scale: float,
+    q_positions: Array,
+    k_positions: Array,
+    allowed: Array | None,
+    bias_fn: BiasFn | None = None,
+    contextual: Contextual | None = None,
+) -> Array:
+    """The full float32 logit map ``[B, H, L, S]``: ``q.k * scale``, the encoding's bias
+    and its contextual terms (which see the ``allowed`` mask), before any masking."""
+    logits = grouped_logits(q, k) * scale
+    if bias_fn is not None:
+        logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
+    if contextual is not None:
+        k_per_head = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)
+        adjusted = contextual.logits(
+            logits, q, k_per_head, q_positions, k_positions, allowed, scale
+        )
+        if adjusted.shape != logits.shape:
+            raise ValueError(
+                f"contextual logits returned shape {adjusted.shape}; expected "
+                f"[B, H, L, S] = {list(logits.shape)}."
+            )
+        logits = adjusted.astype(jnp.float32)
+    return logits
+
+
+def checked_logit_factor(factor: Array, expected: tuple[int, int]) -> Array:
     factor = jnp.asarray(factor, jnp.float32)
     if factor.shape != expected:
         raise ValueError(

@@ -48,8 +48,8 @@ from posenc_jax.attention.core import (
     allowed_mask,
     check_mask,
     check_qkv,
-    checked_bias,
-    grouped_logits,
+    checked_logit_factor,
+    dense_logits,
     masked_softmax,
     weighted_values,
 )
@@ -371,21 +371,16 @@ class MultiTokenAttention(nn.Module):
             sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
             allowed = jnp.logical_and(allowed, sequence_order)
 
-        scale = head_dim**-0.5
-        logits = grouped_logits(q, k) * scale
-        if bias_fn is not None:
-            logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
-        if contextual is not None:
-            k_per_head = jnp.repeat(k, self.num_heads // num_kv_heads, axis=2)
-            adjusted = contextual.logits(
-                logits, q, k_per_head, q_positions, k_positions, allowed, scale
-            )
-            if adjusted.shape != logits.shape:
-                raise ValueError(
-                    f"contextual logits returned shape {adjusted.shape}; expected "
-                    f"[B, H, L, S] = {list(logits.shape)}."
-                )
-            logits = adjusted.astype(jnp.float32)
+        logits = dense_logits(
+            q,
+            k,
+            scale=head_dim**-0.5,
+            q_positions=q_positions,
+            k_positions=k_positions,
+            allowed=allowed,
+            bias_fn=bias_fn,
+            contextual=contextual,
+        )
 
         # Pre-softmax: Conv(Mask_0(.)), then head mixing, then Mask_-inf inside the softmax.
         if convolves and cfg.pre_softmax_kernel is not None:
@@ -395,12 +390,7 @@ class MultiTokenAttention(nn.Module):
             kernel = self._head_kernel("pre_softmax_head_mix", cfg.pre_softmax_head_group)
             logits = mix_heads(_mask_zero(logits, allowed), kernel)
         if self.temperature is not None:
-            factor = jnp.asarray(self.temperature(q_positions, k_len), jnp.float32)
-            if factor.shape != (batch, q_len):
-                raise ValueError(
-                    f"temperature returned shape {factor.shape}; expected [B, L] = "
-                    f"{[batch, q_len]}."
-                )
+            factor = checked_logit_factor(self.temperature(q_positions, k_len), (batch, q_len))
             logits = logits * factor[:, None, :, None]
         weights = masked_softmax(logits, allowed)
         # Post-softmax: Mask_0(Conv(.)), then head mixing; rows are not renormalized.
