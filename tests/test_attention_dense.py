@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from posenc_jax.attention import dot_product_attention
+from posenc_jax.attention.core import masked_softmax
 from tests.reference import reference_attention
 
 
@@ -114,3 +115,39 @@ def test_input_contract_errors(rng):
         dot_product_attention(q, k, v, q_positions=np.arange(4))
     with pytest.raises(ValueError, match="integer"):
         dot_product_attention(q, k, v, k_positions=np.arange(7.0))
+
+
+def test_masked_softmax_derivatives_equal_the_softmax_over_allowed_keys(rng):
+    """Forward and reverse mode, against float64 finite differences of the softmax formula.
+
+    The derivative rule is written by hand (weights only), so it is checked here against
+    the function itself: softmax over the allowed entries of each row, zero elsewhere.
+    """
+    logits = rng.standard_normal((2, 3, 5, 6))
+    allowed = rng.random((2, 1, 5, 6)) < 0.6
+    allowed[0, 0, 2] = False  # one row with nothing allowed
+    direction = rng.standard_normal(logits.shape)
+
+    def reference(z):
+        z = np.where(allowed, z, -np.inf)
+        row_max = np.max(z, axis=-1, keepdims=True)
+        e = np.where(allowed, np.exp(z - np.where(np.isfinite(row_max), row_max, 0.0)), 0.0)
+        total = e.sum(-1, keepdims=True)
+        return e / np.where(total > 0, total, 1.0)
+
+    step = 1e-6
+    want_jvp = (reference(logits + step * direction) - reference(logits - step * direction)) / (
+        2 * step
+    )
+    f = lambda z: masked_softmax(z, jnp.asarray(allowed))
+    z32, d32 = jnp.asarray(logits, jnp.float32), jnp.asarray(direction, jnp.float32)
+    _, got_jvp = jax.jvp(f, (z32,), (d32,))
+    np.testing.assert_allclose(got_jvp, want_jvp, atol=2e-5)
+    # Reverse mode: <grad of <f(z), c>, d> equals <c, jvp(d)>.
+    cotangent = rng.standard_normal(logits.shape)
+    grad = jax.grad(lambda z: jnp.sum(f(z) * jnp.asarray(cotangent, jnp.float32)))(z32)
+    np.testing.assert_allclose(
+        np.sum(np.asarray(grad, np.float64) * direction), np.sum(cotangent * want_jvp), rtol=1e-4
+    )
+    # Disallowed entries, and so every entry of the row with nothing allowed, get no gradient.
+    assert np.all(np.asarray(grad)[~np.broadcast_to(allowed, logits.shape)] == 0.0)

@@ -108,11 +108,31 @@ def masked_softmax(logits: Array, allowed: Array | None) -> Array:
     logits = logits.astype(jnp.float32)
     if allowed is None:
         return jax.nn.softmax(logits, axis=-1)
+    return _softmax_of_allowed(logits, allowed)
+
+
+@jax.custom_jvp
+def _softmax_of_allowed(logits: Array, allowed: Array) -> Array:
     logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
-    row_max = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    row_max = jnp.max(logits, axis=-1, keepdims=True)
     unnormalized = jnp.exp(logits - row_max) * allowed
     total = jnp.sum(unnormalized, axis=-1, keepdims=True)
     return unnormalized / jnp.where(total > 0, total, 1.0)
+
+
+@_softmax_of_allowed.defjvp
+def _softmax_of_allowed_jvp(primals, tangents):
+    """``dp = p (dz - sum_j p_j dz_j)``, zero where nothing is allowed.
+
+    Written out so that reverse mode (its transpose) needs only the weights ``p``: XLA's
+    derivative of the masked expression above keeps and re-reads several ``[B, H, L, S]``
+    intermediates, about 25% of dense attention's forward + backward time at L = 256.
+    """
+    logits, allowed = primals
+    weights = _softmax_of_allowed(logits, allowed)
+    d_logits = tangents[0]
+    d_weights = weights * (d_logits - jnp.sum(weights * d_logits, axis=-1, keepdims=True))
+    return weights, d_weights
 
 
 def grouped_logits(q: Array, k: Array) -> Array:
