@@ -1,6 +1,6 @@
 """Multi-head attention as a Flax linen module that calls an encoding's hooks."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -47,6 +47,87 @@ def bind_layer_encoding(
             "build the attention with causal=True or choose another encoding."
         )
     return encoding if shared else encoding.clone(parent=layer, name="position_encoding")
+
+
+class AttentionInputs(NamedTuple):
+    """Queries, keys and values of one attention call, with its positions and mask."""
+
+    q: Array  # [B, L, H, K]
+    k: Array  # [B, S, G, K]
+    v: Array  # [B, S, G, K]
+    q_positions: Array  # [B, L]
+    k_positions: Array  # [B, S]
+    mask: Array | None  # broadcastable to [B, H, L, S], padding folded in
+    self_attention: bool
+
+
+def _dense(layer: nn.Module, features, name: str, axis=-1) -> nn.DenseGeneral:
+    return nn.DenseGeneral(
+        features,
+        axis=axis,
+        use_bias=layer.use_bias,
+        dtype=layer.dtype,
+        param_dtype=layer.param_dtype,
+        kernel_init=layer.kernel_init,
+        name=name,
+    )
+
+
+def project_inputs(
+    layer: nn.Module,
+    x: Array,
+    context: Array | None,
+    *,
+    q_positions: Array | None,
+    k_positions: Array | None,
+    mask: Array | None,
+    padding_mask: Array | None,
+) -> AttentionInputs:
+    """The front every attention layer shares: checks, positions, padding, projections.
+
+    Called from the compact ``__call__`` of ``layer`` (a module with the fields of
+    :class:`MultiHeadAttention`), so its "query", "key" and "value" projections are that
+    layer's parameters. Key positions default to the query positions in self-attention
+    and to ``arange(S)`` in cross-attention; a ``padding_mask [B, S]`` joins ``mask``.
+    """
+    num_kv_heads = layer.num_kv_heads or layer.num_heads
+    check_heads(layer.num_heads, num_kv_heads)
+    self_attention = context is None
+    context = x if self_attention else context
+    if x.ndim != 3 or context.ndim != 3:
+        raise ValueError(f"inputs must be [B, L, D]; got x {x.shape} and context {context.shape}.")
+    batch, q_len, features = x.shape
+    k_len = context.shape[1]
+    head_dim = layer.head_dim or features // layer.num_heads
+    if head_dim <= 0:
+        raise ValueError(f"head_dim must be positive; got {head_dim} for D={features}.")
+
+    q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
+    if k_positions is None and self_attention:
+        k_positions = q_positions
+    k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
+    if padding_mask is not None:
+        if padding_mask.shape != (batch, k_len):
+            raise ValueError(
+                f"padding_mask has shape {padding_mask.shape}; expected [B, S] = "
+                f"[{batch}, {k_len}]."
+            )
+        key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
+        mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
+    return AttentionInputs(
+        q=_dense(layer, (layer.num_heads, head_dim), "query")(x),
+        k=_dense(layer, (num_kv_heads, head_dim), "key")(context),
+        v=_dense(layer, (num_kv_heads, head_dim), "value")(context),
+        q_positions=q_positions,
+        k_positions=k_positions,
+        mask=mask,
+        self_attention=self_attention,
+    )
+
+
+def project_output(layer: nn.Module, out: Array, features: int) -> Array:
+    """The output projection ``[B, L, H, K] -> [B, L, out_features or D]`` of ``layer``."""
+    return _dense(layer, layer.out_features or features, "out", axis=(-2, -1))(out)
 
 
 class MultiHeadAttention(nn.Module):
@@ -130,52 +211,24 @@ class MultiHeadAttention(nn.Module):
         Returns:
           ``[B, L, out_features]``.
         """
-        num_kv_heads = self.num_kv_heads or self.num_heads
-        check_heads(self.num_heads, num_kv_heads)
-        self_attention = context is None
-        context = x if self_attention else context
-        if x.ndim != 3 or context.ndim != 3:
-            raise ValueError(
-                f"inputs must be [B, L, D]; got x {x.shape} and context {context.shape}."
-            )
-        batch, q_len, features = x.shape
-        k_len = context.shape[1]
-        head_dim = self.head_dim or features // self.num_heads
-        if head_dim <= 0:
-            raise ValueError(f"head_dim must be positive; got {head_dim} for D={features}.")
+        inputs = project_inputs(
+            self,
+            x,
+            context,
+            q_positions=q_positions,
+            k_positions=k_positions,
+            mask=mask,
+            padding_mask=padding_mask,
+        )
+        q, k, v = inputs.q, inputs.k, inputs.v
+        q_positions, k_positions, mask = inputs.q_positions, inputs.k_positions, inputs.mask
+        head_dim = q.shape[-1]
         encoding = self._bound_encoding()
-
-        q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
-        if k_positions is None and self_attention:
-            k_positions = q_positions
-        k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
-        if padding_mask is not None:
-            if padding_mask.shape != (batch, k_len):
-                raise ValueError(
-                    f"padding_mask has shape {padding_mask.shape}; expected [B, S] = "
-                    f"[{batch}, {k_len}]."
-                )
-            key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
-            mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
-
-        def project(name, inputs, heads):
-            return nn.DenseGeneral(
-                (heads, head_dim),
-                use_bias=self.use_bias,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=self.kernel_init,
-                name=name,
-            )(inputs)
-
-        q = project("query", x, self.num_heads)
-        k = project("key", context, num_kv_heads)
-        v = project("value", context, num_kv_heads)
         bias_fn = contextual = None
         if encoding is not None:
             q, k = encoding.rotate(q, k, q_positions, k_positions)
         if self.decode:
-            if not (self_attention and self.causal) or padding_mask is not None:
+            if not (inputs.self_attention and self.causal) or padding_mask is not None:
                 raise ValueError(
                     "decode=True keeps a cache for causal self-attention only, without a "
                     "padding_mask (express padding through positions)."
@@ -200,15 +253,7 @@ class MultiHeadAttention(nn.Module):
             temperature=self.temperature,
             implementation=self._implementation(),
         )
-        return nn.DenseGeneral(
-            self.out_features or features,
-            axis=(-2, -1),
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            name="out",
-        )(out)
+        return project_output(self, out, x.shape[-1])
 
     def _cached(self, k: Array, v: Array, k_positions: Array) -> tuple[Array, Array, Array]:
         """Writes this call's keys, values and positions at the cache index; returns the cache."""

@@ -43,7 +43,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention.core import (
     allowed_mask,
     check_mask,
@@ -53,7 +52,11 @@ from posenc_jax.attention.core import (
     masked_softmax,
     weighted_values,
 )
-from posenc_jax.attention.multi_head import bind_layer_encoding, check_heads
+from posenc_jax.attention.multi_head import (
+    bind_layer_encoding,
+    project_inputs,
+    project_output,
+)
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.typing import Array
@@ -313,49 +316,22 @@ class MultiTokenAttention(nn.Module):
             layer, head groups that do not divide H, or inconsistent shapes.
         """
         cfg = self.config
-        num_kv_heads = self.num_kv_heads or self.num_heads
-        check_heads(self.num_heads, num_kv_heads)
         self._check_structure(context is None)
-        self_attention = context is None
-        context = x if self_attention else context
-        if x.ndim != 3 or context.ndim != 3:
-            raise ValueError(
-                f"inputs must be [B, L, D]; got x {x.shape} and context {context.shape}."
-            )
+        inputs = project_inputs(
+            self,
+            x,
+            context,
+            q_positions=q_positions,
+            k_positions=k_positions,
+            mask=mask,
+            padding_mask=padding_mask,
+        )
+        q, k, v = inputs.q, inputs.k, inputs.v
+        q_positions, k_positions, mask = inputs.q_positions, inputs.k_positions, inputs.mask
         batch, q_len, features = x.shape
-        k_len = context.shape[1]
-        head_dim = self.head_dim or features // self.num_heads
-        if head_dim <= 0:
-            raise ValueError(f"head_dim must be positive; got {head_dim} for D={features}.")
-        encoding = self._bound_encoding()
-
-        q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
-        if k_positions is None and self_attention:
-            k_positions = q_positions
-        k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
-        if padding_mask is not None:
-            if padding_mask.shape != (batch, k_len):
-                raise ValueError(
-                    f"padding_mask has shape {padding_mask.shape}; expected [B, S] = "
-                    f"[{batch}, {k_len}]."
-                )
-            key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
-            mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
+        k_len, head_dim = k.shape[1], k.shape[-1]
         check_mask(mask, batch, self.num_heads, q_len, k_len)
-
-        def project(name, inputs, heads):
-            return nn.DenseGeneral(
-                (heads, head_dim),
-                use_bias=self.use_bias,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                kernel_init=self.kernel_init,
-                name=name,
-            )(inputs)
-
-        q = project("query", x, self.num_heads)
-        k = project("key", context, num_kv_heads)
-        v = project("value", context, num_kv_heads)
+        encoding = self._bound_encoding()
         bias_fn = contextual = None
         if encoding is not None:
             q, k = encoding.rotate(q, k, q_positions, k_positions)
@@ -408,15 +384,7 @@ class MultiTokenAttention(nn.Module):
         if cfg.group_norm is not None:
             out = self._group_norm(out, features)
         out = out.astype(q.dtype)
-        return nn.DenseGeneral(
-            self.out_features or features,
-            axis=(-2, -1),
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=self.kernel_init,
-            name="out",
-        )(out)
+        return project_output(self, out, features)
 
     def _check_structure(self, self_attention: bool) -> None:
         """Trace-time errors for requests MTA cannot honour."""
