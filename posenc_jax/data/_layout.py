@@ -1,9 +1,15 @@
 """The decoder layout shared by the prompt-then-answer tasks."""
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 
-from posenc_jax.data.task import Batch
+from posenc_jax.data.task import Batch, Task
 from posenc_jax.typing import Array
+
+PAD, SEPARATOR = 0, 1
+FIRST_SYMBOL = 2
 
 
 def prompt_answer_batch(prompt: Array, answer: Array) -> Batch:
@@ -29,3 +35,42 @@ def prompt_answer_batch(prompt: Array, answer: Array) -> Batch:
         "targets": sequence[:, 1:],
         "weights": jnp.broadcast_to(weights, (batch_size, length)),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class StringAnswerTask(Task):
+    """``x_1 .. x_n SEP answer(x)``: a random string, a separator, an answer of n tokens.
+
+    Tokens: 0 padding, 1 separator, ``2 .. 2 + alphabet_size - 1`` symbols. The decoder
+    reads ``x SEP answer(x)[:-1]`` (``2n`` tokens) and the loss counts only the answer.
+    Subclasses say what the answer is.
+
+    Attributes:
+      alphabet_size: number of distinct symbols (>= 2).
+    """
+
+    alphabet_size: int = 8
+
+    def __post_init__(self):
+        if self.alphabet_size < 2:
+            raise ValueError(f"{self.name} alphabet_size must be >= 2, got {self.alphabet_size}.")
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_SYMBOL + self.alphabet_size
+
+    def sequence_length(self, length: int) -> int:
+        return 2 * length
+
+    def answer(self, symbols: Array) -> Array:
+        """The answer ``[B, n]`` to the strings ``symbols [B, n]``."""
+        raise NotImplementedError
+
+    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
+        self.check_size(batch_size, length)
+        symbols = jax.random.randint(
+            key, (batch_size, length), FIRST_SYMBOL, self.vocab_size, jnp.int32
+        )
+        separator = jnp.full((batch_size, 1), SEPARATOR, jnp.int32)
+        prompt = jnp.concatenate([symbols, separator], axis=1)
+        return prompt_answer_batch(prompt, self.answer(symbols))

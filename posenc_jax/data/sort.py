@@ -2,20 +2,16 @@
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import prompt_answer_batch
-from posenc_jax.data.task import Batch, Task, register_task
+from posenc_jax.data._layout import StringAnswerTask
+from posenc_jax.data.task import register_task
 from posenc_jax.typing import Array
-
-PAD, SEPARATOR = 0, 1
-FIRST_SYMBOL = 2
 
 
 @register_task("sort")
 @dataclasses.dataclass(frozen=True)
-class BucketSort(Task):
+class BucketSort(StringAnswerTask):
     """``x_1 .. x_n SEP sorted(x)``: the loss counts only the sorted half.
 
     Tokens: 0 padding, 1 separator, ``2 .. 2 + alphabet_size - 1`` symbols, ordered by
@@ -34,22 +30,5 @@ class BucketSort(Task):
 
     alphabet_size: int = 5
 
-    def __post_init__(self):
-        if self.alphabet_size < 2:
-            raise ValueError(f"sort alphabet_size must be >= 2, got {self.alphabet_size}.")
-
-    @property
-    def vocab_size(self) -> int:
-        return FIRST_SYMBOL + self.alphabet_size
-
-    def sequence_length(self, length: int) -> int:
-        return 2 * length
-
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
-        symbols = jax.random.randint(
-            key, (batch_size, length), FIRST_SYMBOL, self.vocab_size, jnp.int32
-        )
-        separator = jnp.full((batch_size, 1), SEPARATOR, jnp.int32)
-        prompt = jnp.concatenate([symbols, separator], axis=1)
-        return prompt_answer_batch(prompt, jnp.sort(symbols, axis=1))
+    def answer(self, symbols: Array) -> Array:
+        return jnp.sort(symbols, axis=1)
