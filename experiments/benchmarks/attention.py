@@ -52,6 +52,8 @@ import subprocess
 import sys
 import time
 
+from experiments.benchmarks.report import write_json
+
 MEMORY_TARGET_BYTES = 2 * 1024**3
 SPEED_TARGET_RATIO = 1.2
 MODEL = {"d_model": 256, "num_layers": 4, "num_heads": 8, "vocab_size": 256}
@@ -327,9 +329,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(run_isolated(spec))
         print(json.dumps(rows[-1]), flush=True)
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"model": MODEL, "rows": rows}, f, indent=2)
+    write_json(args.out, {"model": MODEL, "rows": rows})
     print(table(rows))
     print("\n".join(check_targets(rows, args.long, args.short)))
 
@@ -356,9 +356,7 @@ def run_op_level(args: argparse.Namespace) -> None:
                     }
                     rows.append(run_isolated(spec))
                     print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"shape": OP_SHAPE, "rows": rows}, f, indent=2)
+    write_json(args.out, {"shape": OP_SHAPE, "rows": rows})
     print(op_table(rows))
 
 

@@ -22,12 +22,13 @@ Flags: ``--sizes 256,512,1024,2048``, ``--repeats 7``, ``--smoke`` (small sizes,
 """
 
 import argparse
-import json
 import os
 import time
 
 import jax
 import jax.numpy as jnp
+
+from experiments.benchmarks.report import write_json
 
 DEFAULT_SIZES = (256, 512, 1024, 2048)
 
@@ -141,9 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes, args.repeats = (64, 128), 2
     peaks = [measure_peak(dtype, sizes, args.repeats) for dtype in default_dtypes()]
     bandwidth = measure_bandwidth(16 if args.smoke else 256, args.repeats)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"matmul": peaks, "bandwidth": bandwidth}, f, indent=2)
+    write_json(args.out, {"matmul": peaks, "bandwidth": bandwidth})
     print(table(peaks))
     print(f"memory bandwidth: {bandwidth['bytes_per_s'] / 1e9:.1f} GB/s (streaming a x + b)")
     for peak in peaks:

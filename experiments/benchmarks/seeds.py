@@ -32,6 +32,7 @@ import time
 import jax
 import numpy as np
 
+from experiments.benchmarks.report import write_json
 from experiments.configs import quick
 from experiments.length_extrapolation import cell_spec
 from posenc_jax.train import LoopConfig, train
@@ -137,9 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     for num_seeds in counts:
         rows.append(measure(args.encoding, num_seeds, args.steps))
         print(json.dumps(rows[-1]), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(rows, f, indent=2)
+    write_json(args.out, rows)
     print(table(rows))
     print("\n".join(check_targets(rows)))
 

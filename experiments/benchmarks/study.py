@@ -13,13 +13,14 @@ directory, removed afterwards), ``--smoke`` (the smoke preset, seconds to minute
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from experiments.benchmarks.report import write_json
 
 TARGET_S = 15 * 60
 
@@ -62,9 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(row, f, indent=2)
+    write_json(args.out, row)
     status = "ok" if row["returncode"] == 0 else f"exit status {row['returncode']}"
     print(
         f"{args.config}: {row['wall_s'] / 60:.1f} min ({status}); load average "

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import posenc_jax as pj
 from experiments.benchmarks.flops import transformer_flops
 from experiments.benchmarks.matmul_peak import measure_peak
+from experiments.benchmarks.report import write_json
 from posenc_jax.attention.core import choose_implementation
 from posenc_jax.data import get_task
 from posenc_jax.train import OptimizerConfig, RunSpec
@@ -250,19 +251,16 @@ def main(argv: list[str] | None = None) -> None:
     peak_after = measure_peak(dtype, peak_sizes)
     peak = max(peak_before["peak_flops_per_s"], peak_after["peak_flops_per_s"])
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "model": model,
-                "peak_flops_per_s": peak,
-                "peak_before": peak_before,
-                "peak_after": peak_after,
-                "rows": rows,
-            },
-            f,
-            indent=2,
-        )
+    write_json(
+        args.out,
+        {
+            "model": model,
+            "peak_flops_per_s": peak,
+            "peak_before": peak_before,
+            "peak_after": peak_after,
+            "rows": rows,
+        },
+    )
     print(
         f"matmul peak ({dtype}): {peak_before['peak_flops_per_s'] / 1e9:.1f} GFLOP/s before, "
         f"{peak_after['peak_flops_per_s'] / 1e9:.1f} after; using {peak / 1e9:.1f}"
