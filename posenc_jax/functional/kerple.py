@@ -6,6 +6,14 @@ from posenc_jax.functional.distance import absolute_distance, per_head
 from posenc_jax.typing import Array
 
 
+def _per_head_kernel_inputs(r1, r2, q_positions, k_positions):
+    """``(r1, r2, |i - j|)`` broadcast against each other as ``[..., H, L, S]``."""
+    distance = absolute_distance(q_positions, k_positions)
+    r1 = per_head(jnp.asarray(r1, jnp.float32), distance)
+    r2 = per_head(jnp.asarray(r2, jnp.float32), distance)
+    return r1, r2, distance[..., None, :, :]
+
+
 def kerple_log_bias(r1: Array, r2: Array, q_positions: Array, k_positions: Array) -> Array:
     """The logarithmic KERPLE bias ``-r1_h log(1 + r2_h |i - j|)``.
 
@@ -24,10 +32,7 @@ def kerple_log_bias(r1: Array, r2: Array, q_positions: Array, k_positions: Array
       Chi, Fan, Ramadge and Rudnicky, "KERPLE: Kernelized Relative Positional Embedding for
       Length Extrapolation", NeurIPS 2022, Section 4 (logarithmic variant).
     """
-    distance = absolute_distance(q_positions, k_positions)
-    r1 = per_head(jnp.asarray(r1, jnp.float32), distance)
-    r2 = per_head(jnp.asarray(r2, jnp.float32), distance)
-    distance = distance[..., None, :, :]
+    r1, r2, distance = _per_head_kernel_inputs(r1, r2, q_positions, k_positions)
     return -r1 * jnp.log1p(r2 * distance)
 
 
@@ -49,10 +54,7 @@ def kerple_power_bias(r1: Array, r2: Array, q_positions: Array, k_positions: Arr
       Chi, Fan, Ramadge and Rudnicky, "KERPLE: Kernelized Relative Positional Embedding for
       Length Extrapolation", NeurIPS 2022, Section 4 (power variant).
     """
-    distance = absolute_distance(q_positions, k_positions)
-    r1 = per_head(jnp.asarray(r1, jnp.float32), distance)
-    r2 = per_head(jnp.asarray(r2, jnp.float32), distance)
-    distance = distance[..., None, :, :]
+    r1, r2, distance = _per_head_kernel_inputs(r1, r2, q_positions, k_positions)
     # d^r2 = exp(r2 log d); the d = 0 entries go through log(1) so that neither the value
     # nor the gradient with respect to r2 meets 0 * log(0).
     nonzero = distance > 0

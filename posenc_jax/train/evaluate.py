@@ -16,12 +16,12 @@ import numpy as np
 
 from posenc_jax.data.task import Batch
 from posenc_jax.train.metrics import ratios
-from posenc_jax.train.step import RunSpec, eval_batch, init_state
+from posenc_jax.train.step import RunSpec, eval_batch, init_state, over_seeds
 
 
 @functools.lru_cache(maxsize=128)
 def _compiled_eval(spec: RunSpec):
-    return jax.jit(jax.vmap(functools.partial(eval_batch, spec), in_axes=(0, None, None)))
+    return jax.jit(over_seeds(functools.partial(eval_batch, spec), in_axes=(0, None, None)))
 
 
 def generated_batches(spec: RunSpec, length: int, *, key, num_examples: int, batch_size: int):

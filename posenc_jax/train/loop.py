@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from posenc_jax._checks import check_writable_dir
 from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.sharding import Placement, placement
-from posenc_jax.train.step import RunSpec, TrainState, init_state, train_step
+from posenc_jax.train.step import RunSpec, TrainState, init_state, over_seeds, train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,24 +53,6 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
     if not seeds:
         raise ValueError("at least one seed is needed.")
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-
-
-def over_seeds(fn: Callable) -> Callable:
-    """``jax.vmap(fn)`` over a leading seed axis, read from the last argument (run keys).
-
-    A single seed runs unbatched and gets its seed axis back: XLA on CPU runs the batched
-    matrix products that vmap makes, even with a batch of one, about 30% slower than the
-    plain ones (``experiments/benchmarks/NOTES.md``).
-    """
-    batched = jax.vmap(fn)
-
-    def run(*args):
-        if args[-1].shape[0] != 1:
-            return batched(*args)
-        one = fn(*jax.tree.map(lambda x: x[0], args))
-        return jax.tree.map(lambda x: x[None], one)
-
-    return run
 
 
 @functools.lru_cache(maxsize=64)

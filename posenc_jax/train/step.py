@@ -7,6 +7,7 @@ seen, and ``jax.vmap`` over run keys trains several seeds as one program.
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -96,6 +97,38 @@ def init_state(spec: RunSpec, run_key: Array) -> TrainState:
     )["params"]
     opt_state = make_optimizer(spec.optimizer).init(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def over_seeds(fn: Callable, in_axes: int | tuple = 0) -> Callable:
+    """``jax.vmap(fn, in_axes)`` over a leading seed axis.
+
+    A single seed (the mapped arguments' leading axis has size 1) runs unbatched and gets
+    its seed axis back: XLA on CPU runs the batched matrix products that vmap makes, even
+    with a batch of one, about 30% slower than the plain ones
+    (``experiments/benchmarks/NOTES.md``).
+
+    Args:
+      fn: the per-seed function.
+      in_axes: 0 (every argument has the seed axis) or, per argument, 0 or None.
+    """
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def run(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        num_seeds = next(
+            jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, axes, strict=True) if ax == 0
+        )
+        if num_seeds != 1:
+            return batched(*args)
+        one = fn(
+            *(
+                jax.tree.map(lambda x: x[0], a) if ax == 0 else a
+                for a, ax in zip(args, axes, strict=True)
+            )
+        )
+        return jax.tree.map(lambda x: x[None], one)
+
+    return run
 
 
 def train_step(
