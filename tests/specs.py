@@ -1,4 +1,6 @@
-"""The tiny training run the training, reliability and error tests share."""
+"""The small runs the tests share: a tiny training spec and the smoke study command."""
+
+import sys
 
 import posenc_jax as pj
 from posenc_jax.data import get_task
@@ -34,3 +36,17 @@ def tiny_copy_spec(
             learning_rate=learning_rate, total_steps=total_steps, warmup_steps=warmup_steps
         ),
     )
+
+
+def smoke_study_command(workdir, *overrides: str) -> list[str]:
+    """The study CLI on the smoke preset, writing into ``workdir`` (run from the repo root)."""
+    return [
+        sys.executable,
+        "-m",
+        "experiments.length_extrapolation",
+        "--config",
+        "experiments/configs/smoke.py",
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]

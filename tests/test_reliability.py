@@ -34,7 +34,7 @@ from posenc_jax.train import (
 from posenc_jax.train.checkpoint import UnusableCheckpointError
 from posenc_jax.train.loop import compiled_init, compiled_step, run_keys
 from tests.reference import reference_sinusoidal
-from tests.specs import tiny_copy_spec
+from tests.specs import smoke_study_command, tiny_copy_spec
 from tests.test_rope_scaling import (
     default_freqs,
     dynamic_base,
@@ -139,16 +139,7 @@ _STUDY_OVERRIDES = (
 
 
 def _start_study(workdir):
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.length_extrapolation",
-        "--config",
-        "experiments/configs/smoke.py",
-        "--workdir",
-        str(workdir),
-        *_STUDY_OVERRIDES,
-    ]
+    command = smoke_study_command(workdir, *_STUDY_OVERRIDES)
     return subprocess.Popen(
         command,
         cwd=ROOT,

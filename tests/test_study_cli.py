@@ -3,24 +3,16 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+
+from tests.specs import smoke_study_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_study(workdir, *overrides):
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.length_extrapolation",
-        "--config",
-        "experiments/configs/smoke.py",
-        "--workdir",
-        str(workdir),
-        *overrides,
-    ]
+    command = smoke_study_command(workdir, *overrides)
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
