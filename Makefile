@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/quick
 STAMP := $(VENV)/.installed
+# XLA on CPU allocates each step's temporaries afresh; where transparent huge pages are
+# "madvise" only, this lets glibc ask for them, which cut the training step at L 256 from
+# 0.69 s to 0.50 s (experiments/benchmarks/NOTES.md, "Memory pages"). Ignored elsewhere.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: install study test lint figures clean
 

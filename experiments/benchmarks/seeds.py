@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     for num_seeds in counts:
         rows.append(measure(args.encoding, num_seeds, args.steps))
         print(json.dumps(rows[-1]), flush=True)
-    write_json(args.out, rows)
+    write_json(args.out, {"rows": rows})
     print(table(rows))
     print("\n".join(check_targets(rows)))
 
