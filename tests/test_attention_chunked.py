@@ -299,12 +299,16 @@ def test_transformer_logits_agree_between_paths(rng):
 
 def test_auto_choice_of_implementation():
     choose = core.choose_implementation
-    small = {"q_len": 64, "k_len": 64, "has_contextual": False}
+    one_row = {"batch": 1, "num_heads": 8}
+    small = {"q_len": 64, "k_len": 64, "has_contextual": False, **one_row}
     assert choose("auto", block_size=None, **small) == ("dense", None)
     assert choose("auto", block_size=16, **small) == ("chunked", 16)
-    assert choose("chunked", block_size=None, **small) == ("chunked", core.DEFAULT_BLOCK_SIZE)
-    long = {"q_len": 4096, "k_len": 4096, "has_contextual": False}
-    assert choose("auto", block_size=None, **long) == ("chunked", core.DEFAULT_BLOCK_SIZE)
+    # The default tile's logits [B, H, edge, edge] take at most 2 MiB (256 at B H = 8).
+    assert choose("chunked", block_size=None, **small) == ("chunked", 256)
+    long = {"q_len": 4096, "k_len": 4096, "has_contextual": False, **one_row}
+    assert choose("auto", block_size=None, **long) == ("chunked", 256)
+    assert choose("auto", block_size=None, **{**long, "batch": 4}) == ("chunked", 128)
+    assert choose("auto", block_size=None, **{**long, "batch": 64}) == ("chunked", 128)
     assert choose("dense", block_size=None, **long) == ("dense", None)
     contextual_long = {**long, "has_contextual": True}
     assert choose("auto", block_size=None, **contextual_long) == ("dense", None)

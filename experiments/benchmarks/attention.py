@@ -29,7 +29,7 @@ Result (2-core CPU shared with other jobs, so times are noisy; block size 256):
   | fire | 16384 | chunked | 0.95 | 19.9 |
 
 Flags: ``--encodings alibi,t5,fire``, ``--long 16384``, ``--short 2048``, ``--repeats 3``,
-``--block-size`` (default: ``posenc_jax.attention.core.DEFAULT_BLOCK_SIZE``); ``--smoke``
+``--block-size`` (default: ``posenc_jax.attention.core.default_block_size``); ``--smoke``
 runs tiny lengths in seconds (for checking the script).
 
 ``--level op`` measures the attention operation alone instead (B = 1, H = 8, K = 32, causal,
@@ -68,10 +68,10 @@ def measure(
     import jax.numpy as jnp
 
     import posenc_jax as pj
-    from posenc_jax.attention.core import DEFAULT_BLOCK_SIZE
+    from posenc_jax.attention.core import default_block_size
 
     if implementation == "chunked":
-        block_size = block_size or DEFAULT_BLOCK_SIZE
+        block_size = block_size or default_block_size(1, MODEL["num_heads"])
     else:
         block_size = None
 
@@ -126,10 +126,13 @@ def measure_op(
     import jax.numpy as jnp
 
     import posenc_jax as pj
-    from posenc_jax.attention.core import DEFAULT_BLOCK_SIZE
+    from posenc_jax.attention.core import default_block_size
 
     heads, head_dim = OP_SHAPE["num_heads"], OP_SHAPE["head_dim"]
-    block_size = (block_size or DEFAULT_BLOCK_SIZE) if implementation == "chunked" else None
+    if implementation == "chunked":
+        block_size = block_size or default_block_size(OP_SHAPE["batch"], heads)
+    else:
+        block_size = None
 
     class CausalAttention(nn.Module):
         """The encoding's rotate and bias hooks around one attention call."""

@@ -100,6 +100,8 @@ def resolved_block_size(spec: RunSpec, length: int) -> int | None:
         q_len=length,
         k_len=length,
         has_contextual=type(cfg.encoding).needs_dense,
+        batch=spec.batch_size,
+        num_heads=cfg.num_heads,
     )
     return block if path == "chunked" else None
 

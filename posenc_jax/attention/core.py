@@ -33,9 +33,24 @@ IMPLEMENTATIONS = ("auto", "dense", "chunked")
 #: tile, gain nothing from it and compile faster dense.
 DENSE_MAX_LOGITS = 512 * 512
 
-#: Tile edge used by the chunked path when none is given (256 and 128 were the fastest on
-#: CPU for L = 512 .. 2048; larger tiles mean fewer, larger matmuls on accelerators).
-DEFAULT_BLOCK_SIZE = 256
+#: Tile edges the chunked path picks from when none is given: the largest whose float32
+#: logits ``[B, H, edge, edge]`` take at most :data:`TILE_BYTES` (the smallest otherwise).
+BLOCK_SIZES = (256, 128)
+
+#: About what one tile of logits may take. Measured on CPU with 8 heads: training at
+#: L = 1024, batch 4, a step with ALiBi took 0.89 s with tiles of 128 (2 MiB) and 1.06-1.10 s
+#: with 256 (8 MiB); evaluating at L = 16,384, batch 1, 9.9 s with 256 (2 MiB) and 12.1 s
+#: with 128 (experiments/benchmarks/NOTES.md).
+TILE_BYTES = 2 * 2**20
+
+
+def default_block_size(batch: int, num_heads: int) -> int:
+    """The chunked path's tile edge for ``batch`` rows of ``num_heads`` heads."""
+    for edge in BLOCK_SIZES:
+        if 4 * batch * num_heads * edge * edge <= TILE_BYTES:
+            return edge
+    return BLOCK_SIZES[-1]
+
 
 #: ``temperature(q_positions [B, L], num_keys) -> [B, L]`` float32 factor multiplying each
 #: query's logit row (see ``posenc_jax.attention.temperature``).
@@ -186,8 +201,11 @@ def choose_implementation(
     q_len: int,
     k_len: int,
     has_contextual: bool,
+    batch: int,
+    num_heads: int,
 ) -> tuple[str, int | None]:
-    """Resolves ("dense" or "chunked", block size) from the caller's request.
+    """Resolves ("dense" or "chunked", block size) from the caller's request; a chunked
+    run without a block size gets :func:`default_block_size` of ``batch`` and ``num_heads``.
 
     Raises:
       ValueError: for an unknown implementation, a non-positive block size, a block size
@@ -214,7 +232,7 @@ def choose_implementation(
             )
         return "dense", None
     if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
-        return "chunked", block_size or DEFAULT_BLOCK_SIZE
+        return "chunked", block_size or default_block_size(batch, num_heads)
     return "dense", None
 
 
@@ -281,6 +299,8 @@ def dot_product_attention(
         q_len=q_len,
         k_len=k_len,
         has_contextual=contextual is not None,
+        batch=batch,
+        num_heads=num_heads,
     )
     logit_factor = None
     if temperature is not None:
