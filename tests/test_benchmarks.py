@@ -1,4 +1,4 @@
-"""The benchmarks' shared report: the memory setup every JSON records, and one smoke run."""
+"""The memory setup every benchmark JSON records (and the study notes), and one smoke run."""
 
 import json
 import subprocess
@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from experiments import memory_pages
 from experiments.benchmarks import report
 
 
@@ -23,17 +24,17 @@ def test_memory_setup_says_whether_xla_gets_huge_pages(
 ):
     thp = tmp_path / "enabled"
     thp.write_text(setting)
-    monkeypatch.setattr(report, "_THP_SETTING", str(thp))
+    monkeypatch.setattr(memory_pages, "_THP_SETTING", str(thp))
     monkeypatch.setenv("GLIBC_TUNABLES", tunables)
-    setup = report.memory_setup()
+    setup = memory_pages.memory_setup()
     assert setup["transparent_hugepages"] == setting.split("[")[1].split("]")[0]
     assert setup["huge_pages_for_xla"] is huge
 
 
 def test_memory_setup_without_the_kernel_setting(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "_THP_SETTING", str(tmp_path / "missing"))
+    monkeypatch.setattr(memory_pages, "_THP_SETTING", str(tmp_path / "missing"))
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    assert report.memory_setup() == {
+    assert memory_pages.memory_setup() == {
         "glibc_tunables": None,
         "transparent_hugepages": None,
         "huge_pages_for_xla": False,
@@ -43,10 +44,10 @@ def test_memory_setup_without_the_kernel_setting(tmp_path, monkeypatch):
 def test_small_pages_are_reported_on_stderr(tmp_path, monkeypatch, capsys):
     thp = tmp_path / "enabled"
     thp.write_text("always [madvise] never\n")
-    monkeypatch.setattr(report, "_THP_SETTING", str(thp))
+    monkeypatch.setattr(memory_pages, "_THP_SETTING", str(thp))
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     report.write_json(str(tmp_path / "out" / "x.json"), {"rows": [1]})
-    assert report.HUGE_PAGES_TUNABLE in capsys.readouterr().err
+    assert memory_pages.HUGE_PAGES_TUNABLE in capsys.readouterr().err
     written = json.loads((tmp_path / "out" / "x.json").read_text())
     assert written["rows"] == [1] and written["memory_setup"]["huge_pages_for_xla"] is False
 
@@ -63,3 +64,16 @@ def test_matmul_peak_smoke_run_writes_its_numbers(tmp_path):
     result = json.loads(out.read_text())
     assert set(result) == {"memory_setup", "matmul", "bandwidth"}
     assert all(peak["peak_flops_per_s"] > 0 for peak in result["matmul"])
+
+
+def test_the_note_names_the_setting_only_when_it_would_help(tmp_path, monkeypatch):
+    thp = tmp_path / "enabled"
+    monkeypatch.setattr(memory_pages, "_THP_SETTING", str(thp))
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    thp.write_text("always [madvise] never\n")
+    assert memory_pages.HUGE_PAGES_TUNABLE in memory_pages.small_pages_note()
+    monkeypatch.setenv("GLIBC_TUNABLES", memory_pages.HUGE_PAGES_TUNABLE)
+    assert memory_pages.small_pages_note() is None
+    thp.write_text("[always] madvise never\n")
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    assert memory_pages.small_pages_note() is None
