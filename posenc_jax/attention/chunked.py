@@ -12,15 +12,21 @@ positions, so a position bias costs one tile of memory, not one map.
   from the positions, so it stays right for offsets, caches and randomized positions.
 * Lengths that are not multiples of the block are padded; padded keys are masked and
   padded query rows are dropped.
-* The running maximum is held out of differentiation: the output does not depend on it, so
-  its gradient is exactly zero and treating it as a constant keeps every gradient finite
-  even for rows where nothing is allowed (those rows return zeros).
-* The per-tile step is wrapped in ``jax.checkpoint``: the backward pass keeps only each
-  step's running statistics and recomputes the tile, instead of storing every tile's
-  logits (which together would be the full map again).
+* The backward pass is written by hand (FlashAttention's, Dao et al. 2022): the forward
+  pass saves only q, k, v, the output and each row's log-normalizer; the backward pass
+  recomputes each tile's weights from them and accumulates dq, dk, dv, the row factor's
+  gradient and the bias parameters' gradient (through the bias function's VJP, with its
+  closed-over parameters made explicit by ``jax.closure_convert``). Memory stays linear
+  in L in training too, and at L 1,024 the attention op's forward + backward took 106 ms
+  instead of 168 ms with ``jax.checkpoint`` and autodiff through the online softmax.
+  Rows where nothing is allowed get zero weights in both passes, so their values and
+  gradients are zeros.
 """
 
+import functools
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -121,49 +127,97 @@ def chunked_attention(
             mask_tiles = jnp.broadcast_to(
                 mask_tiles[:, None], (num_q_blocks, num_k_blocks) + mask_tiles.shape[1:]
             )
-        q_tiles["mask"] = mask_tiles
 
+    needed = None
     if causal:
-        q_tiles["needed"] = _needed_key_blocks(
-            q_positions, k_positions, q_block, k_block, q_pad, k_pad
+        needed = _needed_key_blocks(q_positions, k_positions, q_block, k_block, q_pad, k_pad)
+
+    # The bias function's learned parameters (T5's table, FIRE's MLP) become explicit
+    # arguments, so that the hand-written backward pass can return their gradients.
+    bias_of, bias_params = None, ()
+    if bias_fn is not None:
+        bias_of, bias_params = jax.closure_convert(
+            bias_fn, q_tiles["positions"][0], k_tiles["positions"][0]
         )
+    plan = _Plan(scale=scale, causal=causal, bias_of=bias_of, num_kv_heads=k.shape[2])
+    out = _flash(plan, q_tiles, k_tiles, tuple(bias_params), mask_tiles, needed)
+    out = jnp.moveaxis(out, 0, 1).reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
+    return out[:, :q_len].astype(q.dtype)
 
-    def tile_step(q_tile, carry, k_tile, mask_tile):
-        row_max, row_sum, acc = carry
-        logits = grouped_logits(q_tile["q"], k_tile["k"]) * scale
-        if bias_fn is not None:
-            bias = bias_fn(q_tile["positions"], k_tile["positions"])
-            logits = logits + checked_bias(bias, logits.shape)
-        if "factor" in q_tile:
-            logits = logits * q_tile["factor"][:, None, :, None]
-        allowed = allowed_mask(
-            q_tile["positions"], k_tile["positions"], mask=mask_tile, causal=causal
-        )
-        if "valid" in k_tile:
-            valid = k_tile["valid"][None, None, None, :]
-            allowed = valid if allowed is None else jnp.logical_and(allowed, valid)
-        if allowed is not None:
-            logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
-        new_max = jax.lax.stop_gradient(jnp.maximum(row_max, jnp.max(logits, axis=-1)))
-        unnormalized = jnp.exp(logits - new_max[..., None])
-        if allowed is not None:
-            unnormalized = unnormalized * allowed
-        correction = jnp.exp(row_max - new_max)
-        row_sum = row_sum * correction + jnp.sum(unnormalized, axis=-1)
-        acc = acc * correction[..., None] + weighted_values(unnormalized, k_tile["v"])
-        return new_max, row_sum, acc
 
-    def query_block(q_tile):
-        q_tile = dict(q_tile)
-        mask_row = q_tile.pop("mask", None)  # [nk, Bm, Hm, lq, lk] or None
-        needed_row = q_tile.pop("needed", None)  # [nk] or None
+class _Plan(NamedTuple):
+    """What every tile shares: the logit scale, causality, the closure-converted bias
+    function ``bias_of(q_positions, k_positions, *bias_params)`` (or None) and G."""
 
-        def key_step(carry, xs):
-            k_tile, mask_tile, needed = xs
-            step = lambda c: tile_step(q_tile, c, k_tile, mask_tile)
-            if needed is None:
-                return step(carry), None
-            return jax.lax.cond(needed, step, lambda c: c, carry), None
+    scale: float
+    causal: bool
+    bias_of: Callable | None
+    num_kv_heads: int
+
+
+def _tile_logits(plan, q_tile, k_tile, bias):
+    """``(z, logits, allowed)`` of one tile: ``z = q.k * scale + bias``, ``logits`` is ``z``
+    times the row factor, ``allowed`` the boolean ``[B, 1 or H, l, s]`` (or None)."""
+    z = grouped_logits(q_tile["q"], k_tile["k"]) * plan.scale
+    if bias is not None:
+        z = z + checked_bias(bias, z.shape)
+    logits = z * q_tile["factor"][:, None, :, None] if "factor" in q_tile else z
+    allowed = allowed_mask(
+        q_tile["positions"], k_tile["positions"], mask=k_tile.get("mask"), causal=plan.causal
+    )
+    if "valid" in k_tile:
+        valid = k_tile["valid"][None, None, None, :]
+        allowed = valid if allowed is None else jnp.logical_and(allowed, valid)
+    return z, logits, allowed
+
+
+def _over_key_blocks(tile_fn, init, k_tiles, mask_row, needed_row):
+    """Scans ``tile_fn(carry, k_tile) -> (carry, out)`` over the key blocks of one query
+    block; a block that ``needed_row`` marks unneeded keeps the carry and outputs zeros."""
+
+    def key_step(carry, xs):
+        k_tile, mask_tile, needed = xs
+        if mask_tile is not None:
+            k_tile = {**k_tile, "mask": mask_tile}
+        step = lambda c: tile_fn(c, k_tile)
+        if needed is None:
+            return step(carry)
+        out_shapes = jax.eval_shape(step, carry)[1]
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shapes)
+        return jax.lax.cond(needed, step, lambda c: (c, zeros), carry)
+
+    return jax.lax.scan(key_step, init, (k_tiles, mask_row, needed_row))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
+    """Float32 output tiles ``[nq, B, q_block, H, K]`` of attention over the tiles."""
+    return _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed)[0]
+
+
+def _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
+    """The online softmax over key blocks, one query block after another; also returns
+    each row's log-normalizer ``lse`` ``[nq, B, H, q_block]`` (+inf where nothing is
+    allowed, so that recomputed weights are zero there)."""
+
+    def query_block(xs):
+        q_tile, mask_row, needed_row = xs
+        batch, q_block, num_heads, head_dim = q_tile["q"].shape
+
+        def tile(carry, k_tile):
+            row_max, row_sum, acc = carry
+            bias = _bias(plan, q_tile, k_tile, bias_params)
+            _, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias)
+            if allowed is not None:
+                logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+            new_max = jnp.maximum(row_max, jnp.max(logits, axis=-1))
+            unnormalized = jnp.exp(logits - new_max[..., None])
+            if allowed is not None:
+                unnormalized = jnp.where(allowed, unnormalized, 0.0)
+            correction = jnp.exp(row_max - new_max)
+            row_sum = row_sum * correction + jnp.sum(unnormalized, axis=-1)
+            acc = acc * correction[..., None] + weighted_values(unnormalized, k_tile["v"])
+            return (new_max, row_sum, acc), None
 
         stats_shape = (batch, num_heads, q_block)
         init = (
@@ -171,15 +225,103 @@ def chunked_attention(
             jnp.zeros(stats_shape, jnp.float32),
             jnp.zeros(stats_shape + (head_dim,), jnp.float32),
         )
-        (_, row_sum, acc), _ = jax.lax.scan(
-            jax.checkpoint(key_step, prevent_cse=False), init, (k_tiles, mask_row, needed_row)
-        )
-        out = acc / jnp.where(row_sum > 0, row_sum, 1.0)[..., None]
-        return jnp.swapaxes(out, 1, 2).astype(q.dtype)
+        (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, needed_row)
+        has_keys = row_sum > 0
+        safe_sum = jnp.where(has_keys, row_sum, 1.0)
+        out = jnp.swapaxes(acc / safe_sum[..., None], 1, 2)
+        lse = jnp.where(has_keys, row_max + jnp.log(safe_sum), jnp.inf)
+        return out, lse
 
-    out = jax.lax.map(query_block, q_tiles)  # [nq, B, q_block, H, K]
-    out = jnp.moveaxis(out, 0, 1).reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
-    return out[:, :q_len]
+    return jax.lax.map(query_block, (q_tiles, mask_tiles, needed))
+
+
+def _bias(plan, q_tile, k_tile, bias_params):
+    if plan.bias_of is None:
+        return None
+    return plan.bias_of(q_tile["positions"], k_tile["positions"], *bias_params)
+
+
+def _flash_fwd(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
+    out, lse = _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed)
+    return out, (q_tiles, k_tiles, bias_params, mask_tiles, needed, out, lse)
+
+
+def _flash_bwd(plan, residuals, d_out):
+    """The backward pass of FlashAttention (Dao et al. 2022, Algorithm 4): each tile's
+    weights ``p`` are recomputed from the saved ``lse``, then ``dv += p^T dO``,
+    ``ds = p (dO v^T - rowsum(dO * O))``, ``dq += ds k``, ``dk += ds^T q`` (times the
+    scale and the row factor), and the bias parameters get ``ds`` through the bias's VJP."""
+    q_tiles, k_tiles, bias_params, mask_tiles, needed, out, lse = residuals
+    groups = plan.num_kv_heads
+    d_out = d_out.astype(jnp.float32)
+    d_rows = jnp.swapaxes(jnp.sum(d_out * out, axis=-1), 2, 3)  # [nq, B, H, q_block]
+
+    def query_block(carry, xs):
+        dk_sum, dv_sum, d_params = carry
+        q_tile, d_out_tile, lse_tile, d_row, mask_row, needed_row = xs
+        batch, q_block, num_heads, head_dim = q_tile["q"].shape
+        per_group = (batch, q_block, groups, num_heads // groups, head_dim)
+        q_grouped = q_tile["q"].astype(jnp.float32).reshape(per_group)
+        d_out_grouped = d_out_tile.reshape(per_group)
+
+        def tile(carry, k_tile):
+            dq, d_factor, d_params = carry
+            bias, bias_vjp = None, None
+            if plan.bias_of is not None:
+                bias, bias_vjp = jax.vjp(
+                    lambda *params: _bias(plan, q_tile, k_tile, params), *bias_params
+                )
+            z, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias)
+            p = jnp.exp(logits - lse_tile[..., None])
+            if allowed is not None:
+                p = jnp.where(allowed, p, 0.0)
+            grouped_shape = (batch, groups, num_heads // groups) + p.shape[2:]
+            p_grouped = p.reshape(grouped_shape)
+            v = k_tile["v"].astype(jnp.float32)
+            dv = jnp.einsum("BGRLS,BLGRK->BSGK", p_grouped, d_out_grouped)
+            dp = jnp.einsum("BLGRK,BSGK->BGRLS", d_out_grouped, v).reshape(p.shape)
+            ds = p * (dp - d_row[..., None])  # d loss / d logits
+            if "factor" in q_tile:
+                d_factor = d_factor + jnp.sum(ds * z, axis=(1, 3))
+                ds = ds * q_tile["factor"][:, None, :, None]  # d loss / d z
+            ds_grouped = ds.reshape(grouped_shape)
+            k = k_tile["k"].astype(jnp.float32)
+            dq = dq + jnp.einsum("BGRLS,BSGK->BLGRK", ds_grouped, k) * plan.scale
+            dk = jnp.einsum("BGRLS,BLGRK->BSGK", ds_grouped, q_grouped) * plan.scale
+            if bias_vjp is not None:
+                d_bias = ds
+                if bias.ndim == 3:
+                    d_bias = jnp.sum(ds, axis=0)
+                elif bias.shape[0] == 1:
+                    d_bias = jnp.sum(ds, axis=0, keepdims=True)
+                d_params = jax.tree.map(jnp.add, d_params, bias_vjp(d_bias.astype(bias.dtype)))
+            return (dq, d_factor, d_params), (dk, dv)
+
+        init = (jnp.zeros(per_group, jnp.float32), jnp.zeros((batch, q_block)), d_params)
+        (dq, d_factor, d_params), (dk, dv) = _over_key_blocks(
+            tile, init, k_tiles, mask_row, needed_row
+        )
+        dq = dq.reshape(batch, q_block, num_heads, head_dim)
+        return (dk_sum + dk, dv_sum + dv, d_params), (dq, d_factor)
+
+    k_shape = k_tiles["k"].shape
+    init = (
+        jnp.zeros(k_shape, jnp.float32),
+        jnp.zeros(k_shape, jnp.float32),
+        jax.tree.map(jnp.zeros_like, bias_params),
+    )
+    (dk, dv, d_params), (dq, d_factor) = jax.lax.scan(
+        query_block, init, (q_tiles, d_out, lse, d_rows, mask_tiles, needed)
+    )
+    d_q_tiles = {"q": dq.astype(q_tiles["q"].dtype), "positions": None}
+    if "factor" in q_tiles:
+        d_q_tiles["factor"] = d_factor
+    d_k_tiles = {key: None for key in k_tiles}
+    d_k_tiles.update(k=dk.astype(k_tiles["k"].dtype), v=dv.astype(k_tiles["v"].dtype))
+    return d_q_tiles, d_k_tiles, d_params, None, None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def _needed_key_blocks(
