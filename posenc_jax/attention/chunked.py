@@ -259,10 +259,7 @@ def _flash_bwd(plan, residuals, d_out):
     def query_block(carry, xs):
         dk_sum, dv_sum, d_params = carry
         q_tile, d_out_tile, lse_tile, d_row, mask_row, needed_row = xs
-        batch, q_block, num_heads, head_dim = q_tile["q"].shape
-        per_group = (batch, q_block, groups, num_heads // groups, head_dim)
-        q_grouped = q_tile["q"].astype(jnp.float32).reshape(per_group)
-        d_out_grouped = d_out_tile.reshape(per_group)
+        q_f32 = q_tile["q"].astype(jnp.float32)
 
         def tile(carry, k_tile):
             dq, d_factor, d_params = carry
@@ -275,19 +272,15 @@ def _flash_bwd(plan, residuals, d_out):
             p = jnp.exp(logits - lse_tile[..., None])
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
-            grouped_shape = (batch, groups, num_heads // groups) + p.shape[2:]
-            p_grouped = p.reshape(grouped_shape)
-            v = k_tile["v"].astype(jnp.float32)
-            dv = jnp.einsum("BGRLS,BLGRK->BSGK", p_grouped, d_out_grouped)
-            dp = jnp.einsum("BLGRK,BSGK->BGRLS", d_out_grouped, v).reshape(p.shape)
+            dv = _key_gradient(p, d_out_tile, groups)
+            dp = grouped_logits(d_out_tile, k_tile["v"].astype(jnp.float32))
             ds = p * (dp - d_row[..., None])  # d loss / d logits
             if "factor" in q_tile:
                 d_factor = d_factor + jnp.sum(ds * z, axis=(1, 3))
                 ds = ds * q_tile["factor"][:, None, :, None]  # d loss / d z
-            ds_grouped = ds.reshape(grouped_shape)
             k = k_tile["k"].astype(jnp.float32)
-            dq = dq + jnp.einsum("BGRLS,BSGK->BLGRK", ds_grouped, k) * plan.scale
-            dk = jnp.einsum("BGRLS,BLGRK->BSGK", ds_grouped, q_grouped) * plan.scale
+            dq = dq + jnp.swapaxes(weighted_values(ds, k), 1, 2) * plan.scale
+            dk = _key_gradient(ds, q_f32, groups) * plan.scale
             if bias_vjp is not None:
                 d_bias = ds
                 if bias.ndim == 3:
@@ -297,11 +290,11 @@ def _flash_bwd(plan, residuals, d_out):
                 d_params = jax.tree.map(jnp.add, d_params, bias_vjp(d_bias.astype(bias.dtype)))
             return (dq, d_factor, d_params), (dk, dv)
 
-        init = (jnp.zeros(per_group, jnp.float32), jnp.zeros((batch, q_block)), d_params)
+        d_factor = jnp.zeros(q_f32.shape[:2], jnp.float32)  # [B, q_block]
+        init = (jnp.zeros_like(q_f32), d_factor, d_params)
         (dq, d_factor, d_params), (dk, dv) = _over_key_blocks(
             tile, init, k_tiles, mask_row, needed_row
         )
-        dq = dq.reshape(batch, q_block, num_heads, head_dim)
         return (dk_sum + dk, dv_sum + dv, d_params), (dq, d_factor)
 
     k_shape = k_tiles["k"].shape
@@ -322,6 +315,15 @@ def _flash_bwd(plan, residuals, d_out):
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+def _key_gradient(weights: Array, x: Array, num_kv_heads: int) -> Array:
+    """``sum_i weights[..., i, j] x_i`` ``[B, s, G, K]`` for ``weights [B, H, l, s]`` and
+    ``x [B, l, H, K]``, summed over the query heads that share a key head (dk and dv)."""
+    batch, num_heads, q_len, k_len = weights.shape
+    grouped = weights.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, k_len)
+    x = x.reshape(batch, q_len, num_kv_heads, num_heads // num_kv_heads, x.shape[-1])
+    return jnp.einsum("BGRLS,BLGRK->BSGK", grouped, x, preferred_element_type=jnp.float32)
 
 
 def _needed_key_blocks(
