@@ -270,6 +270,42 @@ def test_causal_key_blocks_after_every_query_are_skipped(rng):
     )
 
 
+@pytest.mark.parametrize("q_len, k_len, block", [(16, 16, 4), (13, 13, 4), (5, 13, 4)])
+def test_causal_block_kinds_match_every_pair_of_the_block(rng, q_len, k_len, block):
+    """A block is skipped when no (query, key) pair of it is allowed in any batch row and
+    runs without the causal mask when every real pair is allowed in every row; checked
+    against the pairs themselves, with rows whose positions differ."""
+    from posenc_jax.attention import chunked
+
+    k_positions = np.stack([np.arange(k_len), np.sort(rng.choice(40, k_len, replace=False))])
+    q_positions = k_positions[:, k_len - q_len :] + np.array([[0], [1]])
+    q_pad, k_pad = -q_len % block, -k_len % block
+    kinds = np.asarray(
+        chunked._key_block_kinds(
+            jnp.asarray(q_positions, jnp.int32),
+            jnp.asarray(k_positions, jnp.int32),
+            block,
+            block,
+            q_pad,
+            k_pad,
+        )
+    )
+    for i in range(kinds.shape[0]):
+        for j in range(kinds.shape[1]):
+            qs = q_positions[:, i * block : (i + 1) * block, None]
+            ks = k_positions[:, None, j * block : (j + 1) * block]
+            allowed = ks <= qs
+            expected = (
+                chunked._SKIP
+                if not allowed.any()
+                else chunked._WHOLE
+                if allowed.all()
+                else chunked._PARTIAL
+            )
+            assert kinds[i, j] == expected, (i, j, kinds)
+    assert (kinds == chunked._WHOLE).any() and (kinds == chunked._PARTIAL).any()
+
+
 def test_transformer_logits_agree_between_paths(rng):
     """A whole decoder with a learned-table bias: chunked config == dense config."""
 

@@ -8,8 +8,10 @@ maximum grows (Milakov & Gimelshein 2018). The bias is computed per tile from th
 positions, so a position bias costs one tile of memory, not one map.
 
 * Causal key blocks that no query of the block may see (every key position is after every
-  query position, for every batch row) are skipped with ``lax.cond``; causality is read
-  from the positions, so it stays right for offsets, caches and randomized positions.
+  query position, for every batch row) are skipped, and blocks that every query sees
+  whole (every key position at or before every query position) skip the causal mask;
+  ``lax.switch`` picks per block. Causality is read from the positions, so it stays right
+  for offsets, caches and randomized positions.
 * Lengths that are not multiples of the block are padded; padded keys are masked and
   padded query rows are dropped.
 * The backward pass is written by hand (FlashAttention's, Dao et al. 2022): the forward
@@ -37,6 +39,9 @@ from posenc_jax.typing import Array, BiasFn
 # Padding positions get extreme values in the skip test so they never keep a block alive.
 _INT_MIN = jnp.iinfo(jnp.int32).min
 _INT_MAX = jnp.iinfo(jnp.int32).max
+
+# A causal key block's kind, per query block (``_key_block_kinds``).
+_SKIP, _WHOLE, _PARTIAL = 0, 1, 2
 
 
 def chunked_attention(
@@ -128,9 +133,9 @@ def chunked_attention(
                 mask_tiles[:, None], (num_q_blocks, num_k_blocks) + mask_tiles.shape[1:]
             )
 
-    needed = None
+    kinds = None
     if causal:
-        needed = _needed_key_blocks(q_positions, k_positions, q_block, k_block, q_pad, k_pad)
+        kinds = _key_block_kinds(q_positions, k_positions, q_block, k_block, q_pad, k_pad)
 
     # The bias function's learned parameters (T5's table, FIRE's MLP) become explicit
     # arguments, so that the hand-written backward pass can return their gradients.
@@ -139,31 +144,31 @@ def chunked_attention(
         bias_of, bias_params = jax.closure_convert(
             bias_fn, q_tiles["positions"][0], k_tiles["positions"][0]
         )
-    plan = _Plan(scale=scale, causal=causal, bias_of=bias_of, num_kv_heads=k.shape[2])
-    out = _flash(plan, q_tiles, k_tiles, tuple(bias_params), mask_tiles, needed)
+    plan = _Plan(scale=scale, bias_of=bias_of, num_kv_heads=k.shape[2])
+    out = _flash(plan, q_tiles, k_tiles, tuple(bias_params), mask_tiles, kinds)
     out = jnp.moveaxis(out, 0, 1).reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
     return out[:, :q_len].astype(q.dtype)
 
 
 class _Plan(NamedTuple):
-    """What every tile shares: the logit scale, causality, the closure-converted bias
-    function ``bias_of(q_positions, k_positions, *bias_params)`` (or None) and G."""
+    """What every tile shares: the logit scale, the closure-converted bias function
+    ``bias_of(q_positions, k_positions, *bias_params)`` (or None) and G."""
 
     scale: float
-    causal: bool
     bias_of: Callable | None
     num_kv_heads: int
 
 
-def _tile_logits(plan, q_tile, k_tile, bias):
+def _tile_logits(plan, q_tile, k_tile, bias, causal):
     """``(z, logits, allowed)`` of one tile: ``z = q.k * scale + bias``, ``logits`` is ``z``
-    times the row factor, ``allowed`` the boolean ``[B, 1 or H, l, s]`` (or None)."""
+    times the row factor, ``allowed`` the boolean ``[B, 1 or H, l, s]`` (or None);
+    ``causal`` says whether the tile needs the causal mask."""
     z = grouped_logits(q_tile["q"], k_tile["k"]) * plan.scale
     if bias is not None:
         z = z + checked_bias(bias, z.shape)
     logits = z * q_tile["factor"][:, None, :, None] if "factor" in q_tile else z
     allowed = allowed_mask(
-        q_tile["positions"], k_tile["positions"], mask=k_tile.get("mask"), causal=plan.causal
+        q_tile["positions"], k_tile["positions"], mask=k_tile.get("mask"), causal=causal
     )
     if "valid" in k_tile:
         valid = k_tile["valid"][None, None, None, :]
@@ -171,43 +176,48 @@ def _tile_logits(plan, q_tile, k_tile, bias):
     return z, logits, allowed
 
 
-def _over_key_blocks(tile_fn, init, k_tiles, mask_row, needed_row):
-    """Scans ``tile_fn(carry, k_tile) -> (carry, out)`` over the key blocks of one query
-    block; a block that ``needed_row`` marks unneeded keeps the carry and outputs zeros."""
+def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
+    """Scans ``tile_fn(carry, k_tile, causal) -> (carry, out)`` over the key blocks of one
+    query block. ``kinds_row`` (None when not causal) holds each block's kind: a
+    ``_SKIP`` block keeps the carry and outputs zeros, a ``_WHOLE`` block runs without the
+    causal mask, a ``_PARTIAL`` block with it."""
 
     def key_step(carry, xs):
-        k_tile, mask_tile, needed = xs
+        k_tile, mask_tile, kind = xs
         if mask_tile is not None:
             k_tile = {**k_tile, "mask": mask_tile}
-        step = lambda c: tile_fn(c, k_tile)
-        if needed is None:
-            return step(carry)
-        out_shapes = jax.eval_shape(step, carry)[1]
+        if kind is None:
+            return tile_fn(carry, k_tile, False)
+        out_shapes = jax.eval_shape(lambda c: tile_fn(c, k_tile, True), carry)[1]
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shapes)
-        return jax.lax.cond(needed, step, lambda c: (c, zeros), carry)
+        branches = [None] * 3
+        branches[_SKIP] = lambda c: (c, zeros)
+        branches[_WHOLE] = lambda c: tile_fn(c, k_tile, False)
+        branches[_PARTIAL] = lambda c: tile_fn(c, k_tile, True)
+        return jax.lax.switch(kind, branches, carry)
 
-    return jax.lax.scan(key_step, init, (k_tiles, mask_row, needed_row))
+    return jax.lax.scan(key_step, init, (k_tiles, mask_row, kinds_row))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
+def _flash(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
     """Float32 output tiles ``[nq, B, q_block, H, K]`` of attention over the tiles."""
-    return _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed)[0]
+    return _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds)[0]
 
 
-def _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
+def _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
     """The online softmax over key blocks, one query block after another; also returns
     each row's log-normalizer ``lse`` ``[nq, B, H, q_block]`` (+inf where nothing is
     allowed, so that recomputed weights are zero there)."""
 
     def query_block(xs):
-        q_tile, mask_row, needed_row = xs
+        q_tile, mask_row, kinds_row = xs
         batch, q_block, num_heads, head_dim = q_tile["q"].shape
 
-        def tile(carry, k_tile):
+        def tile(carry, k_tile, causal):
             row_max, row_sum, acc = carry
             bias = _bias(plan, q_tile, k_tile, bias_params)
-            _, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias)
+            _, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias, causal)
             if allowed is not None:
                 logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
             new_max = jnp.maximum(row_max, jnp.max(logits, axis=-1))
@@ -225,14 +235,14 @@ def _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
             jnp.zeros(stats_shape, jnp.float32),
             jnp.zeros(stats_shape + (head_dim,), jnp.float32),
         )
-        (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, needed_row)
+        (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row)
         has_keys = row_sum > 0
         safe_sum = jnp.where(has_keys, row_sum, 1.0)
         out = jnp.swapaxes(acc / safe_sum[..., None], 1, 2)
         lse = jnp.where(has_keys, row_max + jnp.log(safe_sum), jnp.inf)
         return out, lse
 
-    return jax.lax.map(query_block, (q_tiles, mask_tiles, needed))
+    return jax.lax.map(query_block, (q_tiles, mask_tiles, kinds))
 
 
 def _bias(plan, q_tile, k_tile, bias_params):
@@ -241,9 +251,9 @@ def _bias(plan, q_tile, k_tile, bias_params):
     return plan.bias_of(q_tile["positions"], k_tile["positions"], *bias_params)
 
 
-def _flash_fwd(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed):
-    out, lse = _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, needed)
-    return out, (q_tiles, k_tiles, bias_params, mask_tiles, needed, out, lse)
+def _flash_fwd(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
+    out, lse = _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds)
+    return out, (q_tiles, k_tiles, bias_params, mask_tiles, kinds, out, lse)
 
 
 def _flash_bwd(plan, residuals, d_out):
@@ -251,24 +261,24 @@ def _flash_bwd(plan, residuals, d_out):
     weights ``p`` are recomputed from the saved ``lse``, then ``dv += p^T dO``,
     ``ds = p (dO v^T - rowsum(dO * O))``, ``dq += ds k``, ``dk += ds^T q`` (times the
     scale and the row factor), and the bias parameters get ``ds`` through the bias's VJP."""
-    q_tiles, k_tiles, bias_params, mask_tiles, needed, out, lse = residuals
+    q_tiles, k_tiles, bias_params, mask_tiles, kinds, out, lse = residuals
     groups = plan.num_kv_heads
     d_out = d_out.astype(jnp.float32)
     d_rows = jnp.swapaxes(jnp.sum(d_out * out, axis=-1), 2, 3)  # [nq, B, H, q_block]
 
     def query_block(carry, xs):
         dk_sum, dv_sum, d_params = carry
-        q_tile, d_out_tile, lse_tile, d_row, mask_row, needed_row = xs
+        q_tile, d_out_tile, lse_tile, d_row, mask_row, kinds_row = xs
         q_f32 = q_tile["q"].astype(jnp.float32)
 
-        def tile(carry, k_tile):
+        def tile(carry, k_tile, causal):
             dq, d_factor, d_params = carry
             bias, bias_vjp = None, None
             if plan.bias_of is not None:
                 bias, bias_vjp = jax.vjp(
                     lambda *params: _bias(plan, q_tile, k_tile, params), *bias_params
                 )
-            z, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias)
+            z, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias, causal)
             p = jnp.exp(logits - lse_tile[..., None])
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
@@ -293,7 +303,7 @@ def _flash_bwd(plan, residuals, d_out):
         d_factor = jnp.zeros(q_f32.shape[:2], jnp.float32)  # [B, q_block]
         init = (jnp.zeros_like(q_f32), d_factor, d_params)
         (dq, d_factor, d_params), (dk, dv) = _over_key_blocks(
-            tile, init, k_tiles, mask_row, needed_row
+            tile, init, k_tiles, mask_row, kinds_row
         )
         return (dk_sum + dk, dv_sum + dv, d_params), (dq, d_factor)
 
@@ -304,7 +314,7 @@ def _flash_bwd(plan, residuals, d_out):
         jax.tree.map(jnp.zeros_like, bias_params),
     )
     (dk, dv, d_params), (dq, d_factor) = jax.lax.scan(
-        query_block, init, (q_tiles, d_out, lse, d_rows, mask_tiles, needed)
+        query_block, init, (q_tiles, d_out, lse, d_rows, mask_tiles, kinds)
     )
     d_q_tiles = {"q": dq.astype(q_tiles["q"].dtype), "positions": None}
     if "factor" in q_tiles:
@@ -326,17 +336,27 @@ def _key_gradient(weights: Array, x: Array, num_kv_heads: int) -> Array:
     return jnp.einsum("BGRLS,BLGRK->BSGK", grouped, x, preferred_element_type=jnp.float32)
 
 
-def _needed_key_blocks(
+def _key_block_kinds(
     q_positions: Array, k_positions: Array, q_block: int, k_block: int, q_pad: int, k_pad: int
 ) -> Array:
-    """Boolean ``[n_q_blocks, n_k_blocks]``: may any query of the block see any key of it?
+    """Int32 ``[n_q_blocks, n_k_blocks]``: each block pair's ``_SKIP``, ``_WHOLE`` or
+    ``_PARTIAL`` under causality by positions.
 
-    A key block is needed when, for some batch row, its smallest key position is at most
-    the query block's largest query position (causality by positions).
+    A block is skipped when, in every batch row, its smallest key position is after the
+    query block's largest query position; it is whole when, in every batch row, its largest
+    key position is at most the smallest query position. Padded rows and columns (dropped
+    or masked anyway) count as neither.
     """
     batch = q_positions.shape[0]
-    q_positions = jnp.pad(q_positions, ((0, 0), (0, q_pad)), constant_values=_INT_MIN)
-    k_positions = jnp.pad(k_positions, ((0, 0), (0, k_pad)), constant_values=_INT_MAX)
-    q_max = jnp.max(q_positions.reshape(batch, -1, q_block), axis=-1)  # [B, nq]
-    k_min = jnp.min(k_positions.reshape(batch, -1, k_block), axis=-1)  # [B, nk]
-    return jnp.any(k_min[:, None, :] <= q_max[:, :, None], axis=0)
+
+    def per_block(positions, pad, size, fill, reduce):
+        padded = jnp.pad(positions, ((0, 0), (0, pad)), constant_values=fill)
+        return reduce(padded.reshape(batch, -1, size), axis=-1)  # [B, n blocks]
+
+    q_max = per_block(q_positions, q_pad, q_block, _INT_MIN, jnp.max)[:, :, None]
+    q_min = per_block(q_positions, q_pad, q_block, _INT_MAX, jnp.min)[:, :, None]
+    k_min = per_block(k_positions, k_pad, k_block, _INT_MAX, jnp.min)[:, None, :]
+    k_max = per_block(k_positions, k_pad, k_block, _INT_MIN, jnp.max)[:, None, :]
+    skip = jnp.all(k_min > q_max, axis=0)
+    whole = jnp.all(k_max <= q_min, axis=0)
+    return jnp.where(skip, _SKIP, jnp.where(whole, _WHOLE, _PARTIAL)).astype(jnp.int32)
