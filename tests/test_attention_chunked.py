@@ -231,6 +231,25 @@ def test_fully_masked_rows_are_zero_and_gradients_finite(rng):
     np.testing.assert_array_equal(grads[0][1, 8:], 0.0)
 
 
+def test_traced_scale_gets_the_dense_gradient(rng):
+    """A logit scale that is traced (a learned temperature, an argument of a jitted
+    function) runs on the chunked path, and its gradient equals the dense path's."""
+    make_bias, slopes = _test_biases(rng)["distance_penalty"]
+    q, k, v = _qkv(rng)
+    cotangent = rng.standard_normal(q.shape).astype(np.float32)
+    results = {}
+    for path in ("dense", "chunked"):
+
+        def loss(q, k, v, slopes, scale, path=path):
+            out = _attend(q, k, v, make_bias, slopes, path=path, causal=True, scale=scale)
+            return jnp.sum(out * cotangent), out
+
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))
+        results[path] = grad(q, k, v, slopes, jnp.float32(0.7))
+    _assert_trees_close(results["dense"], results["chunked"], "outputs and gradients")
+    assert abs(float(results["dense"][0][4])) > 1e-3  # the scale matters to this loss
+
+
 def test_key_padding_mask_matches_float64_reference(rng):
     """Chunked against an independent float64 softmax, not only against the dense path."""
     slopes = np.array([0.5, 0.25, 0.125, 0.0625])

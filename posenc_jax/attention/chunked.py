@@ -74,7 +74,7 @@ def chunked_attention(
       causal: forbid keys whose position is after the query's.
       q_positions: int32 ``[B, L]``.
       k_positions: int32 ``[B, S]``.
-      scale: logit scale.
+      scale: logit scale, a number or a traced scalar (its gradient is returned).
       block_size: tile edge (queries and keys); shorter sequences use one block.
       logit_factor: float32 ``[B, L]`` multiplying each query's logit row, or None.
 
@@ -144,26 +144,27 @@ def chunked_attention(
         bias_of, bias_params = jax.closure_convert(
             bias_fn, q_tiles["positions"][0], k_tiles["positions"][0]
         )
-    plan = _Plan(scale=scale, bias_of=bias_of, num_kv_heads=k.shape[2])
-    out = _flash(plan, q_tiles, k_tiles, tuple(bias_params), mask_tiles, kinds)
+    plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2])
+    scale = jnp.asarray(scale, jnp.float32)
+    out = _flash(plan, q_tiles, k_tiles, scale, tuple(bias_params), mask_tiles, kinds)
     out = jnp.moveaxis(out, 0, 1).reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
     return out[:, :q_len].astype(q.dtype)
 
 
 class _Plan(NamedTuple):
-    """What every tile shares: the logit scale, the closure-converted bias function
+    """What every tile shares: the closure-converted bias function
     ``bias_of(q_positions, k_positions, *bias_params)`` (or None) and G."""
 
-    scale: float
     bias_of: Callable | None
     num_kv_heads: int
 
 
-def _tile_logits(plan, q_tile, k_tile, bias, causal):
-    """``(z, logits, allowed)`` of one tile: ``z = q.k * scale + bias``, ``logits`` is ``z``
-    times the row factor, ``allowed`` the boolean ``[B, 1 or H, l, s]`` (or None);
-    ``causal`` says whether the tile needs the causal mask."""
-    z = grouped_logits(q_tile["q"], k_tile["k"]) * plan.scale
+def _tile_logits(scale, q_tile, k_tile, bias, causal):
+    """``(scores, z, logits, allowed)`` of one tile: ``scores = q.k``, ``z = scores * scale
+    + bias``, ``logits`` is ``z`` times the row factor, ``allowed`` the boolean
+    ``[B, 1 or H, l, s]`` (or None); ``causal`` says whether the tile needs the causal mask."""
+    scores = grouped_logits(q_tile["q"], k_tile["k"])
+    z = scores * scale
     if bias is not None:
         z = z + checked_bias(bias, z.shape)
     logits = z * q_tile["factor"][:, None, :, None] if "factor" in q_tile else z
@@ -173,7 +174,7 @@ def _tile_logits(plan, q_tile, k_tile, bias, causal):
     if "valid" in k_tile:
         valid = k_tile["valid"][None, None, None, :]
         allowed = valid if allowed is None else jnp.logical_and(allowed, valid)
-    return z, logits, allowed
+    return scores, z, logits, allowed
 
 
 def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
@@ -200,12 +201,12 @@ def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
+def _flash(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
     """Float32 output tiles ``[nq, B, q_block, H, K]`` of attention over the tiles."""
-    return _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds)[0]
+    return _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)[0]
 
 
-def _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
+def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
     """The online softmax over key blocks, one query block after another; also returns
     each row's log-normalizer ``lse`` ``[nq, B, H, q_block]`` (+inf where nothing is
     allowed, so that recomputed weights are zero there)."""
@@ -217,7 +218,7 @@ def _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
         def tile(carry, k_tile, causal):
             row_max, row_sum, acc = carry
             bias = _bias(plan, q_tile, k_tile, bias_params)
-            _, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias, causal)
+            _, _, logits, allowed = _tile_logits(scale, q_tile, k_tile, bias, causal)
             if allowed is not None:
                 logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
             new_max = jnp.maximum(row_max, jnp.max(logits, axis=-1))
@@ -251,17 +252,18 @@ def _bias(plan, q_tile, k_tile, bias_params):
     return plan.bias_of(q_tile["positions"], k_tile["positions"], *bias_params)
 
 
-def _flash_fwd(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds):
-    out, lse = _flash_forward(plan, q_tiles, k_tiles, bias_params, mask_tiles, kinds)
-    return out, (q_tiles, k_tiles, bias_params, mask_tiles, kinds, out, lse)
+def _flash_fwd(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
+    out, lse = _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)
+    return out, (q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse)
 
 
 def _flash_bwd(plan, residuals, d_out):
     """The backward pass of FlashAttention (Dao et al. 2022, Algorithm 4): each tile's
     weights ``p`` are recomputed from the saved ``lse``, then ``dv += p^T dO``,
     ``ds = p (dO v^T - rowsum(dO * O))``, ``dq += ds k``, ``dk += ds^T q`` (times the
-    scale and the row factor), and the bias parameters get ``ds`` through the bias's VJP."""
-    q_tiles, k_tiles, bias_params, mask_tiles, kinds, out, lse = residuals
+    scale and the row factor), the scale gets ``sum(ds * q.k)`` and the bias parameters get
+    ``ds`` through the bias's VJP."""
+    q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse = residuals
     groups = plan.num_kv_heads
     d_out = d_out.astype(jnp.float32)
     d_rows = jnp.swapaxes(jnp.sum(d_out * out, axis=-1), 2, 3)  # [nq, B, H, q_block]
@@ -278,7 +280,7 @@ def _flash_bwd(plan, residuals, d_out):
                 bias, bias_vjp = jax.vjp(
                     lambda *params: _bias(plan, q_tile, k_tile, params), *bias_params
                 )
-            z, logits, allowed = _tile_logits(plan, q_tile, k_tile, bias, causal)
+            scores, z, logits, allowed = _tile_logits(scale, q_tile, k_tile, bias, causal)
             p = jnp.exp(logits - lse_tile[..., None])
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
@@ -289,16 +291,20 @@ def _flash_bwd(plan, residuals, d_out):
                 d_factor = d_factor + jnp.sum(ds * z, axis=(1, 3))
                 ds = ds * q_tile["factor"][:, None, :, None]  # d loss / d z
             k = k_tile["k"].astype(jnp.float32)
-            dq = dq + jnp.swapaxes(weighted_values(ds, k), 1, 2) * plan.scale
-            dk = _key_gradient(ds, q_f32, groups) * plan.scale
+            dq = dq + jnp.swapaxes(weighted_values(ds, k), 1, 2) * scale
+            dk = _key_gradient(ds, q_f32, groups) * scale
+            d_scale, d_bias_params = d_params
+            d_scale = d_scale + jnp.sum(ds * scores)
             if bias_vjp is not None:
                 d_bias = ds
                 if bias.ndim == 3:
                     d_bias = jnp.sum(ds, axis=0)
                 elif bias.shape[0] == 1:
                     d_bias = jnp.sum(ds, axis=0, keepdims=True)
-                d_params = jax.tree.map(jnp.add, d_params, bias_vjp(d_bias.astype(bias.dtype)))
-            return (dq, d_factor, d_params), (dk, dv)
+                d_bias_params = jax.tree.map(
+                    jnp.add, d_bias_params, bias_vjp(d_bias.astype(bias.dtype))
+                )
+            return (dq, d_factor, (d_scale, d_bias_params)), (dk, dv)
 
         d_factor = jnp.zeros(q_f32.shape[:2], jnp.float32)  # [B, q_block]
         init = (jnp.zeros_like(q_f32), d_factor, d_params)
@@ -311,9 +317,9 @@ def _flash_bwd(plan, residuals, d_out):
     init = (
         jnp.zeros(k_shape, jnp.float32),
         jnp.zeros(k_shape, jnp.float32),
-        jax.tree.map(jnp.zeros_like, bias_params),
+        (jnp.zeros_like(scale), jax.tree.map(jnp.zeros_like, bias_params)),
     )
-    (dk, dv, d_params), (dq, d_factor) = jax.lax.scan(
+    (dk, dv, (d_scale, d_bias_params)), (dq, d_factor) = jax.lax.scan(
         query_block, init, (q_tiles, d_out, lse, d_rows, mask_tiles, kinds)
     )
     d_q_tiles = {"q": dq.astype(q_tiles["q"].dtype), "positions": None}
@@ -321,7 +327,7 @@ def _flash_bwd(plan, residuals, d_out):
         d_q_tiles["factor"] = d_factor
     d_k_tiles = {key: None for key in k_tiles}
     d_k_tiles.update(k=dk.astype(k_tiles["k"].dtype), v=dv.astype(k_tiles["v"].dtype))
-    return d_q_tiles, d_k_tiles, d_params, None, None
+    return d_q_tiles, d_k_tiles, d_scale, d_bias_params, None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
