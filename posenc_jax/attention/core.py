@@ -266,7 +266,7 @@ def dot_product_attention(
       q_positions: integer ``[B, L]`` or ``[L]``; default ``arange(L)``.
       k_positions: integer ``[B, S]`` or ``[S]``; default ``arange(S)``.
       block_size: tile edge of the chunked path; giving one asks for chunked attention.
-      scale: logit scale; default ``1 / sqrt(K)``.
+      scale: logit scale, a number or a traced scalar; default ``1 / sqrt(K)``.
       contextual: an encoding's content-dependent terms (dense only), see
         :class:`posenc_jax.encodings.base.Contextual`.
       temperature: ``temperature(q_positions, S) -> [B, L]``, a factor ``tau`` multiplying
