@@ -33,7 +33,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.attention.core import allowed_mask, checked_bias, grouped_logits, weighted_values
+from posenc_jax.attention.core import (
+    allowed_mask,
+    checked_bias,
+    grouped_logits,
+    weighted_values,
+)
 from posenc_jax.typing import Array, BiasFn
 
 # Padding positions get extreme values in the skip test so they never keep a block alive.
@@ -101,17 +106,22 @@ def chunked_attention(
         shape = x.shape[:axis] + (x.shape[axis] // size, size) + x.shape[axis + 1 :]
         return jnp.moveaxis(x.reshape(shape), axis, 0)
 
+    # q, k and v tiles are head-major, [n, B, heads, block, K], the layout of the tile
+    # products, so that no tile is transposed inside the loops.
+    def head_major(x, pad, size):
+        return jnp.swapaxes(blocks(x, 1, pad, size), 2, 3)
+
     # Padded positions repeat the last real one, so a bias_fn only ever sees positions of
     # the kind the caller passed (their rows and columns are dropped or masked anyway).
     q_tiles = {
-        "q": blocks(q, 1, q_pad, q_block),
+        "q": head_major(q, q_pad, q_block),
         "positions": blocks(q_positions, 1, q_pad, q_block, "edge"),
     }
     if logit_factor is not None:
         q_tiles["factor"] = blocks(logit_factor, 1, q_pad, q_block, "edge")
     k_tiles = {
-        "k": blocks(k, 1, k_pad, k_block),
-        "v": blocks(v, 1, k_pad, k_block),
+        "k": head_major(k, k_pad, k_block),
+        "v": head_major(v, k_pad, k_block),
         "positions": blocks(k_positions, 1, k_pad, k_block, "edge"),
     }
     if k_pad:
@@ -147,7 +157,9 @@ def chunked_attention(
     plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2])
     scale = jnp.asarray(scale, jnp.float32)
     out = _flash(plan, q_tiles, k_tiles, scale, tuple(bias_params), mask_tiles, kinds)
-    out = jnp.moveaxis(out, 0, 1).reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
+    # [nq, B, H, q_block, K] -> [B, nq, q_block, H, K]
+    out = jnp.transpose(out, (1, 0, 3, 2, 4))
+    out = out.reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
     return out[:, :q_len].astype(q.dtype)
 
 
@@ -163,7 +175,7 @@ def _tile_logits(scale, q_tile, k_tile, bias, causal):
     """``(scores, z, logits, allowed)`` of one tile: ``scores = q.k``, ``z = scores * scale
     + bias``, ``logits`` is ``z`` times the row factor, ``allowed`` the boolean
     ``[B, 1 or H, l, s]`` (or None); ``causal`` says whether the tile needs the causal mask."""
-    scores = grouped_logits(q_tile["q"], k_tile["k"])
+    scores = grouped_logits(q_tile["q"], k_tile["k"], head_major=True)
     z = scores * scale
     if bias is not None:
         z = z + checked_bias(bias, z.shape)
@@ -202,7 +214,7 @@ def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _flash(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
-    """Float32 output tiles ``[nq, B, q_block, H, K]`` of attention over the tiles."""
+    """Float32 output tiles ``[nq, B, H, q_block, K]`` of attention over the tiles."""
     return _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)[0]
 
 
@@ -213,7 +225,7 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
 
     def query_block(xs):
         q_tile, mask_row, kinds_row = xs
-        batch, q_block, num_heads, head_dim = q_tile["q"].shape
+        batch, num_heads, q_block, head_dim = q_tile["q"].shape
 
         def tile(carry, k_tile, causal):
             row_max, row_sum, acc = carry
@@ -227,7 +239,9 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
                 unnormalized = jnp.where(allowed, unnormalized, 0.0)
             correction = jnp.exp(row_max - new_max)
             row_sum = row_sum * correction + jnp.sum(unnormalized, axis=-1)
-            acc = acc * correction[..., None] + weighted_values(unnormalized, k_tile["v"])
+            acc = acc * correction[..., None] + weighted_values(
+                unnormalized, k_tile["v"], head_major=True
+            )
             return (new_max, row_sum, acc), None
 
         stats_shape = (batch, num_heads, q_block)
@@ -239,7 +253,7 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
         (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row)
         has_keys = row_sum > 0
         safe_sum = jnp.where(has_keys, row_sum, 1.0)
-        out = jnp.swapaxes(acc / safe_sum[..., None], 1, 2)
+        out = acc / safe_sum[..., None]
         lse = jnp.where(has_keys, row_max + jnp.log(safe_sum), jnp.inf)
         return out, lse
 
@@ -266,7 +280,7 @@ def _flash_bwd(plan, residuals, d_out):
     q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse = residuals
     groups = plan.num_kv_heads
     d_out = d_out.astype(jnp.float32)
-    d_rows = jnp.swapaxes(jnp.sum(d_out * out, axis=-1), 2, 3)  # [nq, B, H, q_block]
+    d_rows = jnp.sum(d_out * out, axis=-1)  # [nq, B, H, q_block]
 
     def query_block(carry, xs):
         dk_sum, dv_sum, d_params = carry
@@ -285,13 +299,13 @@ def _flash_bwd(plan, residuals, d_out):
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
             dv = _key_gradient(p, d_out_tile, groups)
-            dp = grouped_logits(d_out_tile, k_tile["v"].astype(jnp.float32))
+            dp = grouped_logits(d_out_tile, k_tile["v"].astype(jnp.float32), head_major=True)
             ds = p * (dp - d_row[..., None])  # d loss / d logits
             if "factor" in q_tile:
                 d_factor = d_factor + jnp.sum(ds * z, axis=(1, 3))
                 ds = ds * q_tile["factor"][:, None, :, None]  # d loss / d z
             k = k_tile["k"].astype(jnp.float32)
-            dq = dq + jnp.swapaxes(weighted_values(ds, k), 1, 2) * scale
+            dq = dq + weighted_values(ds, k, head_major=True) * scale
             dk = _key_gradient(ds, q_f32, groups) * scale
             d_scale, d_bias_params = d_params
             d_scale = d_scale + jnp.sum(ds * scores)
@@ -306,7 +320,7 @@ def _flash_bwd(plan, residuals, d_out):
                 )
             return (dq, d_factor, (d_scale, d_bias_params)), (dk, dv)
 
-        d_factor = jnp.zeros(q_f32.shape[:2], jnp.float32)  # [B, q_block]
+        d_factor = jnp.zeros(q_tile["positions"].shape, jnp.float32)  # [B, q_block]
         init = (jnp.zeros_like(q_f32), d_factor, d_params)
         (dq, d_factor, d_params), (dk, dv) = _over_key_blocks(
             tile, init, k_tiles, mask_row, kinds_row
@@ -334,12 +348,12 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def _key_gradient(weights: Array, x: Array, num_kv_heads: int) -> Array:
-    """``sum_i weights[..., i, j] x_i`` ``[B, s, G, K]`` for ``weights [B, H, l, s]`` and
-    ``x [B, l, H, K]``, summed over the query heads that share a key head (dk and dv)."""
+    """``sum_i weights[..., i, j] x_i`` ``[B, G, s, K]`` for ``weights [B, H, l, s]`` and
+    ``x [B, H, l, K]``, summed over the query heads that share a key head (dk and dv)."""
     batch, num_heads, q_len, k_len = weights.shape
     grouped = weights.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, k_len)
-    x = x.reshape(batch, q_len, num_kv_heads, num_heads // num_kv_heads, x.shape[-1])
-    return jnp.einsum("BGRLS,BLGRK->BSGK", grouped, x, preferred_element_type=jnp.float32)
+    x = x.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, x.shape[-1])
+    return jnp.einsum("BGRLS,BGRLK->BGSK", grouped, x, preferred_element_type=jnp.float32)
 
 
 def _key_block_kinds(

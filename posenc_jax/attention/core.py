@@ -150,28 +150,40 @@ def _softmax_of_allowed_jvp(primals, tangents):
     return weights, d_weights
 
 
-def grouped_logits(q: Array, k: Array) -> Array:
+def grouped_logits(q: Array, k: Array, *, head_major: bool = False) -> Array:
     """``q.k`` for every head in float32 ``[B, H, L, S]``; k has G <= H heads (GQA).
 
     Query head ``h`` reads key/value head ``h // (H // G)``, so consecutive query heads share
-    a key head, as in Ainslie et al. (2023).
+    a key head, as in Ainslie et al. (2023). Inputs are ``q [B, L, H, K]``, ``k [B, S, G, K]``,
+    or with ``head_major`` ``q [B, H, L, K]``, ``k [B, G, S, K]`` (the chunked path's tiles).
     """
-    batch, q_len, num_heads, head_dim = q.shape
-    k_len, num_kv_heads = k.shape[1], k.shape[2]
-    q_grouped = q.reshape(batch, q_len, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    logits = jnp.einsum("BLGRK,BSGK->BGRLS", q_grouped, k, preferred_element_type=jnp.float32)
-    return logits.reshape(batch, num_heads, q_len, k_len)
+    head_axis = 1 if head_major else 2
+    q_spec, k_spec = ("BGRLK", "BGSK") if head_major else ("BLGRK", "BSGK")
+    q = q.reshape(_grouped_shape(q.shape, k.shape[head_axis], head_axis))
+    logits = jnp.einsum(f"{q_spec},{k_spec}->BGRLS", q, k, preferred_element_type=jnp.float32)
+    return _merged_heads(logits)
 
 
-def weighted_values(weights: Array, v: Array) -> Array:
-    """``sum_j weights[..., j] v_j`` in float32 ``[B, H, L, K]`` for ``weights [B, H, L, S]``."""
-    batch, num_heads, q_len, k_len = weights.shape
-    num_kv_heads, head_dim = v.shape[2], v.shape[3]
-    weights = weights.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, k_len)
+def weighted_values(weights: Array, v: Array, *, head_major: bool = False) -> Array:
+    """``sum_j weights[..., j] v_j`` in float32 ``[B, H, L, K]`` for ``weights [B, H, L, S]``
+    and ``v [B, S, G, K]`` (or ``[B, G, S, K]`` with ``head_major``)."""
+    v_spec = "BGSK" if head_major else "BSGK"
+    weights = weights.reshape(_grouped_shape(weights.shape, v.shape[1 if head_major else 2], 1))
     out = jnp.einsum(
-        "BGRLS,BSGK->BGRLK", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
+        f"BGRLS,{v_spec}->BGRLK", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
     )
-    return out.reshape(batch, num_heads, q_len, head_dim)
+    return _merged_heads(out)
+
+
+def _grouped_shape(shape: tuple[int, ...], num_kv_heads: int, head_axis: int) -> tuple:
+    """``shape`` with its H axis split into ``(G, H // G)``."""
+    heads = shape[head_axis]
+    return shape[:head_axis] + (num_kv_heads, heads // num_kv_heads) + shape[head_axis + 1 :]
+
+
+def _merged_heads(x: Array) -> Array:
+    """``[B, G, R, ...]`` -> ``[B, G * R, ...]``."""
+    return x.reshape(x.shape[:1] + (x.shape[1] * x.shape[2],) + x.shape[3:])
 
 
 def checked_bias(bias: Array, logits_shape: tuple[int, ...]) -> Array:
