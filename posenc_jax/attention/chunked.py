@@ -14,6 +14,9 @@ positions, so a position bias costs one tile of memory, not one map.
   for offsets, caches and randomized positions.
 * Lengths that are not multiples of the block are padded; padded keys are masked and
   padded query rows are dropped.
+* q, k and v are cut into head-major tiles ``[n, B, heads, block, K]`` once, the layout
+  of the tile products, so no tile is transposed inside the loops (at L 1,024 this took
+  the forward + backward from 102 to 85 ms).
 * The backward pass is written by hand (FlashAttention's, Dao et al. 2022): the forward
   pass saves only q, k, v, the output and each row's log-normalizer; the backward pass
   recomputes each tile's weights from them and accumulates dq, dk, dv, the row factor's
