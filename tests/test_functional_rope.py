@@ -183,6 +183,20 @@ def test_angles_exact_for_any_int32_position():
     assert error.max() < 1e-6
 
 
+def test_cos_sin_match_float64_for_any_int32_position():
+    """rope_cos_sin's quadrant reduction and polynomials against NumPy's float64 cos and
+    sin of the exact angles, over every quadrant (positions -5000..5000 at 64 frequencies)
+    and at large positions of both signs."""
+    positions = np.concatenate(
+        [np.arange(-5000, 5000), [10**6, 2**24 - 3, -(10**6), 123456789, 2**26, -(2**26)]]
+    )
+    inv_freq, _ = functional.rope_inv_freq(128)
+    cos, sin = jax.jit(lambda p: functional.rope_cos_sin(p, inv_freq))(positions)
+    exact = positions[:, None] * reference_inv_freq(128)[None]
+    np.testing.assert_allclose(np.asarray(cos, np.float64), np.cos(exact), rtol=0, atol=5e-7)
+    np.testing.assert_allclose(np.asarray(sin, np.float64), np.sin(exact), rtol=0, atol=5e-7)
+
+
 def test_traced_frequencies_use_float32_angles(rng):
     """Frequencies computed under jit (e.g. from a traced length) still rotate correctly."""
     x = rng.standard_normal((1, 6, 1, 8)).astype(np.float32)
