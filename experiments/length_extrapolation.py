@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import posenc_jax as pj
 from experiments.configs import base as base_config
-from experiments.memory_pages import small_pages_note
+from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
 from experiments.results import ResultsFile, markdown_table
 from posenc_jax._checks import check_writable_dir
@@ -235,9 +235,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    note = small_pages_note()
-    if note:
-        print(note, file=sys.stderr)
+    report_small_pages()
     workdir = _WORKDIR.value
     table = run_study(_CONFIG.value, workdir)
     print(table)

@@ -9,6 +9,7 @@ the kernel grants huge pages only on request ("madvise" mode), glibc asks for th
 """
 
 import os
+import sys
 
 #: The glibc setting that makes malloc ask for transparent huge pages.
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -50,3 +51,10 @@ def small_pages_note() -> str | None:
         "runs ~1.4x slower); start Python with GLIBC_TUNABLES="
         f"{HUGE_PAGES_TUNABLE} (the Makefile does)."
     )
+
+
+def report_small_pages() -> None:
+    """Prints :func:`small_pages_note` to stderr when there is one."""
+    note = small_pages_note()
+    if note:
+        print(note, file=sys.stderr)

@@ -60,6 +60,15 @@ MODEL = {"d_model": 256, "num_layers": 4, "num_heads": 8, "vocab_size": 256}
 DEFAULT_ENCODINGS = "alibi,t5,fire"
 
 
+def _tile_edge(implementation: str, block_size: int | None, batch: int, heads: int) -> int | None:
+    """The chunked path's tile edge (the package default unless given); None otherwise."""
+    if implementation != "chunked":
+        return None
+    from posenc_jax.attention.core import default_block_size
+
+    return block_size or default_block_size(batch, heads)
+
+
 def measure(
     encoding: str, length: int, implementation: str, block_size: int | None, repeats: int
 ) -> dict:
@@ -68,12 +77,8 @@ def measure(
     import jax.numpy as jnp
 
     import posenc_jax as pj
-    from posenc_jax.attention.core import default_block_size
 
-    if implementation == "chunked":
-        block_size = block_size or default_block_size(1, MODEL["num_heads"])
-    else:
-        block_size = None
+    block_size = _tile_edge(implementation, block_size, 1, MODEL["num_heads"])
 
     config = pj.models.TransformerConfig(
         architecture="decoder",
@@ -126,13 +131,9 @@ def measure_op(
     import jax.numpy as jnp
 
     import posenc_jax as pj
-    from posenc_jax.attention.core import default_block_size
 
     heads, head_dim = OP_SHAPE["num_heads"], OP_SHAPE["head_dim"]
-    if implementation == "chunked":
-        block_size = block_size or default_block_size(OP_SHAPE["batch"], heads)
-    else:
-        block_size = None
+    block_size = _tile_edge(implementation, block_size, OP_SHAPE["batch"], heads)
 
     class CausalAttention(nn.Module):
         """The encoding's rotate and bias hooks around one attention call."""

@@ -44,7 +44,8 @@ from posenc_jax.attention.core import (
 )
 from posenc_jax.typing import Array, BiasFn
 
-# Padding positions get extreme values in the skip test so they never keep a block alive.
+# Padding positions get extreme values in the block-kind test so they never decide a
+# block's kind.
 _INT_MIN = jnp.iinfo(jnp.int32).min
 _INT_MAX = jnp.iinfo(jnp.int32).max
 
