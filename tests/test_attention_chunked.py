@@ -377,6 +377,9 @@ def test_auto_choice_of_implementation():
         ({"block_size": 0}, "positive integer"),
         ({"implementation": "chunked", "contextual": True}, "needs_dense"),
         ({"block_size": 4, "contextual": True}, "needs_dense"),
+        ({"implementation": "jax", "bias_fn": lambda qp, kp: 0.0}, "no position bias"),
+        ({"implementation": "cudnn", "contextual": True}, "contextual term"),
+        ({"implementation": "jax", "block_size": 4}, "block_size=4"),
     ],
 )
 def test_bad_requests_are_clear_errors(rng, kwargs, message):

@@ -308,11 +308,11 @@ def test_cope_requires_causal_attention():
 
 
 @pytest.mark.parametrize("name", ["shaw", "transformer_xl", "cope"])
-def test_contextual_encodings_need_dense_and_refuse_chunked(name):
+def test_contextual_encodings_need_dense_and_refuse_other_paths(name):
     encoding = pj.encodings.get(name)
     assert encoding.needs_dense
     x = jnp.zeros((1, 5, HEADS * DIM))
-    for request in ({"block_size": 4}, {"implementation": "chunked"}):
+    for request in ({"block_size": 4}, {"implementation": "chunked"}, {"implementation": "jax"}):
         attention = MultiHeadAttention(num_heads=HEADS, causal=True, encoding=encoding, **request)
         with pytest.raises(ValueError, match=f"{type(encoding).__name__} needs the full logit"):
             jax.eval_shape(attention.init, jax.random.key(0), x)

@@ -55,6 +55,8 @@ SHAPES = ((256, 16), (1024, 4))
 #: Targets on a 2-core CPU in float32 (see NOTES.md).
 MFU_TARGET = 0.45
 CHUNKED_SPEEDUP_TARGET = 1.5
+#: The prefix of the custom calls of cuDNN's fused attention in a compiled program.
+CUDNN_ATTENTION_CALL = "__cudnn$fmha"
 
 
 def compute_dtype() -> str:
@@ -91,8 +93,19 @@ def make_spec(
     )
 
 
-def resolved_block_size(spec: RunSpec, length: int) -> int | None:
-    """The tile edge the attention core will use for this model (None: dense)."""
+def attention_route(spec: RunSpec, length: int, compiled_text: str) -> tuple[str, int | None]:
+    """The attention core's path in this compiled step ("dense", "chunked" or "cudnn")
+    and the tile edge its FLOPs are counted with (None: all ``L^2`` pairs).
+
+    cuDNN is read from the compiled program (its fused-attention custom calls). Its causal
+    kernel skips the tiles above the diagonal (the study's positions are shared and
+    increasing, see ``posenc_jax.attention.fused``) with a tile edge not known here, so
+    its pairs are counted with edge 1, the triangle ``L (L + 1) / 2``: the least work any
+    causal kernel does, which makes its utilization conservative.
+    """
+    if CUDNN_ATTENTION_CALL in compiled_text:
+        return "cudnn", 1
+    # Without a cuDNN call, the path is the one "auto" takes off the GPU.
     cfg = spec.model
     path, block = choose_implementation(
         cfg.attention_implementation,
@@ -102,8 +115,9 @@ def resolved_block_size(spec: RunSpec, length: int) -> int | None:
         has_contextual=type(cfg.encoding).needs_dense,
         batch=spec.batch_size,
         num_heads=cfg.num_heads,
+        backend="cpu",
     )
-    return block if path == "chunked" else None
+    return path, block if path == "chunked" else None
 
 
 def xla_cost(compiled) -> dict:
@@ -137,7 +151,7 @@ def measure_step(spec: RunSpec, length: int, repeats: int) -> dict:
         state, metrics = compiled(state, keys)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
-    block = resolved_block_size(spec, length)
+    path, block = attention_route(spec, length, compiled.as_text())
     counted = transformer_flops(spec.model, spec.batch_size, length, block_size=block)
     best = min(times)
     return {
@@ -145,7 +159,7 @@ def measure_step(spec: RunSpec, length: int, repeats: int) -> dict:
         "length": length,
         "batch": spec.batch_size,
         "implementation": spec.model.attention_implementation,
-        "attention_path": "dense" if block is None else f"chunked/{block}",
+        "attention_path": f"chunked/{block}" if path == "chunked" else path,
         "dtype": spec.model.dtype,
         "compile_s": compile_s,
         "step_best_s": best,

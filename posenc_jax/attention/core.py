@@ -4,14 +4,20 @@ Shapes (see ``posenc_jax.typing``): q ``[B, L, H, K]``, k and v ``[B, S, G, K]``
 ``H % G == 0`` (G < H is grouped-query attention, G = 1 multi-query), positions
 ``[B, L]`` / ``[B, S]``.
 
-Two implementations compute the same function. The dense path materializes the
+Several implementations compute the same function. The dense path materializes the
 ``[B, H, L, S]`` logits; the chunked path (``posenc_jax.attention.chunked``) computes them
-tile by tile with an online softmax and never holds more than one tile. Which one runs:
+tile by tile with an online softmax and never holds more than one tile; the fused route
+(``posenc_jax.attention.fused``) hands attention without a bias or contextual term to
+``jax.nn.dot_product_attention``. Which one runs:
 
-* ``implementation="dense"`` or ``"chunked"`` forces it;
-* ``implementation="auto"`` (the default) runs chunked when a ``block_size`` is given, or
-  when ``L * S`` exceeds :data:`DENSE_MAX_LOGITS`; otherwise dense. An encoding with a
-  ``contextual`` term needs the full map, so "auto" always runs it dense.
+* ``implementation="dense"``, ``"chunked"``, ``"jax"`` (``jax.nn.dot_product_attention``'s
+  XLA implementation) or ``"cudnn"`` (its cuDNN flash kernel, NVIDIA GPUs) forces it;
+* ``implementation="auto"`` (the default) runs cuDNN on a GPU when the call has no bias,
+  no contextual term and no tile size, and cuDNN takes its dtype and head dimension
+  (:func:`~posenc_jax.attention.fused.cudnn_supports`). Otherwise it runs chunked when a
+  ``block_size`` is given, or when ``L * S`` exceeds :data:`DENSE_MAX_LOGITS`, and dense
+  below. An encoding with a ``contextual`` term needs the full map, so "auto" always runs
+  it dense.
 """
 
 from collections.abc import Callable
@@ -24,7 +30,7 @@ from posenc_jax._checks import as_batched_positions
 from posenc_jax.encodings.base import Contextual
 from posenc_jax.typing import Array, BiasFn
 
-IMPLEMENTATIONS = ("auto", "dense", "chunked")
+IMPLEMENTATIONS = ("auto", "dense", "chunked", "jax", "cudnn")
 
 #: "auto" runs dense while ``L * S`` is at most this and chunked beyond it. On CPU the
 #: chunked path is already faster from L = 512 (causal ALiBi attention at B = 8, H = 8,
@@ -215,24 +221,42 @@ def choose_implementation(
     has_contextual: bool,
     batch: int,
     num_heads: int,
+    has_bias: bool = False,
+    dtype: jnp.dtype = jnp.float32,
+    head_dim: int = 64,
+    backend: str | None = None,
 ) -> tuple[str, int | None]:
-    """Resolves ("dense" or "chunked", block size) from the caller's request; a chunked
-    run without a block size gets :func:`default_block_size` of ``batch`` and ``num_heads``.
+    """Resolves (path, block size) from the caller's request; the path is "dense",
+    "chunked", "jax" or "cudnn". A chunked run without a block size gets
+    :func:`default_block_size` of ``batch`` and ``num_heads``. ``backend`` defaults to
+    ``jax.default_backend()``.
 
     Raises:
       ValueError: for an unknown implementation, a non-positive block size, a block size
-        with "dense", or chunked attention requested with a contextual term.
+        with a path that takes none, chunked attention requested with a contextual term,
+        or the fused route requested with a bias or contextual term.
     """
+    # Imported here because the fused module builds on this module's helpers.
+    from posenc_jax.attention.fused import cudnn_supports
+
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
     if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}.")
-    if implementation == "dense":
-        if block_size is not None:
+    if implementation in ("dense", "jax", "cudnn") and block_size is not None:
+        raise ValueError(
+            f"block_size={block_size} asks for tiles but implementation={implementation!r}; "
+            "pass block_size=None, or implementation='chunked'."
+        )
+    if implementation in ("jax", "cudnn"):
+        if has_bias or has_contextual:
             raise ValueError(
-                f"block_size={block_size} asks for tiles but implementation='dense'; pass "
-                "block_size=None for dense attention or implementation='chunked'."
+                f"implementation={implementation!r} runs jax.nn.dot_product_attention, which "
+                "takes no position bias or contextual term from an encoding; use 'auto', "
+                "'dense' or 'chunked' for this encoding."
             )
+        return implementation, None
+    if implementation == "dense":
         return "dense", None
     wants_chunked = implementation == "chunked" or block_size is not None
     if has_contextual:
@@ -243,6 +267,14 @@ def choose_implementation(
                 "'auto' with block_size=None."
             )
         return "dense", None
+    backend = jax.default_backend() if backend is None else backend
+    if (
+        implementation == "auto"
+        and not (wants_chunked or has_bias)
+        and backend == "gpu"
+        and cudnn_supports(dtype, head_dim)
+    ):
+        return "cudnn", None
     if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
         return "chunked", block_size or default_block_size(batch, num_heads)
     return "dense", None
@@ -284,14 +316,16 @@ def dot_product_attention(
       temperature: ``temperature(q_positions, S) -> [B, L]``, a factor ``tau`` multiplying
         each query's whole logit row (e.g. an
         :class:`~posenc_jax.attention.temperature.AttentionTemperature`).
-      implementation: "auto", "dense" or "chunked" (see the module docstring).
+      implementation: "auto", "dense", "chunked", "jax" or "cudnn" (see the module
+        docstring).
 
     Returns:
       ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
 
     Raises:
-      ValueError: for inconsistent shapes, a bad mask, or chunked attention requested
-        together with a contextual term.
+      ValueError: for inconsistent shapes, a bad mask, chunked attention requested
+        together with a contextual term, or "jax" / "cudnn" requested with a bias or
+        contextual term.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (Eq. 1); Ainslie et al.,
@@ -313,28 +347,31 @@ def dot_product_attention(
         has_contextual=contextual is not None,
         batch=batch,
         num_heads=num_heads,
+        has_bias=bias_fn is not None,
+        dtype=q.dtype,
+        head_dim=head_dim,
     )
     logit_factor = None
     if temperature is not None:
         logit_factor = checked_logit_factor(temperature(q_positions, k_len), (batch, q_len))
 
+    shared = {
+        "mask": mask,
+        "causal": causal,
+        "q_positions": q_positions,
+        "k_positions": k_positions,
+        "scale": scale,
+        "logit_factor": logit_factor,
+    }
+    # Imported here because these modules build on this module's helpers.
     if path == "chunked":
-        # Imported here because the chunked module builds on this module's helpers.
         from posenc_jax.attention.chunked import chunked_attention
 
-        return chunked_attention(
-            q,
-            k,
-            v,
-            bias_fn=bias_fn,
-            mask=mask,
-            causal=causal,
-            q_positions=q_positions,
-            k_positions=k_positions,
-            scale=scale,
-            block_size=block_size,
-            logit_factor=logit_factor,
-        )
+        return chunked_attention(q, k, v, bias_fn=bias_fn, block_size=block_size, **shared)
+    if path in ("jax", "cudnn"):
+        from posenc_jax.attention.fused import fused_attention
+
+        return fused_attention(q, k, v, implementation=path, **shared)
 
     allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=causal)
     logits = dense_logits(

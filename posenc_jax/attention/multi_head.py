@@ -154,8 +154,9 @@ class MultiHeadAttention(nn.Module):
       temperature: an :class:`AttentionTemperature` multiplying the logits by a
         length-dependent factor (log-length scaling); None (default) for none.
       block_size: tile edge of chunked attention; giving one asks for the chunked path.
-      implementation: "auto" (default: chunked for long sequences, dense otherwise and
-        always dense for encodings that need the full logit map), "dense" or "chunked";
+      implementation: "auto" (default: cuDNN on a GPU for half-precision attention
+        without a bias, else chunked for long sequences and dense otherwise; always dense
+        for encodings that need the full logit map), "dense", "chunked", "jax" or "cudnn";
         see :func:`~posenc_jax.attention.core.dot_product_attention`.
       decode: keep a key/value cache (Flax collection "cache") for autoregressive
         decoding. The first call (``init``) sizes the cache to its input length; each later
@@ -287,12 +288,12 @@ class MultiHeadAttention(nn.Module):
         """The attention implementation, dense whenever the encoding needs the full map."""
         if self.encoding is None or not self.encoding.needs_dense:
             return self.implementation
-        if self.implementation == "chunked" or self.block_size is not None:
+        if self.implementation not in ("auto", "dense") or self.block_size is not None:
             raise ValueError(
                 f"encoding {type(self.encoding).__name__} needs the full logit map "
-                f"(needs_dense), but chunked attention was requested (implementation="
-                f"{self.implementation!r}, block_size={self.block_size}); use "
-                "implementation='auto' or 'dense' with block_size=None."
+                f"(needs_dense), but implementation={self.implementation!r} with "
+                f"block_size={self.block_size} was requested; use implementation='auto' "
+                "or 'dense' with block_size=None."
             )
         return "dense"
 

@@ -1,0 +1,208 @@
+"""The route to jax.nn.dot_product_attention: the core's contract (causality by positions,
+empty rows, temperature, traced scale, GQA) against a float64 reference, and when "auto"
+takes it. The cuDNN kernel itself needs an NVIDIA GPU; here its XLA twin ("jax") runs the
+same code path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import posenc_jax as pj
+from posenc_jax.attention import core
+from posenc_jax.attention.core import dot_product_attention
+from posenc_jax.attention.fused import positions_follow_indices
+from tests.reference import reference_attention
+
+ATOL = 2e-5
+
+
+def _qkv(rng, batch=2, length=6, heads=4, kv_heads=2, dim=8):
+    q = rng.standard_normal((batch, length, heads, dim)).astype(np.float32)
+    k = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
+    v = rng.standard_normal((batch, length, kv_heads, dim)).astype(np.float32)
+    return q, k, v
+
+
+def _causal_by_positions(q_positions, k_positions):
+    return k_positions[:, None, None, :] <= q_positions[:, None, :, None]
+
+
+# Rows of positions: the index-causal kernel may run only for the first two.
+INCREASING = np.array([[0, 1, 2, 3, 4, 5], [7, 8, 9, 10, 11, 12]])
+SORTED_WITH_GAPS = np.array([[0, 3, 4, 9, 20, 21], [2, 5, 6, 7, 30, 31]])
+WITH_TIES = np.array([[0, 1, 1, 2, 2, 3], [0, 0, 0, 1, 2, 3]])
+UNSORTED = np.array([[5, 4, 3, 2, 1, 0], [3, 0, 4, 1, 5, 2]])
+
+
+@pytest.mark.parametrize(
+    "positions", [INCREASING, SORTED_WITH_GAPS, WITH_TIES, UNSORTED], ids=lambda p: str(p[0])
+)
+def test_causal_follows_positions_not_indices(rng, positions):
+    q, k, v = _qkv(rng)
+    got = jax.jit(
+        lambda q, k, v, p: dot_product_attention(
+            q, k, v, causal=True, q_positions=p, k_positions=p, implementation="jax"
+        )
+    )(q, k, v, positions)
+    allowed = _causal_by_positions(positions, positions)
+    np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=ATOL)
+
+
+def test_positions_follow_indices_only_when_shared_and_strictly_increasing():
+    follows = lambda q, k: bool(positions_follow_indices(jnp.asarray(q), jnp.asarray(k)))  # noqa: E731
+    assert follows(INCREASING, INCREASING)
+    assert follows(SORTED_WITH_GAPS, SORTED_WITH_GAPS)
+    assert not follows(WITH_TIES, WITH_TIES)
+    assert not follows(UNSORTED, UNSORTED)
+    assert not follows(INCREASING, INCREASING + 1)
+    # A decoding query against its cache: lengths differ.
+    assert not follows(INCREASING[:, -1:], INCREASING)
+
+
+def test_decoding_query_against_a_cache(rng):
+    q, k, v = _qkv(rng)
+    q = q[:, 3:4]
+    q_positions, k_positions = np.array([[3], [1]]), np.tile(np.arange(6), (2, 1))
+    got = dot_product_attention(
+        q,
+        k,
+        v,
+        causal=True,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        implementation="jax",
+    )
+    allowed = _causal_by_positions(q_positions, k_positions)
+    np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=ATOL)
+
+
+def test_rows_with_nothing_to_attend_are_zero(rng):
+    """A padding mask that leaves a row empty: zeros, as on the dense path (the kernel
+    alone would return the mean of the values)."""
+    q, k, v = _qkv(rng)
+    mask = np.ones((2, 1, 6, 6), bool)
+    mask[0, :, :, :3] = False  # row 0: keys 0-2 are padding
+    got = dot_product_attention(q, k, v, causal=True, mask=mask, implementation="jax")
+    allowed = mask & np.tril(np.ones((6, 6), bool))
+    assert not allowed[0, 0, :3].any()
+    np.testing.assert_array_equal(got[0, :3], 0.0)
+    np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=ATOL)
+
+
+def test_bidirectional_with_temperature_and_a_traced_scale(rng):
+    q, k, v = _qkv(rng)
+    temperature = pj.attention.AttentionTemperature(kind="log_position", training_length=2)
+
+    @jax.jit
+    def attend(q, k, v, scale):
+        return dot_product_attention(
+            q, k, v, scale=scale, temperature=temperature, implementation="jax"
+        )
+
+    got = attend(q, k, v, jnp.float32(0.3))
+    tau = np.asarray(temperature(jnp.tile(jnp.arange(6), (2, 1)), 6), np.float64)
+    # tau multiplies each query's logit row: the same as scaling that query.
+    want = reference_attention(q * tau[:, :, None, None], k, v, scale=0.3)
+    np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"causal": True},
+        {"causal": True, "q_positions": WITH_TIES, "k_positions": WITH_TIES},
+    ],
+    ids=["bidirectional", "causal", "causal-ties"],
+)
+def test_gradients_equal_the_dense_paths(rng, kwargs):
+    q, k, v = _qkv(rng)
+
+    def loss(implementation):
+        def f(q, k, v):
+            out = dot_product_attention(q, k, v, implementation=implementation, **kwargs)
+            return jnp.sum(jnp.sin(out))
+
+        return jax.grad(f, argnums=(0, 1, 2))(q, k, v)
+
+    for got, want in zip(loss("jax"), loss("dense"), strict=True):
+        np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_vmapped_rows_take_their_own_branch(rng):
+    """Under vmap the branch condition is per example (both branches run, each row keeps
+    its own): one example with increasing positions, one with ties."""
+    q, k, v = _qkv(rng)
+    positions = np.stack([INCREASING[:1], WITH_TIES[:1]])  # [2 examples, B 1, L]
+
+    def attend(q, k, v, p):
+        return dot_product_attention(
+            q, k, v, causal=True, q_positions=p, k_positions=p, implementation="jax"
+        )
+
+    got = jax.vmap(attend)(q[:, None], k[:, None], v[:, None], positions)
+    for i in range(2):
+        allowed = _causal_by_positions(positions[i], positions[i])
+        want = reference_attention(q[i : i + 1], k[i : i + 1], v[i : i + 1], allowed=allowed)
+        np.testing.assert_allclose(got[i], want, atol=ATOL)
+
+
+def test_auto_routes_to_cudnn_only_for_plain_half_precision_attention_on_gpu():
+    choose = core.choose_implementation
+    call = {
+        "block_size": None,
+        "q_len": 1024,
+        "k_len": 1024,
+        "has_contextual": False,
+        "batch": 4,
+        "num_heads": 8,
+        "dtype": jnp.bfloat16,
+        "head_dim": 32,
+        "backend": "gpu",
+    }
+    assert choose("auto", **call) == ("cudnn", None)
+    assert choose("auto", **{**call, "dtype": jnp.float16, "head_dim": 128}) == ("cudnn", None)
+    chunked = ("chunked", 128)
+    assert choose("auto", **{**call, "has_bias": True}) == chunked
+    assert choose("auto", **{**call, "dtype": jnp.float32}) == chunked
+    assert choose("auto", **{**call, "head_dim": 160}) == chunked
+    assert choose("auto", **{**call, "head_dim": 36}) == chunked
+    assert choose("auto", **{**call, "backend": "cpu"}) == chunked
+    assert choose("auto", **{**call, "backend": "tpu"}) == chunked
+    assert choose("auto", **{**call, "block_size": 64}) == ("chunked", 64)
+    assert choose("auto", **{**call, "has_contextual": True}) == ("dense", None)
+    assert choose("jax", **{**call, "backend": "cpu"}) == ("jax", None)
+
+
+def _decoder(encoding, implementation, tokens):
+    config = pj.models.TransformerConfig(
+        architecture="decoder",
+        vocab_size=32,
+        d_model=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        encoding=pj.encodings.get(encoding),
+        attention_implementation=implementation,
+    )
+    model = pj.models.Transformer(config)
+    return model, jax.jit(model.init)(jax.random.key(0), tokens)
+
+
+def test_transformer_with_rope_equals_its_dense_twin(rng):
+    tokens = jnp.asarray(rng.integers(0, 32, (2, 12)), jnp.int32)
+    dense, params = _decoder("rope", "dense", tokens)
+    fused, _ = _decoder("rope", "jax", tokens)
+    # Offset positions: shared and increasing, so the index-causal kernel runs.
+    positions = jnp.tile(jnp.arange(12) + 5, (2, 1))
+    np.testing.assert_allclose(
+        jax.jit(fused.apply)(params, tokens, positions),
+        jax.jit(dense.apply)(params, tokens, positions),
+        atol=1e-4,
+    )
+
+
+def test_a_bias_encoding_cannot_take_the_fused_route():
+    with pytest.raises(ValueError, match="position bias"):
+        _decoder("alibi", "cudnn", jnp.zeros((1, 4), jnp.int32))
