@@ -40,6 +40,7 @@ from posenc_jax.attention.core import (
     allowed_mask,
     checked_bias,
     grouped_logits,
+    grouped_shape,
     weighted_values,
 )
 from posenc_jax.typing import Array, BiasFn
@@ -354,9 +355,8 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 def _key_gradient(weights: Array, x: Array, num_kv_heads: int) -> Array:
     """``sum_i weights[..., i, j] x_i`` ``[B, G, s, K]`` for ``weights [B, H, l, s]`` and
     ``x [B, H, l, K]``, summed over the query heads that share a key head (dk and dv)."""
-    batch, num_heads, q_len, k_len = weights.shape
-    grouped = weights.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, k_len)
-    x = x.reshape(batch, num_kv_heads, num_heads // num_kv_heads, q_len, x.shape[-1])
+    grouped = weights.reshape(grouped_shape(weights.shape, num_kv_heads, 1))
+    x = x.reshape(grouped_shape(x.shape, num_kv_heads, 1))
     return jnp.einsum("BGRLS,BGRLK->BGSK", grouped, x, preferred_element_type=jnp.float32)
 
 

@@ -165,7 +165,7 @@ def grouped_logits(q: Array, k: Array, *, head_major: bool = False) -> Array:
     """
     head_axis = 1 if head_major else 2
     q_spec, k_spec = ("BGRLK", "BGSK") if head_major else ("BLGRK", "BSGK")
-    q = q.reshape(_grouped_shape(q.shape, k.shape[head_axis], head_axis))
+    q = q.reshape(grouped_shape(q.shape, k.shape[head_axis], head_axis))
     logits = jnp.einsum(f"{q_spec},{k_spec}->BGRLS", q, k, preferred_element_type=jnp.float32)
     return _merged_heads(logits)
 
@@ -174,14 +174,14 @@ def weighted_values(weights: Array, v: Array, *, head_major: bool = False) -> Ar
     """``sum_j weights[..., j] v_j`` in float32 ``[B, H, L, K]`` for ``weights [B, H, L, S]``
     and ``v [B, S, G, K]`` (or ``[B, G, S, K]`` with ``head_major``)."""
     v_spec = "BGSK" if head_major else "BSGK"
-    weights = weights.reshape(_grouped_shape(weights.shape, v.shape[1 if head_major else 2], 1))
+    weights = weights.reshape(grouped_shape(weights.shape, v.shape[1 if head_major else 2], 1))
     out = jnp.einsum(
         f"BGRLS,{v_spec}->BGRLK", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
     )
     return _merged_heads(out)
 
 
-def _grouped_shape(shape: tuple[int, ...], num_kv_heads: int, head_axis: int) -> tuple:
+def grouped_shape(shape: tuple[int, ...], num_kv_heads: int, head_axis: int) -> tuple:
     """``shape`` with its H axis split into ``(G, H // G)``."""
     heads = shape[head_axis]
     return shape[:head_axis] + (num_kv_heads, heads // num_kv_heads) + shape[head_axis + 1 :]
