@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax.functional.rope import rope_angles
+from posenc_jax.functional.rope import rope_cos_sin
 from posenc_jax.typing import Array
 
 
@@ -25,8 +25,10 @@ def sinusoidal(positions: Array, dim: int, *, base: float = 10000.0) -> Array:
     ``omega_t = base^(-2t / dim)``. Integer positions get their angles reduced modulo one
     turn in fixed point (:func:`posenc_jax.functional.rope_angles`), exact to ~1e-6 rad at
     any int32 position, where a float32 product ``p * omega`` is off by up to 0.03 rad at
-    10^6. Fractional positions (interpolation experiments) use the float32 product. Never
-    the caller's dtype: a bfloat16 position loses integers above 256.
+    10^6; their sines and cosines are RoPE's (:func:`posenc_jax.functional.rope_cos_sin`,
+    vectorized polynomials, ~3e-7). Fractional positions (interpolation experiments) use
+    the float32 product. Never the caller's dtype: a bfloat16 position loses integers
+    above 256.
 
     Args:
       positions: integer (or float) array of any shape ``[...]``.
@@ -42,7 +44,8 @@ def sinusoidal(positions: Array, dim: int, *, base: float = 10000.0) -> Array:
     inv_freq = sinusoidal_inv_freq(dim, base=base)
     positions = jnp.asarray(positions)
     if jnp.issubdtype(positions.dtype, jnp.integer):
-        angles = rope_angles(positions, inv_freq)
+        cos, sin = rope_cos_sin(positions, inv_freq)
     else:
         angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
-    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*angles.shape[:-1], dim)
+        cos, sin = jnp.cos(angles), jnp.sin(angles)
+    return jnp.stack([sin, cos], axis=-1).reshape(*cos.shape[:-1], dim)
