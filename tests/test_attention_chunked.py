@@ -377,8 +377,10 @@ def test_auto_choice_of_implementation():
         ({"block_size": 0}, "positive integer"),
         ({"implementation": "chunked", "contextual": True}, "needs_dense"),
         ({"block_size": 4, "contextual": True}, "needs_dense"),
-        ({"implementation": "jax", "bias_fn": lambda qp, kp: 0.0}, "no position bias"),
-        ({"implementation": "cudnn", "contextual": True}, "contextual term"),
+        ({"implementation": "jax", "bias_fn": lambda qp, kp: 0.0}, "has a position bias"),
+        ({"implementation": "jax", "contextual": True}, "has a contextual term"),
+        ({"implementation": "jax", "mask": np.ones((1, 1, 1, 1), bool)}, "has a mask"),
+        ({"implementation": "cudnn"}, "needs an NVIDIA GPU"),
         ({"implementation": "jax", "block_size": 4}, "block_size=4"),
     ],
 )

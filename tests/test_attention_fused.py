@@ -3,13 +3,15 @@ empty rows, temperature, traced scale, GQA) against a float64 reference, and whe
 takes it. The cuDNN kernel itself needs an NVIDIA GPU; here its XLA twin ("jax") runs the
 same code path."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import posenc_jax as pj
-from posenc_jax.attention import core
+from posenc_jax.attention import core, fused
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.fused import positions_follow_indices
 from tests.reference import reference_attention
@@ -77,14 +79,15 @@ def test_decoding_query_against_a_cache(rng):
     np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=ATOL)
 
 
-def test_rows_with_nothing_to_attend_are_zero(rng):
-    """A padding mask that leaves a row empty: zeros, as on the dense path (the kernel
-    alone would return the mean of the values)."""
+def test_a_query_before_every_key_gets_zeros(rng):
+    """Causal rows with nothing to attend: zeros, as on the other paths."""
     q, k, v = _qkv(rng)
-    mask = np.ones((2, 1, 6, 6), bool)
-    mask[0, :, :, :3] = False  # row 0: keys 0-2 are padding
-    got = dot_product_attention(q, k, v, causal=True, mask=mask, implementation="jax")
-    allowed = mask & np.tril(np.ones((6, 6), bool))
+    positions = np.array([[0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8]])
+    q_positions = positions - 3  # queries 0-2 of row 0 precede every key
+    got = dot_product_attention(
+        q, k, v, causal=True, q_positions=q_positions, k_positions=positions, implementation="jax"
+    )
+    allowed = _causal_by_positions(q_positions, positions)
     assert not allowed[0, 0, :3].any()
     np.testing.assert_array_equal(got[0, :3], 0.0)
     np.testing.assert_allclose(got, reference_attention(q, k, v, allowed=allowed), atol=ATOL)
@@ -148,56 +151,81 @@ def test_vmapped_rows_take_their_own_branch(rng):
         np.testing.assert_allclose(got[i], want, atol=ATOL)
 
 
-def test_auto_routes_to_cudnn_only_for_plain_half_precision_attention_on_gpu():
+#: A call cuDNN takes, as the core describes it to ``choose_implementation``.
+CUDNN_CALL = {
+    "block_size": None,
+    "q_len": 1024,
+    "k_len": 1024,
+    "has_contextual": False,
+    "batch": 4,
+    "num_heads": 8,
+    "dtype": jnp.bfloat16,
+    "head_dim": 32,
+    "cudnn": True,
+}
+
+
+def test_auto_routes_to_cudnn_only_for_plain_half_precision_attention_on_cuda():
     choose = core.choose_implementation
-    call = {
-        "block_size": None,
-        "q_len": 1024,
-        "k_len": 1024,
-        "has_contextual": False,
-        "batch": 4,
-        "num_heads": 8,
-        "dtype": jnp.bfloat16,
-        "head_dim": 32,
-        "backend": "gpu",
-    }
+    call = CUDNN_CALL
     assert choose("auto", **call) == ("cudnn", None)
     assert choose("auto", **{**call, "dtype": jnp.float16, "head_dim": 128}) == ("cudnn", None)
     chunked = ("chunked", 128)
-    assert choose("auto", **{**call, "has_bias": True}) == chunked
-    assert choose("auto", **{**call, "dtype": jnp.float32}) == chunked
-    assert choose("auto", **{**call, "head_dim": 160}) == chunked
-    assert choose("auto", **{**call, "head_dim": 36}) == chunked
-    assert choose("auto", **{**call, "backend": "cpu"}) == chunked
-    assert choose("auto", **{**call, "backend": "tpu"}) == chunked
+    for not_for_cudnn in (
+        {"has_bias": True},
+        {"has_mask": True},
+        {"dtype": jnp.float32},
+        {"head_dim": 160},
+        {"head_dim": 36},
+        {"q_len": 1025, "k_len": 1025},
+        {"cudnn": False},
+    ):
+        assert choose("auto", **{**call, **not_for_cudnn}) == chunked, not_for_cudnn
     assert choose("auto", **{**call, "block_size": 64}) == ("chunked", 64)
     assert choose("auto", **{**call, "has_contextual": True}) == ("dense", None)
-    assert choose("jax", **{**call, "backend": "cpu"}) == ("jax", None)
+    assert choose("jax", **{**call, "cudnn": False}) == ("jax", None)
 
 
-def _decoder(encoding, implementation, tokens):
-    config = pj.models.TransformerConfig(
-        architecture="decoder",
-        vocab_size=32,
-        d_model=32,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        encoding=pj.encodings.get(encoding),
-        attention_implementation=implementation,
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"cudnn": False}, "needs an NVIDIA GPU of compute capability 8.0"),
+        ({"dtype": jnp.float32}, "inputs must be bfloat16 or float16, got float32"),
+        ({"head_dim": 160}, "multiple of 8 up to 128, got 160"),
+        ({"q_len": 1023, "k_len": 1023}, "even for training, got L=1023, S=1023"),
+        ({"has_mask": True}, "this call has a mask"),
+    ],
+)
+def test_cudnn_requests_it_cannot_run_are_clear_errors(request_, message):
+    call = CUDNN_CALL
+    with pytest.raises(ValueError, match=message):
+        core.choose_implementation("cudnn", **{**call, **request_})
+
+
+def _decoder(encoding, **config):
+    return pj.models.Transformer(
+        pj.models.TransformerConfig(
+            architecture="decoder",
+            vocab_size=32,
+            d_model=32,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            encoding=pj.encodings.get(encoding),
+            **config,
+        )
     )
-    model = pj.models.Transformer(config)
-    return model, jax.jit(model.init)(jax.random.key(0), tokens)
 
 
 def test_transformer_with_rope_equals_its_dense_twin(rng):
     tokens = jnp.asarray(rng.integers(0, 32, (2, 12)), jnp.int32)
-    dense, params = _decoder("rope", "dense", tokens)
-    fused, _ = _decoder("rope", "jax", tokens)
+    dense = _decoder("rope", attention_implementation="dense")
+    via_jax = _decoder("rope", attention_implementation="jax")
+    params = jax.jit(dense.init)(jax.random.key(0), tokens)
     # Offset positions: shared and increasing, so the index-causal kernel runs.
     positions = jnp.tile(jnp.arange(12) + 5, (2, 1))
     np.testing.assert_allclose(
-        jax.jit(fused.apply)(params, tokens, positions),
+        jax.jit(via_jax.apply)(params, tokens, positions),
         jax.jit(dense.apply)(params, tokens, positions),
         atol=1e-4,
     )
@@ -205,4 +233,41 @@ def test_transformer_with_rope_equals_its_dense_twin(rng):
 
 def test_a_bias_encoding_cannot_take_the_fused_route():
     with pytest.raises(ValueError, match="position bias"):
-        _decoder("alibi", "cudnn", jnp.zeros((1, 4), jnp.int32))
+        tokens = jnp.zeros((1, 4), jnp.int32)
+        _decoder("alibi", attention_implementation="jax").init(jax.random.key(0), tokens)
+
+
+@pytest.mark.parametrize("positions_per_seed", [False, True], ids=["shared", "per-seed"])
+def test_the_study_step_lowers_to_cudnn_calls_for_cuda(monkeypatch, positions_per_seed):
+    """Without a GPU: jax's cuDNN wrapper runs its checks and lowering for CUDA when told
+    that cuDNN exists, so the bfloat16 gradient of a RoPE decoder, vmapped over 2 seeds
+    as the study trains them, must become a forward and a backward cuDNN call per layer
+    whose operands all carry the seeds folded into the batch (2 x 4 rows). Running them
+    needs a GPU."""
+    cudnn_module = pytest.importorskip("jax._src.cudnn.fused_attention_stablehlo")
+    if not hasattr(cudnn_module, "check_cudnn_version"):
+        pytest.skip("this jax version's cuDNN wrapper has no check_cudnn_version to stand in")
+    monkeypatch.setattr(cudnn_module, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(fused, "cudnn_available", lambda: True)
+    model = _decoder("rope", dtype="bfloat16")
+    tokens = jnp.zeros((4, 16), jnp.int32)
+    params = jax.eval_shape(
+        jax.vmap(model.init, (0, None)), jax.random.split(jax.random.key(0), 2), tokens
+    )
+    positions = jnp.tile(jnp.arange(16), (4, 1))
+    if positions_per_seed:
+        positions = jnp.stack([positions, positions + 3])
+
+    def loss(params, positions):
+        return model.apply(params, tokens, positions).sum()
+
+    step = jax.vmap(jax.grad(loss), in_axes=(0, 0 if positions_per_seed else None))
+    text = jax.jit(step).trace(params, positions).lower(lowering_platforms=("cuda",)).as_text()
+    calls = re.findall(r"custom_call @(__cudnn\$fmha\w+)\((.*?)\).*?: \((.*?)\) ->", text)
+    # Each of the 2 layers: one forward and one backward call.
+    assert sorted(name for name, _, _ in calls) == 2 * ["__cudnn$fmhaSoftmax"] + 2 * [
+        "__cudnn$fmhaSoftmaxBackward"
+    ]
+    for name, _, operand_types in calls:
+        batches = re.findall(r"tensor<(\d+)x", operand_types)
+        assert batches and set(batches) == {"8"}, (name, operand_types)

@@ -115,7 +115,7 @@ def attention_route(spec: RunSpec, length: int, compiled_text: str) -> tuple[str
         has_contextual=type(cfg.encoding).needs_dense,
         batch=spec.batch_size,
         num_heads=cfg.num_heads,
-        backend="cpu",
+        cudnn=False,
     )
     return path, block if path == "chunked" else None
 

@@ -12,12 +12,12 @@ tile by tile with an online softmax and never holds more than one tile; the fuse
 
 * ``implementation="dense"``, ``"chunked"``, ``"jax"`` (``jax.nn.dot_product_attention``'s
   XLA implementation) or ``"cudnn"`` (its cuDNN flash kernel, NVIDIA GPUs) forces it;
-* ``implementation="auto"`` (the default) runs cuDNN on a GPU when the call has no bias,
-  no contextual term and no tile size, and cuDNN takes its dtype and head dimension
-  (:func:`~posenc_jax.attention.fused.cudnn_supports`). Otherwise it runs chunked when a
-  ``block_size`` is given, or when ``L * S`` exceeds :data:`DENSE_MAX_LOGITS`, and dense
-  below. An encoding with a ``contextual`` term needs the full map, so "auto" always runs
-  it dense.
+* ``implementation="auto"`` (the default) runs cuDNN on an NVIDIA GPU when the call has
+  no bias, contextual term, mask or tile size and cuDNN takes its dtype, head dimension
+  and lengths (:func:`~posenc_jax.attention.fused.cudnn_unsupported`). Otherwise it runs
+  chunked when a ``block_size`` is given, or when ``L * S`` exceeds
+  :data:`DENSE_MAX_LOGITS`, and dense below. An encoding with a ``contextual``
+  term needs the full map, so "auto" always runs it dense.
 """
 
 from collections.abc import Callable
@@ -222,22 +222,25 @@ def choose_implementation(
     batch: int,
     num_heads: int,
     has_bias: bool = False,
+    has_mask: bool = False,
     dtype: jnp.dtype = jnp.float32,
     head_dim: int = 64,
-    backend: str | None = None,
+    cudnn: bool | None = None,
 ) -> tuple[str, int | None]:
     """Resolves (path, block size) from the caller's request; the path is "dense",
     "chunked", "jax" or "cudnn". A chunked run without a block size gets
-    :func:`default_block_size` of ``batch`` and ``num_heads``. ``backend`` defaults to
-    ``jax.default_backend()``.
+    :func:`default_block_size` of ``batch`` and ``num_heads``. ``cudnn`` says whether
+    cuDNN's flash attention can run here (default:
+    :func:`~posenc_jax.attention.fused.cudnn_available`).
 
     Raises:
       ValueError: for an unknown implementation, a non-positive block size, a block size
         with a path that takes none, chunked attention requested with a contextual term,
-        or the fused route requested with a bias or contextual term.
+        the fused route ("jax", "cudnn") requested with a bias, contextual term or mask,
+        or "cudnn" requested where it cannot run these inputs.
     """
     # Imported here because the fused module builds on this module's helpers.
-    from posenc_jax.attention.fused import cudnn_supports
+    from posenc_jax.attention.fused import cudnn_available, cudnn_unsupported
 
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
@@ -248,13 +251,32 @@ def choose_implementation(
             f"block_size={block_size} asks for tiles but implementation={implementation!r}; "
             "pass block_size=None, or implementation='chunked'."
         )
+    cudnn = cudnn_available() if cudnn is None else cudnn
+    unsupported = cudnn_unsupported(dtype, head_dim, q_len, k_len)
     if implementation in ("jax", "cudnn"):
-        if has_bias or has_contextual:
-            raise ValueError(
-                f"implementation={implementation!r} runs jax.nn.dot_product_attention, which "
-                "takes no position bias or contextual term from an encoding; use 'auto', "
-                "'dense' or 'chunked' for this encoding."
+        extra = [
+            name
+            for name, present in (
+                ("a position bias", has_bias),
+                ("a contextual term", has_contextual),
+                ("a mask", has_mask),
             )
+            if present
+        ]
+        if extra:
+            raise ValueError(
+                f"implementation={implementation!r} runs jax.nn.dot_product_attention on "
+                f"plain or causal attention, but this call has {' and '.join(extra)}; use "
+                "'auto', 'dense' or 'chunked'."
+            )
+        if implementation == "cudnn" and not cudnn:
+            raise ValueError(
+                "implementation='cudnn' needs an NVIDIA GPU of compute capability 8.0 or "
+                f"newer, and the default device is {jax.devices()[0].device_kind}; use "
+                "'auto' or 'jax'."
+            )
+        if implementation == "cudnn" and unsupported:
+            raise ValueError(f"implementation='cudnn': {unsupported}; use 'auto' or 'jax'.")
         return implementation, None
     if implementation == "dense":
         return "dense", None
@@ -267,13 +289,7 @@ def choose_implementation(
                 "'auto' with block_size=None."
             )
         return "dense", None
-    backend = jax.default_backend() if backend is None else backend
-    if (
-        implementation == "auto"
-        and not (wants_chunked or has_bias)
-        and backend == "gpu"
-        and cudnn_supports(dtype, head_dim)
-    ):
+    if cudnn and not (wants_chunked or has_bias or has_mask or unsupported):
         return "cudnn", None
     if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
         return "chunked", block_size or default_block_size(batch, num_heads)
@@ -324,8 +340,8 @@ def dot_product_attention(
 
     Raises:
       ValueError: for inconsistent shapes, a bad mask, chunked attention requested
-        together with a contextual term, or "jax" / "cudnn" requested with a bias or
-        contextual term.
+        together with a contextual term, "jax" / "cudnn" requested with a bias, contextual
+        term or mask, or "cudnn" where it cannot run.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (Eq. 1); Ainslie et al.,
@@ -348,6 +364,7 @@ def dot_product_attention(
         batch=batch,
         num_heads=num_heads,
         has_bias=bias_fn is not None,
+        has_mask=mask is not None,
         dtype=q.dtype,
         head_dim=head_dim,
     )
@@ -356,7 +373,6 @@ def dot_product_attention(
         logit_factor = checked_logit_factor(temperature(q_positions, k_len), (batch, q_len))
 
     shared = {
-        "mask": mask,
         "causal": causal,
         "q_positions": q_positions,
         "k_positions": k_positions,
@@ -367,7 +383,9 @@ def dot_product_attention(
     if path == "chunked":
         from posenc_jax.attention.chunked import chunked_attention
 
-        return chunked_attention(q, k, v, bias_fn=bias_fn, block_size=block_size, **shared)
+        return chunked_attention(
+            q, k, v, bias_fn=bias_fn, mask=mask, block_size=block_size, **shared
+        )
     if path in ("jax", "cudnn"):
         from posenc_jax.attention.fused import fused_attention
 

@@ -2,19 +2,19 @@
 
 An encoding that adds no bias and no contextual term (NoPE, absolute, rotary) leaves
 attention plain ``softmax(q k^T * scale) v``, which fused kernels compute without the
-``[B, H, L, S]`` logits in memory. This module hands such calls to
-``jax.nn.dot_product_attention`` while keeping the core's contract:
+``[B, H, L, S]`` logits in memory. This module hands such calls, when they carry no mask,
+to ``jax.nn.dot_product_attention`` while keeping the core's contract:
 
 * Causality is by positions (``k_position <= q_position``); a fused kernel's causal flag
   is by index (query ``i`` sees keys ``0..i``). The two agree when queries and keys share
   one strictly increasing sequence of positions (``arange``, offsets, sorted randomized
   positions). That is checked at run time (``O(B L)``); ``lax.cond`` then runs the kernel
-  with its causal flag, which skips the blocks above the diagonal, and otherwise with
-  the mask made from the positions.
+  with its causal flag, which skips the tiles above the diagonal, and otherwise the
+  package's chunked path, which reads causality from the positions. No mask is ever
+  handed to the kernel: cuDNN turns one into a dense bias, which costs ``O(L S)``
+  memory, needs it at full query length, and does not follow ``vmap`` over seeds.
 * The logit scale and a per-query temperature are folded into the queries, so a traced
   scale works with kernels that take only a static one.
-* A query row with no attendable key returns zeros (the kernels would return an average
-  of the values).
 
 References:
   Dao et al., "FlashAttention", NeurIPS 2022; NVIDIA cuDNN fused attention, exposed as
@@ -26,7 +26,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.attention.core import allowed_mask
+from posenc_jax.attention.chunked import chunked_attention
+from posenc_jax.attention.core import default_block_size
 from posenc_jax.typing import Array
 
 #: ``implementation`` values of the core that run here, and the value each passes to
@@ -34,17 +35,31 @@ from posenc_jax.typing import Array
 #: the cuDNN kernel (NVIDIA GPUs, float16 / bfloat16).
 FUSED_IMPLEMENTATIONS = {"jax": "xla", "cudnn": "cudnn"}
 
-#: What "auto" asks of a call before choosing cuDNN on a GPU: half-precision inputs and a
-#: head dimension cuDNN's flash kernel takes (a multiple of 8, at most 128).
+#: What cuDNN's flash attention takes (jax's checks, ``jax/_src/cudnn``): half-precision
+#: inputs; a head dimension that is a multiple of 8, at most 128 before Hopper (256 from
+#: Hopper on; 128 is asked everywhere); even lengths when training; compute capability 8.0.
 CUDNN_DTYPES = ("bfloat16", "float16")
 CUDNN_MAX_HEAD_DIM = 128
+CUDNN_MIN_COMPUTE_CAPABILITY = 8.0
 
 
-def cudnn_supports(dtype: jnp.dtype, head_dim: int) -> bool:
-    """Whether cuDNN's flash attention takes inputs of ``dtype`` and ``head_dim``."""
-    return jnp.dtype(dtype).name in CUDNN_DTYPES and (
-        head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM
-    )
+def cudnn_available() -> bool:
+    """Whether the default device is an NVIDIA GPU that runs cuDNN's flash attention."""
+    device = jax.devices()[0]
+    if device.platform != "gpu" or "cuda" not in device.client.platform_version.lower():
+        return False
+    return float(getattr(device, "compute_capability", 0)) >= CUDNN_MIN_COMPUTE_CAPABILITY
+
+
+def cudnn_unsupported(dtype: jnp.dtype, head_dim: int, q_len: int, k_len: int) -> str | None:
+    """Why cuDNN's flash attention does not take these inputs, or None if it does."""
+    if jnp.dtype(dtype).name not in CUDNN_DTYPES:
+        return f"inputs must be bfloat16 or float16, got {jnp.dtype(dtype).name}"
+    if head_dim % 8 or head_dim > CUDNN_MAX_HEAD_DIM:
+        return f"the head dimension must be a multiple of 8 up to 128, got {head_dim}"
+    if q_len % 2 or k_len % 2:
+        return f"the lengths must be even for training, got L={q_len}, S={k_len}"
+    return None
 
 
 def positions_follow_indices(q_positions: Array, k_positions: Array) -> Array:
@@ -62,7 +77,6 @@ def fused_attention(
     k: Array,
     v: Array,
     *,
-    mask: Array | None,
     causal: bool,
     q_positions: Array,
     k_positions: Array,
@@ -77,26 +91,34 @@ def fused_attention(
     :data:`FUSED_IMPLEMENTATIONS`. Returns ``[B, L, H, K]`` in q's dtype.
     """
     factor = scale if logit_factor is None else scale * logit_factor[:, :, None, None]
-    q = (q.astype(jnp.float32) * factor).astype(q.dtype)
     attend = functools.partial(
         jax.nn.dot_product_attention,
-        q,
+        (q.astype(jnp.float32) * factor).astype(q.dtype),
         k,
         v,
         scale=1.0,
         implementation=FUSED_IMPLEMENTATIONS[implementation],
     )
-    allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=causal)
-    if allowed is None:
-        return attend()
-    if causal:
-        out = jax.lax.cond(
-            positions_follow_indices(q_positions, k_positions),
-            lambda: attend(mask=mask, is_causal=True),
-            lambda: attend(mask=allowed),
+    if not causal:
+        return attend().astype(q.dtype)
+
+    def by_positions():
+        return chunked_attention(
+            q,
+            k,
+            v,
+            bias_fn=None,
+            mask=None,
+            causal=True,
+            q_positions=q_positions,
+            k_positions=k_positions,
+            scale=scale,
+            block_size=default_block_size(q.shape[0], q.shape[2]),
+            logit_factor=logit_factor,
         )
-    else:
-        out = attend(mask=allowed)
-    # [B, 1 or H, L] -> [B, L, 1 or H, 1]: zero the rows with nothing to attend.
-    has_key = jnp.any(allowed, axis=-1).transpose(0, 2, 1)[..., None]
-    return jnp.where(has_key, out, 0).astype(q.dtype)
+
+    if q_positions.shape != k_positions.shape:  # e.g. a decoding query against its cache
+        return by_positions()
+    by_indices = functools.partial(attend, is_causal=True)
+    out = jax.lax.cond(positions_follow_indices(q_positions, k_positions), by_indices, by_positions)
+    return out.astype(q.dtype)

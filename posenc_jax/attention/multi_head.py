@@ -288,11 +288,15 @@ class MultiHeadAttention(nn.Module):
         """The attention implementation, dense whenever the encoding needs the full map."""
         if self.encoding is None or not self.encoding.needs_dense:
             return self.implementation
-        if self.implementation not in ("auto", "dense") or self.block_size is not None:
+        if self.block_size is not None or self.implementation not in ("auto", "dense"):
+            request = (
+                f"implementation={self.implementation!r}"
+                if self.block_size is None
+                else f"block_size={self.block_size}"
+            )
             raise ValueError(
                 f"encoding {type(self.encoding).__name__} needs the full logit map "
-                f"(needs_dense), but implementation={self.implementation!r} with "
-                f"block_size={self.block_size} was requested; use implementation='auto' "
+                f"(needs_dense), but {request} was requested; use implementation='auto' "
                 "or 'dense' with block_size=None."
             )
         return "dense"
