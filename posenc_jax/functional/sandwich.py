@@ -25,8 +25,11 @@ def sandwich_bias(
     even, so the bias is symmetric in ``i - j``: one form for causal and bidirectional use.
 
     The cosine is taken of the integer distance (times ``omega_t``), not formed as a dot
-    product of two sinusoids of large positions, so the bias depends on ``i - j`` only, to
-    float32 accuracy, however large the positions are.
+    product of two sinusoids of large positions, so the bias depends on ``i - j`` only,
+    however large the positions are. Its error grows with the distance, through the float32
+    angle ``|i - j| omega_t``: against float64, 5e-3 at distances up to 64,000 and 0.4 at
+    10^7 (a fixed-point reduction as in RoPE's cosines is exact there, but took twice the
+    time at L = 1,024 on CPU, where XLA vectorizes this cosine).
 
     Args:
       q_positions: integer ``[..., L]``.
