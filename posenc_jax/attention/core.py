@@ -230,8 +230,8 @@ def choose_implementation(
     """Resolves (path, block size) from the caller's request; the path is "dense",
     "chunked", "jax" or "cudnn". A chunked run without a block size gets
     :func:`default_block_size` of ``batch`` and ``num_heads``. ``cudnn`` says whether
-    cuDNN's flash attention can run here (default:
-    :func:`~posenc_jax.attention.fused.cudnn_available`).
+    the device runs cuDNN's flash attention (default: asked of the device, only when
+    cuDNN is in question, :func:`~posenc_jax.attention.fused.cudnn_available`).
 
     Raises:
       ValueError: for an unknown implementation, a non-positive block size, a block size
@@ -240,7 +240,7 @@ def choose_implementation(
         or "cudnn" requested where it cannot run these inputs.
     """
     # Imported here because the fused module builds on this module's helpers.
-    from posenc_jax.attention.fused import cudnn_available, cudnn_unsupported
+    from posenc_jax.attention.fused import cudnn_unsupported
 
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
@@ -251,8 +251,10 @@ def choose_implementation(
             f"block_size={block_size} asks for tiles but implementation={implementation!r}; "
             "pass block_size=None, or implementation='chunked'."
         )
-    cudnn = cudnn_available() if cudnn is None else cudnn
-    unsupported = cudnn_unsupported(dtype, head_dim, q_len, k_len)
+
+    def why_not_cudnn() -> str | None:
+        return cudnn_unsupported(dtype, head_dim, q_len, k_len, available=cudnn)
+
     if implementation in ("jax", "cudnn"):
         extra = [
             name
@@ -269,14 +271,9 @@ def choose_implementation(
                 f"plain or causal attention, but this call has {' and '.join(extra)}; use "
                 "'auto', 'dense' or 'chunked'."
             )
-        if implementation == "cudnn" and not cudnn:
-            raise ValueError(
-                "implementation='cudnn' needs an NVIDIA GPU of compute capability 8.0 or "
-                f"newer, and the default device is {jax.devices()[0].device_kind}; use "
-                "'auto' or 'jax'."
-            )
-        if implementation == "cudnn" and unsupported:
-            raise ValueError(f"implementation='cudnn': {unsupported}; use 'auto' or 'jax'.")
+        reason = why_not_cudnn() if implementation == "cudnn" else None
+        if reason:
+            raise ValueError(f"implementation='cudnn': {reason}; use 'auto' or 'jax'.")
         return implementation, None
     if implementation == "dense":
         return "dense", None
@@ -289,7 +286,7 @@ def choose_implementation(
                 "'auto' with block_size=None."
             )
         return "dense", None
-    if cudnn and not (wants_chunked or has_bias or has_mask or unsupported):
+    if not (wants_chunked or has_bias or has_mask or why_not_cudnn()):
         return "cudnn", None
     if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
         return "chunked", block_size or default_block_size(batch, num_heads)

@@ -51,8 +51,17 @@ def cudnn_available() -> bool:
     return float(getattr(device, "compute_capability", 0)) >= CUDNN_MIN_COMPUTE_CAPABILITY
 
 
-def cudnn_unsupported(dtype: jnp.dtype, head_dim: int, q_len: int, k_len: int) -> str | None:
-    """Why cuDNN's flash attention does not take these inputs, or None if it does."""
+def cudnn_unsupported(
+    dtype: jnp.dtype, head_dim: int, q_len: int, k_len: int, *, available: bool | None = None
+) -> str | None:
+    """Why cuDNN's flash attention cannot run these inputs here, or None if it can.
+    ``available`` says whether the device runs it (default: :func:`cudnn_available`,
+    asked first)."""
+    if not (cudnn_available() if available is None else available):
+        return (
+            "it needs an NVIDIA GPU of compute capability 8.0 or newer, and the default "
+            f"device is {jax.devices()[0].device_kind}"
+        )
     if jnp.dtype(dtype).name not in CUDNN_DTYPES:
         return f"inputs must be bfloat16 or float16, got {jnp.dtype(dtype).name}"
     if head_dim % 8 or head_dim > CUDNN_MAX_HEAD_DIM:
@@ -90,17 +99,6 @@ def fused_attention(
     checks, with ``logit_factor [B, L]`` its temperature and ``implementation`` a key of
     :data:`FUSED_IMPLEMENTATIONS`. Returns ``[B, L, H, K]`` in q's dtype.
     """
-    factor = scale if logit_factor is None else scale * logit_factor[:, :, None, None]
-    attend = functools.partial(
-        jax.nn.dot_product_attention,
-        (q.astype(jnp.float32) * factor).astype(q.dtype),
-        k,
-        v,
-        scale=1.0,
-        implementation=FUSED_IMPLEMENTATIONS[implementation],
-    )
-    if not causal:
-        return attend().astype(q.dtype)
 
     def by_positions():
         return chunked_attention(
@@ -117,8 +115,19 @@ def fused_attention(
             logit_factor=logit_factor,
         )
 
-    if q_positions.shape != k_positions.shape:  # e.g. a decoding query against its cache
+    if causal and q_positions.shape != k_positions.shape:  # e.g. decoding against a cache
         return by_positions()
+    factor = scale if logit_factor is None else scale * logit_factor[:, :, None, None]
+    attend = functools.partial(
+        jax.nn.dot_product_attention,
+        (q.astype(jnp.float32) * factor).astype(q.dtype),
+        k,
+        v,
+        scale=1.0,
+        implementation=FUSED_IMPLEMENTATIONS[implementation],
+    )
+    if not causal:
+        return attend()
     by_indices = functools.partial(attend, is_causal=True)
-    out = jax.lax.cond(positions_follow_indices(q_positions, k_positions), by_indices, by_positions)
-    return out.astype(q.dtype)
+    follows = positions_follow_indices(q_positions, k_positions)
+    return jax.lax.cond(follows, by_indices, by_positions)
