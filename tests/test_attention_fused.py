@@ -186,6 +186,28 @@ def test_auto_routes_to_cudnn_only_for_plain_half_precision_attention_on_cuda():
     assert choose("jax", **{**call, "cudnn": False}) == ("jax", None)
 
 
+def _fake_gpu(version="cuda 12.4", compute_capability="9.0"):
+    client = type("Client", (), {"platform_version": version})()
+    attributes = {"platform": "gpu", "client": client, "device_kind": "fake GPU"}
+    return type("Device", (), {**attributes, "compute_capability": compute_capability})()
+
+
+def test_cudnn_is_available_on_the_device_calls_run_on(monkeypatch):
+    first = {"device": _fake_gpu()}
+    real_devices = jax.devices
+    monkeypatch.setattr(jax, "devices", lambda b=None: real_devices(b) if b else [first["device"]])
+    assert fused.cudnn_available()
+    for not_for_cudnn in (_fake_gpu(version="rocm 6.0"), _fake_gpu(compute_capability="7.5")):
+        first["device"] = not_for_cudnn
+        assert not fused.cudnn_available()
+    first["device"] = _fake_gpu()
+    for cpu in (real_devices("cpu")[0], "cpu"):  # jax.default_device takes either
+        with jax.default_device(cpu):
+            assert not fused.cudnn_available()
+            message = fused.cudnn_unsupported(jnp.bfloat16, 32, 8, 8)
+            assert message.endswith(f"the default device is {real_devices('cpu')[0].device_kind}")
+
+
 @pytest.mark.parametrize(
     ("request_", "message"),
     [

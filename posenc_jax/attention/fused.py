@@ -43,9 +43,20 @@ CUDNN_MAX_HEAD_DIM = 128
 CUDNN_MIN_COMPUTE_CAPABILITY = 8.0
 
 
+def default_device() -> jax.Device:
+    """The device a call without placement runs on: the one set by ``jax.default_device``
+    (a device or a platform name), else the first of the default backend."""
+    chosen = jax.config.jax_default_device
+    if chosen is None:
+        return jax.devices()[0]
+    if isinstance(chosen, str):
+        return jax.devices(chosen)[0]
+    return chosen
+
+
 def cudnn_available() -> bool:
     """Whether the default device is an NVIDIA GPU that runs cuDNN's flash attention."""
-    device = jax.devices()[0]
+    device = default_device()
     if device.platform != "gpu" or "cuda" not in device.client.platform_version.lower():
         return False
     return float(getattr(device, "compute_capability", 0)) >= CUDNN_MIN_COMPUTE_CAPABILITY
@@ -60,7 +71,7 @@ def cudnn_unsupported(
     if not (cudnn_available() if available is None else available):
         return (
             "it needs an NVIDIA GPU of compute capability 8.0 or newer, and the default "
-            f"device is {jax.devices()[0].device_kind}"
+            f"device is {default_device().device_kind}"
         )
     if jnp.dtype(dtype).name not in CUDNN_DTYPES:
         return f"inputs must be bfloat16 or float16, got {jnp.dtype(dtype).name}"
