@@ -41,11 +41,17 @@ def sinusoidal(positions: Array, dim: int, *, base: float = 10000.0) -> Array:
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Section 3.5.
     """
-    inv_freq = sinusoidal_inv_freq(dim, base=base)
+    cos, sin = sinusoid_cos_sin(positions, sinusoidal_inv_freq(dim, base=base))
+    return jnp.stack([sin, cos], axis=-1).reshape(*cos.shape[:-1], dim)
+
+
+def sinusoid_cos_sin(positions: Array, inv_freq: np.ndarray) -> tuple[Array, Array]:
+    """``(cos(p * omega), sin(p * omega))``, float32 ``[..., F]`` each, for positions
+    ``[...]`` and frequencies ``[F]``: integer positions through RoPE's fixed-point angles
+    (:func:`posenc_jax.functional.rope_cos_sin`), fractional ones through the float32
+    product (see :func:`sinusoidal`)."""
     positions = jnp.asarray(positions)
     if jnp.issubdtype(positions.dtype, jnp.integer):
-        cos, sin = rope_cos_sin(positions, inv_freq)
-    else:
-        angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
-        cos, sin = jnp.cos(angles), jnp.sin(angles)
-    return jnp.stack([sin, cos], axis=-1).reshape(*cos.shape[:-1], dim)
+        return rope_cos_sin(positions, inv_freq)
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
+    return jnp.cos(angles), jnp.sin(angles)

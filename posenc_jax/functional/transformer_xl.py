@@ -17,7 +17,7 @@ per head, valid for arbitrary (non-contiguous, randomized, offset) positions.
 
 import jax.numpy as jnp
 
-from posenc_jax.functional.sinusoidal import sinusoidal_inv_freq
+from posenc_jax.functional.sinusoidal import sinusoid_cos_sin, sinusoidal_inv_freq
 from posenc_jax.typing import Array
 
 
@@ -45,7 +45,10 @@ def transformer_xl_logits(
       content_bias: u ``[H, K]``.
       position_bias: v ``[H, K]``.
       relative_kernel: W_R ``[D_r, H, K]`` (D_r even), mapping ``r`` to every head.
-      q_positions: integer ``[B, L]`` (i).
+      q_positions: integer ``[B, L]`` (i). Their sines and cosines come from fixed-point
+        angles (:func:`posenc_jax.functional.sinusoidal`), so a window far into a long
+        document scores as one at its start: a float32 product ``i w`` is off by up to
+        0.03 rad at 10^6.
       k_positions: integer ``[B, S]`` (j).
       base: sinusoid wavelength base.
 
@@ -79,14 +82,13 @@ def transformer_xl_logits(
         relative_kernel.astype(jnp.float32),
     )
     coeff_sin, coeff_cos = projected[..., 0::2], projected[..., 1::2]  # [B, L, H, F]
-    q_angles = q_positions.astype(jnp.float32)[:, :, None, None] * inv_freq[None, None, None]
-    k_angles = k_positions.astype(jnp.float32)[:, :, None] * inv_freq[None, None]
-    sin_i, cos_i = jnp.sin(q_angles), jnp.cos(q_angles)  # [B, L, 1, F]
+    cos_i, sin_i = sinusoid_cos_sin(q_positions[:, :, None], inv_freq)  # [B, L, 1, F]
+    cos_j, sin_j = sinusoid_cos_sin(k_positions, inv_freq)  # [B, S, F]
     # c_s sin(i - j) + c_c cos(i - j)
     #   = cos j (c_s sin i + c_c cos i) + sin j (c_c sin i - c_s cos i)
     q_features = jnp.concatenate(
         [coeff_sin * sin_i + coeff_cos * cos_i, coeff_cos * sin_i - coeff_sin * cos_i], axis=-1
     )
-    k_features = jnp.concatenate([jnp.cos(k_angles), jnp.sin(k_angles)], axis=-1)
+    k_features = jnp.concatenate([cos_j, sin_j], axis=-1)
     relative = jnp.einsum("BLHF,BSF->BHLS", q_features, k_features)
     return content[:, :, None, :] + relative
