@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import posenc_jax as pj
 from posenc_jax import functional
 
 # --- independent references (numpy float64) --------------------------------------------
@@ -328,6 +329,28 @@ def test_xpos_span_beyond_float32_range_is_an_error():
         functional.xpos_scales(positions, positions, zeta)
     with pytest.raises(Exception, match="xPos position 200000 is too large"):
         jax.block_until_ready(jax.jit(lambda p: functional.xpos_scales(p, p, zeta))(positions))
+
+
+def test_xpos_in_float16_stays_finite_up_to_its_limit_and_is_an_error_beyond(rng):
+    """float16's largest value is 65504: its keys' factors overflow from position ~4,500
+    (s = 512), so the limit follows the dtype (2,266), where float32's is 33,994."""
+    encoding = pj.encodings.get("xpos")
+    q, k = (jnp.asarray(unit_vectors(rng, (1, 2, 1, 64)) * 8) for _ in range(2))
+
+    def logits_at(position, dtype):
+        positions = jnp.array([[position - 1, position]])
+        variables = encoding.init(jax.random.key(0), "rotate", q, k, positions, positions)
+        rotated = encoding.apply(
+            variables, "rotate", q.astype(dtype), k.astype(dtype), positions, positions
+        )
+        return logits(*(np.asarray(x, np.float32) for x in rotated))
+
+    near = logits_at(2_266, jnp.float16)
+    assert np.isfinite(near).all()
+    np.testing.assert_allclose(near, logits_at(2_266, jnp.float32), rtol=0.02, atol=0.1)
+    with pytest.raises(ValueError, match="xPos position 2267 is too large.*float16's range"):
+        logits_at(2_267, jnp.float16)
+    assert np.isfinite(logits_at(2_267, jnp.float32)).all()
 
 
 def test_turns_at_a_traced_length_equal_the_float64_frequencies_split():

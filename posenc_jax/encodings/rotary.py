@@ -51,13 +51,16 @@ class _Rotary(PositionalEncoding):
                 f"{q.shape[-1]} and {k.shape[-1]}."
             )
         inv_freq, attention_scale = self._frequencies(q.shape[-1], q_positions, k_positions)
-        q_scale, k_scale = self._amplitudes(inv_freq, attention_scale, q_positions, k_positions)
+        q_scale, k_scale = self._amplitudes(
+            inv_freq, attention_scale, q_positions, k_positions, q.dtype
+        )
         q = rope_math.apply_rope(q, q_positions, inv_freq, layout=self.layout, scale=q_scale)
         k = rope_math.apply_rope(k, k_positions, inv_freq, layout=self.layout, scale=k_scale)
         return q, k
 
-    def _amplitudes(self, inv_freq, attention_scale, q_positions, k_positions):
-        """Factors on the rotated queries and keys: the attention scale on both by default."""
+    def _amplitudes(self, inv_freq, attention_scale, q_positions, k_positions, dtype):
+        """Factors on the rotated queries and keys (stored in ``dtype``): the attention
+        scale on both by default."""
         return attention_scale, attention_scale
 
 
@@ -262,9 +265,11 @@ class XPos(RoPE):
 
     scale_base: float = rope_math.XPOS_SCALE_BASE
 
-    def _amplitudes(self, inv_freq, attention_scale, q_positions, k_positions):
+    def _amplitudes(self, inv_freq, attention_scale, q_positions, k_positions, dtype):
         zeta = rope_math.xpos_zeta(2 * inv_freq.shape[-1])
-        return rope_math.xpos_scales(q_positions, k_positions, zeta, scale_base=self.scale_base)
+        return rope_math.xpos_scales(
+            q_positions, k_positions, zeta, scale_base=self.scale_base, dtype=dtype
+        )
 
 
 @register("p_rope")

@@ -34,9 +34,9 @@ LAYOUTS = ("half", "interleaved")
 # xPos (Sun et al. 2022, Eq. 10): zeta_t = (2t/d + gamma) / (1 + gamma) with gamma = 0.4.
 XPOS_GAMMA = 0.4
 XPOS_SCALE_BASE = 512.0
-# |exponent| of the xPos scale kept below this so that q * zeta^(n/s) and k * zeta^(-m/s)
-# stay inside float32's normal range (e^87 is about its largest value).
-_XPOS_MAX_LOG_SCALE = 80.0
+# The xPos factors are kept below (the dtype's largest value) / this, so that queries and
+# keys of magnitude up to it, multiplied by zeta^(n/s) and zeta^(-m/s), stay finite.
+_XPOS_VALUE_HEADROOM = 256.0
 
 
 def _check_rotary_dim(head_dim: int, what: str = "rotated dimension") -> None:
@@ -394,6 +394,7 @@ def xpos_scales(
     zeta: np.ndarray,
     *,
     scale_base: float = XPOS_SCALE_BASE,
+    dtype: jnp.dtype = jnp.float32,
 ) -> tuple[Array, Array]:
     """xPos amplitudes: queries ``zeta^(n / s)``, keys ``zeta^(-m / s)``, float32.
 
@@ -401,22 +402,24 @@ def xpos_scales(
     an exponential decay with distance, slowest for the low frequencies. The factors are
     taken from position 0, not re-centred per call as the reference code does: a key/value
     cache filled by earlier calls then stays consistent with later queries. The price is a
-    range limit (about position 36,000 for s = 512) past which a factor would leave
-    float32; it is reported as an error.
+    range limit past which a scaled key (of magnitude up to 256) would leave the range of
+    the ``dtype`` it is stored in: position 33,994 for s = 512 in float32 and bfloat16,
+    2,266 in float16. It is reported as an error.
 
     Args:
       q_positions: integer ``[..., L]``.
       k_positions: integer ``[..., S]``.
       zeta: ``[d/2]`` from :func:`xpos_zeta`.
       scale_base: ``s``, 512 in the paper.
+      dtype: the dtype the scaled queries and keys are stored in; it sets the range limit.
 
     Returns:
       ``(q_scale [..., L, d/2], k_scale [..., S, d/2])``, to pass as ``scale`` to
       :func:`apply_rope`.
 
     Raises:
-      ValueError: if a position is so far from the centre that a factor would leave the
-        float32 range (at trace time for concrete positions, when run otherwise).
+      ValueError: if a position is beyond the range limit (at trace time for concrete
+        positions, when run otherwise).
 
     References:
       Sun et al., "A Length-Extrapolatable Transformer", ACL 2023, arXiv 2212.10554,
@@ -427,26 +430,33 @@ def xpos_scales(
     q_positions = jnp.asarray(q_positions).astype(jnp.int32)
     k_positions = jnp.asarray(k_positions).astype(jnp.int32)
     log_zeta = np.log(np.asarray(zeta, np.float64))
-    # Beyond this offset from the centre, |offset / s * ln zeta| exceeds float32's range.
-    limit = int(_XPOS_MAX_LOG_SCALE * scale_base / np.max(np.abs(log_zeta)))
+    # Beyond this position, zeta^(-m / s) exceeds the dtype's largest value / the headroom.
+    dtype = jnp.dtype(dtype)
+    max_log_scale = np.log(float(jnp.finfo(dtype).max) / _XPOS_VALUE_HEADROOM)
+    limit = int(max_log_scale * scale_base / np.max(np.abs(log_zeta)))
     # No per-call centring: keys cached by earlier calls and the queries of later calls
     # must carry factors of the same origin, so the origin is position 0.
     q_offsets, k_offsets = q_positions, k_positions
-    _check_xpos_offsets(q_offsets, k_offsets, limit, scale_base)
+    _check_xpos_offsets(q_offsets, k_offsets, limit, scale_base, dtype)
     per_pair = jnp.asarray(log_zeta / scale_base, jnp.float32)
     q_scale = jnp.exp(_outer(q_offsets.astype(jnp.float32), per_pair))
     k_scale = jnp.exp(-_outer(k_offsets.astype(jnp.float32), per_pair))
     return q_scale, k_scale
 
 
-def _check_xpos_offsets(q_offsets: Array, k_offsets: Array, limit: int, scale_base: float) -> None:
+def _check_xpos_offsets(
+    q_offsets: Array, k_offsets: Array, limit: int, scale_base: float, dtype: jnp.dtype
+) -> None:
+    narrow = jnp.finfo(dtype).max < jnp.finfo(jnp.float32).max
+
     def check(q_far, k_far):
         far = max(int(q_far), int(k_far))
         if far > limit:
             raise ValueError(
-                f"xPos position {far} is too large: zeta^(position/{scale_base:g}) leaves "
-                f"float32's range beyond {limit}. Use a larger scale_base or shorter "
-                "sequences (the paper attends blockwise for long inputs)."
+                f"xPos position {far} is too large: zeta^(-position/{scale_base:g}) leaves "
+                f"{dtype.name}'s range beyond {limit}. Use a larger scale_base or shorter "
+                "sequences (the paper attends blockwise for long inputs)"
+                + (", or compute in bfloat16 or float32." if narrow else ".")
             )
 
     if q_offsets.size == 0 or k_offsets.size == 0:
