@@ -436,14 +436,25 @@ def test_every_scaling_type_maps_to_its_registered_encoding(rope_scaling, regist
         assert encoding.original_max_position_embeddings == 2048
 
 
-def test_one_rope_dict_per_layer_type_needs_layer_type():
-    config = {
-        "head_dim": 32,
-        "rope_parameters": {
-            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-        },
-    }
+# Gemma 3 before Hugging Face's nested ``rope_parameters``: the scaling and rope_theta are
+# the global layers'; the sliding-window layers take plain RoPE of rope_local_base_freq.
+GEMMA_3_FLAT = {
+    "head_dim": 32,
+    "rope_theta": 1e6,
+    "rope_local_base_freq": 10000.0,
+    "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+}
+GEMMA_3_NESTED = {
+    "head_dim": 32,
+    "rope_parameters": {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+    },
+}
+
+
+@pytest.mark.parametrize("config", [GEMMA_3_NESTED, GEMMA_3_FLAT], ids=["nested", "flat"])
+def test_one_rope_dict_per_layer_type_needs_layer_type(config):
     full = pj.encodings.rope_from_hf_config(config, layer_type="full_attention")
     sliding = pj.encodings.rope_from_hf_config(config, layer_type="sliding_attention")
     assert isinstance(full, pj.encodings.LinearRoPE) and full.base == 1e6

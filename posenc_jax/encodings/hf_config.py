@@ -68,17 +68,36 @@ def hf_head_dim(config: Mapping[str, Any]) -> int:
     return int(hidden) // int(heads)
 
 
+def _is_nested(params: Any) -> bool:
+    """Whether a RoPE dict holds one dict per layer type."""
+    return (
+        isinstance(params, Mapping)
+        and bool(params)
+        and all(isinstance(v, Mapping) for v in params.values())
+    )
+
+
+def _gemma3_flat_as_nested(
+    config: Mapping[str, Any], scaling: Mapping[str, Any] | None
+) -> dict[str, Mapping[str, Any]]:
+    """Gemma 3's flat configs as one RoPE dict per layer type: global layers take
+    ``rope_theta`` and ``rope_scaling``, sliding-window layers plain RoPE of base
+    ``rope_local_base_freq`` (Hugging Face's ``Gemma3TextModel.rotary_emb_local``)."""
+    full = dict(scaling or {"rope_type": "default"})
+    if config.get("rope_theta") is not None:
+        full.setdefault("rope_theta", config["rope_theta"])
+    sliding = {"rope_type": "default", "rope_theta": config["rope_local_base_freq"]}
+    return {"full_attention": full, "sliding_attention": sliding}
+
+
 def _rope_params(config: Mapping[str, Any], layer_type: str | None) -> Mapping[str, Any] | None:
     """The RoPE dict of the config (``rope_parameters`` first), for one layer type if nested."""
     params = config.get("rope_parameters")
     if params is None:
         params = config.get("rope_scaling")
-    nested = (
-        isinstance(params, Mapping)
-        and bool(params)
-        and all(isinstance(v, Mapping) for v in params.values())
-    )
-    if nested:
+    if config.get("rope_local_base_freq") is not None and not _is_nested(params):
+        params = _gemma3_flat_as_nested(config, params)
+    if _is_nested(params):
         # Models that mix attention kinds (Gemma 3) give one RoPE dict per layer type.
         if layer_type not in params:
             raise ValueError(
@@ -124,7 +143,9 @@ def rope_from_hf_config(
       config: the model configuration dict (``config.json``), or an object with
         ``to_dict()`` such as a ``transformers`` config.
       layer_type: for configs that give one RoPE dict per layer type (Gemma 3's
-        "full_attention" / "sliding_attention"), which one to build.
+        "full_attention" / "sliding_attention", nested in ``rope_parameters`` or, in older
+        files, a top-level ``rope_local_base_freq`` for the sliding layers), which one to
+        build.
       layout: "half" (Hugging Face's ``rotate_half``, the layout of every LLaMA-style model
         there) or "interleaved" (GPT-J-style checkpoints).
 
