@@ -1,4 +1,8 @@
-"""Decoding with a key/value cache equals the full forward pass, for every hook family."""
+"""Decoding with a key/value cache equals the full forward pass, for every hook family.
+
+Not for the rotary scalings whose frequencies follow the current length (dynamic NTK,
+LongRoPE): a cached key keeps the frequencies of the step that wrote it (see
+:mod:`posenc_jax.encodings.rotary`)."""
 
 import dataclasses
 

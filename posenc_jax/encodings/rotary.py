@@ -10,6 +10,11 @@ largest query or key position + 1 over the whole batch (Hugging Face's
 offset or cached positions make the shape the wrong length. With concrete positions the
 length is a Python int and the frequencies are float64 constants; under ``jit`` it is a
 traced scalar (no recompilation per length) and the frequencies are float32.
+One consequence: these two are not causal in the length. A full forward pass rotates every
+token with the frequencies of the whole sequence, while decoding with a key/value cache
+rotates each key once, when it is written, with the frequencies of that step (Hugging
+Face's cache does the same). Once the length passes the original context, a decoding
+step's logits differ from those of a full pass over the same prefix.
 
 Attention scale. YaRN and LongRoPE multiply both rotated queries and keys by their
 attention scale, as Hugging Face multiplies cos and sin, so the logits are multiplied by

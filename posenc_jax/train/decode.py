@@ -3,7 +3,9 @@
 Positions are data, so the cache needs no offset bookkeeping of its own: each call passes
 the positions of the tokens it feeds, and the attention layers append keys, values and
 positions to their cache (``MultiHeadAttention(decode=True)``). Randomized or shifted
-positions decode the same way as ``arange``.
+positions decode the same way as ``arange``. The one exception is the rotary scalings
+whose frequencies follow the current length (dynamic NTK, LongRoPE): cached keys keep the
+frequencies of the step that wrote them (:mod:`posenc_jax.encodings.rotary`).
 """
 
 import dataclasses
