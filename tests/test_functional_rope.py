@@ -261,10 +261,16 @@ def test_p_rope_extremes_are_rope_and_nope(rng):
     np.testing.assert_allclose(p_zero, x, atol=0)
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.5])
+@pytest.mark.parametrize("p", [-0.1, 1.5, True, "0.5"])
 def test_p_rope_fraction_out_of_range_is_an_error(p):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         functional.p_rope_inv_freq(16, p=p)
+
+
+def test_p_rope_takes_numpy_fractions():
+    np.testing.assert_array_equal(
+        functional.p_rope_inv_freq(16, p=np.float32(0.5)), functional.p_rope_inv_freq(16, p=0.5)
+    )
 
 
 # --- xPos ------------------------------------------------------------------------------------
@@ -320,6 +326,14 @@ def test_xpos_logits_are_shift_invariant(rng):
     base = xpos_logits(0)
     for offset in (1000, 20_000):
         np.testing.assert_allclose(xpos_logits(offset), base, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale_base", [0.0, -512.0, float("inf"), float("nan")])
+def test_xpos_scale_base_must_be_finite_and_positive(scale_base):
+    with pytest.raises(ValueError, match="scale_base must be a finite positive number"):
+        functional.xpos_scales(
+            np.array([[1]]), np.array([[1]]), functional.xpos_zeta(8), scale_base=scale_base
+        )
 
 
 def test_xpos_span_beyond_float32_range_is_an_error():

@@ -276,7 +276,32 @@ def test_longrope_factor_count_must_match_the_rotated_dim():
         (lambda: YaRNScaling(4.0, 4096, beta_fast=1.0, beta_slow=32.0), "beta_fast > beta_slow"),
         (
             lambda: YaRNScaling(4.0, 4096, attention_factor=-1.0),
-            "attention_factor must be positive",
+            "attention_factor must be a finite number > 0, got -1.0",
+        ),
+        (
+            lambda: YaRNScaling(4.0, 4096, attention_factor=float("inf")),
+            "attention_factor must be a finite number > 0, got inf",
+        ),
+        (
+            lambda: YaRNScaling(4.0, 4096, mscale=float("nan"), mscale_all_dim=1.0),
+            "mscale must be a finite number >= 0, got nan",
+        ),
+        # 0.1 m ln(4) + 1 = 0: the DeepSeek ratio would divide by zero.
+        (
+            lambda: YaRNScaling(4.0, 4096, mscale=1.0, mscale_all_dim=-10 / math.log(4.0)),
+            "mscale_all_dim must be a finite number >= 0",
+        ),
+        (
+            lambda: LongRoPEScaling([1.0], [2.0], 4096, factor=2.0, attention_factor=float("nan")),
+            "LongRoPE attention_factor must be a finite number > 0, got nan",
+        ),
+        (
+            lambda: functional.rope_inv_freq(8, scaling=DynamicNTKScaling(2.0, 16), seq_len=16.9),
+            "seq_len must be a positive integer length.*got 16.9",
+        ),
+        (
+            lambda: functional.rope_inv_freq(8, scaling=DynamicNTKScaling(2.0, 16), seq_len=0),
+            "seq_len must be a positive integer length.*got 0",
         ),
     ],
 )
@@ -411,6 +436,28 @@ def test_hf_longrope_phi3_style(rope_type):
             "needs the key 'factor'",
         ),
         ({"rope_type": "dynamic", "factor": 2.0}, {}, "original_max_position_embeddings"),
+        # Config lengths are never cut to an integer.
+        (
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096.7},
+            {},
+            "'yarn' needs original_max_position_embeddings to be a positive integer, got 4096.7",
+        ),
+        (
+            {"rope_type": "dynamic", "factor": 2.0},
+            {"max_position_embeddings": 2048.5},
+            "'dynamic' needs max_position_embeddings to be a positive integer, got 2048.5",
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": -8192,
+            },
+            {},
+            "'llama3' needs original_max_position_embeddings to be a positive integer",
+        ),
         ({"rope_type": "longrope", "short_factor": [1.0]}, {}, "needs the key 'long_factor'"),
         (
             {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [2.0]},

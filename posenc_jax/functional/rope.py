@@ -19,6 +19,7 @@ by up to 0.06 rad at position 10^6.
 """
 
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -83,10 +84,13 @@ def rope_inv_freq(
     _check_rotary_dim(head_dim)
     if not (math.isfinite(base) and base > 1.0):
         raise ValueError(f"RoPE base must be a finite number > 1, got {base!r}.")
-    if seq_len is not None and is_concrete(seq_len) and int(seq_len) <= 0:
-        raise ValueError(
-            f"seq_len must be a positive length (largest position + 1), got {seq_len}."
-        )
+    if seq_len is not None and is_concrete(seq_len):
+        length = float(np.asarray(seq_len))
+        if not (length.is_integer() and length > 0):
+            raise ValueError(
+                f"seq_len must be a positive integer length (largest position + 1), got "
+                f"{seq_len!r}."
+            )
     inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     if scaling is None:
         return inv_freq, 1.0
@@ -119,7 +123,7 @@ def p_rope_inv_freq(head_dim: int, *, p: float, base: float = 10000.0) -> np.nda
       What makes Rotary Positional Encodings useful?", ICLR 2025, arXiv 2410.06205,
       Section 6 and Appendix D.
     """
-    if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
+    if isinstance(p, bool) or not (isinstance(p, numbers.Real) and 0.0 <= p <= 1.0):
         raise ValueError(f"p-RoPE p must be a fraction in [0, 1], got {p!r}.")
     inv_freq, _ = rope_inv_freq(head_dim, base=base)
     kept = int(p * head_dim / 2)
@@ -425,8 +429,8 @@ def xpos_scales(
       Sun et al., "A Length-Extrapolatable Transformer", ACL 2023, arXiv 2212.10554,
       Eq. (10); torchscale ``xpos_relative_position.py``.
     """
-    if not scale_base > 0:
-        raise ValueError(f"xPos scale_base must be positive, got {scale_base!r}.")
+    if not (math.isfinite(scale_base) and scale_base > 0):
+        raise ValueError(f"xPos scale_base must be a finite positive number, got {scale_base!r}.")
     q_positions = jnp.asarray(q_positions).astype(jnp.int32)
     k_positions = jnp.asarray(k_positions).astype(jnp.int32)
     log_zeta = np.log(np.asarray(zeta, np.float64))

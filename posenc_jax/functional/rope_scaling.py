@@ -79,6 +79,17 @@ def _check_factor(method: str, factor: float) -> None:
         )
 
 
+def _check_optional_positive(method: str, name: str, value: float | None, zero_ok=False) -> None:
+    """None, or a finite number > 0 (>= 0 with ``zero_ok``)."""
+    if value is None:
+        return
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    valid = valid and math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
+    if not valid:
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{method} {name} must be a finite number {bound}, got {value!r}.")
+
+
 def _check_length(method: str, name: str, value: int) -> None:
     if not (isinstance(value, int | np.integer) and value > 0):
         raise ValueError(f"{method} {name} must be a positive integer, got {value!r}.")
@@ -311,10 +322,10 @@ class YaRNScaling(RopeScaling):
                 f"YaRN needs beta_fast > beta_slow > 0 (rotations; 32 and 1 in the paper), got "
                 f"beta_fast={self.beta_fast}, beta_slow={self.beta_slow}."
             )
-        if self.attention_factor is not None and not self.attention_factor > 0:
-            raise ValueError(
-                f"YaRN attention_factor must be positive, got {self.attention_factor}."
-            )
+        _check_optional_positive("YaRN", "attention_factor", self.attention_factor)
+        # DeepSeek's coefficients: 0.1 m ln(s) + 1 stays >= 1 for m >= 0.
+        _check_optional_positive("YaRN", "mscale", self.mscale, zero_ok=True)
+        _check_optional_positive("YaRN", "mscale_all_dim", self.mscale_all_dim, zero_ok=True)
 
     @property
     def attention_scale(self) -> float:
@@ -448,10 +459,7 @@ class LongRoPEScaling(RopeScaling):
         )
         if not (math.isfinite(self.factor) and self.factor > 0):
             raise ValueError(f"LongRoPE factor must be positive, got {self.factor!r}.")
-        if self.attention_factor is not None and not self.attention_factor > 0:
-            raise ValueError(
-                f"LongRoPE attention_factor must be positive, got {self.attention_factor}."
-            )
+        _check_optional_positive("LongRoPE", "attention_factor", self.attention_factor)
 
     @property
     def attention_scale(self) -> float:
@@ -521,6 +529,19 @@ def _required(rope_params: Mapping[str, Any], key: str, rope_type: str, hint: st
     return value
 
 
+def _as_length(value: Any, key: str, rope_type: str) -> int:
+    """A config length as an int; a fractional or non-positive one is an error, not cut."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        valid = False
+    else:
+        valid = math.isfinite(value) and float(value).is_integer() and value > 0
+    if not valid:
+        raise ValueError(
+            f"RoPE type {rope_type!r} needs {key} to be a positive integer, got {value!r}."
+        )
+    return int(value)
+
+
 def _original_length(
     rope_params: Mapping[str, Any],
     rope_type: str,
@@ -529,7 +550,7 @@ def _original_length(
     """``original_max_position_embeddings`` from the dict, else the first fallback given."""
     for value in (rope_params.get("original_max_position_embeddings"), *fallbacks):
         if value is not None:
-            return int(value)
+            return _as_length(value, "original_max_position_embeddings", rope_type)
     return _required(
         rope_params,
         "original_max_position_embeddings",
@@ -603,7 +624,9 @@ def rope_scaling_from_hf(
             original = _original_length(rope_params, rope_type)
         return DynamicNTKScaling(
             factor=float(_required(rope_params, "factor", rope_type)),
-            original_max_position_embeddings=int(original),
+            original_max_position_embeddings=_as_length(
+                original, "max_position_embeddings", rope_type
+            ),
         )
     if rope_type == "yarn":
         original = _original_length(rope_params, rope_type, max_position_embeddings)
@@ -627,8 +650,10 @@ def rope_scaling_from_hf(
             factor=float(_required(rope_params, "factor", rope_type)),
             low_freq_factor=float(_required(rope_params, "low_freq_factor", rope_type)),
             high_freq_factor=float(_required(rope_params, "high_freq_factor", rope_type)),
-            original_max_position_embeddings=int(
-                _required(rope_params, "original_max_position_embeddings", rope_type)
+            original_max_position_embeddings=_as_length(
+                _required(rope_params, "original_max_position_embeddings", rope_type),
+                "original_max_position_embeddings",
+                rope_type,
             ),
         )
     # longrope
