@@ -15,6 +15,14 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def check_positive_int(value, what: str) -> int:
+    """``value`` as an int if it is a positive integer (Python or NumPy), else a ValueError
+    naming ``what``; a bool or a float such as 2.5 or 4.0 is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
 def check_positions_below(positions: Array, limit: int, what: str) -> None:
     """Raises ValueError if any position is >= ``limit`` or negative.
 

@@ -176,6 +176,52 @@ def test_kerple_power_module_matches_the_formula_with_clamped_parameters(positio
     np.testing.assert_allclose(bias, -r1 * _distance(q, k)[:, None] ** r2, rtol=2e-5)
 
 
+def _kerple_reference_gradients(name, r1, r2, distance, weights):
+    """d/dr1, d/dr2 of sum(weights * bias) at (already clamped) r1, r2, float64."""
+    r1, r2 = r1[None, :, None, None], r2[None, :, None, None]
+    d = distance[:, None]
+    if name == "kerple_log":
+        d_r1, d_r2 = -np.log1p(r2 * d), -r1 * d / (1 + r2 * d)
+    else:
+        powered = np.where(d > 0, d**r2, 0.0)
+        d_r1, d_r2 = -powered, -r1 * powered * np.log(np.where(d > 0, d, 1.0))
+    return (weights * d_r1).sum((0, 2, 3)), (weights * d_r2).sum((0, 2, 3))
+
+
+@pytest.mark.parametrize(
+    "name,stored,clamped",
+    [
+        ("kerple_log", ([0.5, 0.001, 1.7], [0.2, 0.9, -1.0]), ([0.5, 0.01, 1.7], [0.2, 0.9, 0.01])),
+        (
+            "kerple_power",
+            ([0.5, 0.0, 0.3], [1.5, 0.001, 3.0]),
+            ([0.5, 0.01, 0.3], [1.5, 0.01, 2.0]),
+        ),
+    ],
+)
+def test_kerple_parameters_past_their_bounds_still_get_the_gradient_at_the_bound(
+    name, stored, clamped, positions, rng
+):
+    """The official code clamps the stored parameter and differentiates at the clamped value;
+    a parameter past its bound must not be frozen by a zero gradient."""
+    q, k = positions
+    weights = rng.standard_normal((2, 3, 6, 9))
+    holder = _Holder(pj.encodings.get(name), 3, False)
+
+    def loss(params):
+        bias = holder.apply({"params": {"bound": params}}, q, k)
+        return jnp.sum(bias * weights)
+
+    stored = {"r1": jnp.array(stored[0]), "r2": jnp.array(stored[1])}
+    got = jax.grad(loss)(stored)
+    want_r1, want_r2 = _kerple_reference_gradients(
+        name, np.array(clamped[0]), np.array(clamped[1]), _distance(q, k), weights
+    )
+    np.testing.assert_allclose(got["r1"], want_r1, rtol=2e-5)
+    np.testing.assert_allclose(got["r2"], want_r2, rtol=2e-5)
+    assert np.all(np.asarray(got["r1"]) != 0) and np.all(np.asarray(got["r2"]) != 0)
+
+
 def test_sandwich_module_has_no_parameters_and_uses_its_dim(positions):
     q, k = positions
     bias, params = _bias(pj.encodings.get("sandwich", dim=16), 4, True, q, k)
@@ -312,3 +358,12 @@ def test_t5_table_shared_across_layers_equals_copies_of_one_table(architecture, 
     )(shared)
     table_grad = np.asarray(grads["decoder"]["position_encoding"]["relative_attention_bias"])
     assert np.any(table_grad != 0)
+
+
+@pytest.mark.parametrize("name", BIAS_ENCODINGS)
+def test_numpy_head_counts_are_taken_and_fractional_ones_refused(name, positions):
+    q, k = positions
+    bias, _ = _bias(pj.encodings.get(name), np.int64(3), True, q, k)
+    assert bias.shape == (2, 3, 6, 9)
+    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 3.0"):
+        _bias(pj.encodings.get(name), 3.0, True, q, k)

@@ -337,3 +337,16 @@ def test_every_layer_has_its_own_parameters_and_grouped_heads_work(rng, name):
     for layer in ("layer_0", "layer_1"):
         assert "position_encoding" in params["params"]["decoder"][layer]["self_attention"]
     assert logits.shape == (1, 6, 7) and np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize(
+    "name,field,value",
+    [("shaw", "max_distance", 2.5), ("shaw", "max_distance", 0), ("cope", "num_positions", 2.5)],
+)
+def test_table_sizes_must_be_positive_integers(name, field, value):
+    attention = MultiHeadAttention(
+        num_heads=HEADS, causal=True, encoding=pj.encodings.get(name, **{field: value})
+    )
+    x = jnp.zeros((1, 3, HEADS * DIM))
+    with pytest.raises(ValueError, match=f"{field} must be a positive integer, got {value}"):
+        attention.init(jax.random.key(0), x)

@@ -223,7 +223,7 @@ CASES = [
     Case(
         "Shaw clipping distance below one",
         ValueError,
-        r"Shaw max_distance must be >= 1, got 0",
+        r"Shaw max_distance must be a positive integer, got 0",
         lambda tmp: _init(
             MultiHeadAttention(num_heads=2, encoding=pj.encodings.get("shaw", max_distance=0))
         ),

@@ -383,3 +383,10 @@ def test_relative_positions_is_i_minus_j():
 def test_relative_positions_rejects_leading_dims_that_do_not_broadcast():
     with pytest.raises(ValueError, match="do not broadcast"):
         F.relative_positions(jnp.zeros((2, 3), jnp.int32), jnp.zeros((3, 3), jnp.int32))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan")])
+def test_fire_eps_must_keep_the_normalizer_off_zero(eps):
+    """With eps = 0, query 0 and a learned threshold at 0 give 0 / 0 (NaN)."""
+    with pytest.raises(ValueError, match="FIRE eps must be a finite number > 0"):
+        pj.functional.fire_normalized_distance(jnp.arange(3), jnp.arange(3), threshold=0.0, eps=eps)

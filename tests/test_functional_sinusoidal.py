@@ -64,3 +64,12 @@ def test_normalized_and_integer_features():
     np.testing.assert_allclose(functional.integer_positions(positions), positions)
     # A single token has no span to normalize by: it maps to 0, not NaN.
     np.testing.assert_allclose(functional.normalized_positions(np.array([[0]])), [[0.0]])
+
+
+@pytest.mark.parametrize("base", [0.0, -1.0, 1.0, float("inf")])
+def test_a_base_without_wavelengths_is_an_error(base):
+    """A base <= 1 or infinite gives NaN or constant frequencies; Sandwich shares the check."""
+    with pytest.raises(ValueError, match="base must be a finite number > 1"):
+        functional.sinusoidal(jnp.arange(4), 8, base=base)
+    with pytest.raises(ValueError, match="base must be a finite number > 1"):
+        functional.sandwich_bias(jnp.arange(4), jnp.arange(4), num_heads=2, base=base)

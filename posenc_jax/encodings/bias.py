@@ -16,16 +16,13 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from posenc_jax import functional
+from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.registry import register
 from posenc_jax.typing import Array, BiasFn
-
-
-def _check_positive_int(value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
 
 
 @register("alibi")
@@ -44,9 +41,13 @@ class ALiBi(PositionalEncoding):
     alibi_heads: int | None = None
 
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
-        _check_positive_int(num_heads, "alibi num_heads")
+        check_positive_int(num_heads, "alibi num_heads")
         biased = num_heads if self.alibi_heads is None else self.alibi_heads
-        if isinstance(biased, bool) or not isinstance(biased, int) or not 0 < biased <= num_heads:
+        if (
+            isinstance(biased, bool)
+            or not isinstance(biased, int | np.integer)
+            or not 0 < biased <= num_heads
+        ):
             raise ValueError(
                 f"alibi_heads={self.alibi_heads!r} must be an integer in 1..num_heads="
                 f"{num_heads} (or None for every head)."
@@ -64,8 +65,8 @@ class T5Bias(PositionalEncoding):
 
     The buckets are bidirectional for non-causal attention and one-sided for causal
     attention. The bias is added to the scaled logits; T5 adds it to unscaled logits and
-    folds ``1/sqrt(d)`` into the query initialization, which is the same model up to a
-    reparametrization of the learned table.
+    folds ``1/sqrt(d)`` into the query initialization. The two are the same model with the
+    query projection scaled by ``sqrt(d)``; the table is the same.
 
     Each attention layer holds its own table ``[H, num_buckets]`` by default. T5 shares one
     table across the layers of a stack: ``TransformerConfig(share_encoding_across_layers=
@@ -84,7 +85,7 @@ class T5Bias(PositionalEncoding):
     max_distance: int = 128
 
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
-        _check_positive_int(num_heads, "t5 num_heads")
+        check_positive_int(num_heads, "t5 num_heads")
         bucket = lambda relative: functional.t5_relative_bucket(
             relative,
             bidirectional=not causal,
@@ -119,14 +120,23 @@ class _Kerple(PositionalEncoding):
         raise NotImplementedError
 
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
-        _check_positive_int(num_heads, "kerple num_heads")
+        check_positive_int(num_heads, "kerple num_heads")
         r1 = self.param("r1", _uniform(self.R1_INIT_MAX), (num_heads,))
         r2 = self.param("r2", _uniform(self.R2_INIT_MAX), (num_heads,))
-        # The official code clamps the parameters at every forward pass (a
-        # parametrization that keeps the kernel valid, not an input clamp).
-        r1 = jnp.maximum(r1, self.MIN_VALUE)
-        r2 = jnp.clip(r2, self.MIN_VALUE, self.R2_MAX)
+        # The official code clamps the stored parameters at every forward pass (a
+        # projection that keeps the kernel valid, not an input clamp) and takes the
+        # gradient at the clamped value. Here the forward pass uses the clamped value and
+        # the gradient passes through unchanged, so a parameter past its bound (r ~ U(0, .)
+        # starts below 0.01 for some heads) can still be trained back; a plain clip would
+        # give it zero gradient for good.
+        r1 = _clamp_keeping_gradient(r1, self.MIN_VALUE, None)
+        r2 = _clamp_keeping_gradient(r2, self.MIN_VALUE, self.R2_MAX)
         return lambda q_positions, k_positions: self._bias(r1, r2, q_positions, k_positions)
+
+
+def _clamp_keeping_gradient(x: Array, low: float, high: float | None) -> Array:
+    """``clip(x, low, high)`` forward, the identity backward."""
+    return x + jax.lax.stop_gradient(jnp.clip(x, low, high) - x)
 
 
 def _uniform(high: float):
@@ -193,7 +203,7 @@ class Sandwich(PositionalEncoding):
     base: float = 10000.0
 
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
-        _check_positive_int(num_heads, "sandwich num_heads")
+        check_positive_int(num_heads, "sandwich num_heads")
         return lambda q_positions, k_positions: functional.sandwich_bias(
             q_positions, k_positions, num_heads=num_heads, dim=self.dim, base=self.base
         )
@@ -228,8 +238,8 @@ class FIRE(PositionalEncoding):
     eps: float = 1e-6
 
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
-        _check_positive_int(num_heads, "fire num_heads")
-        _check_positive_int(self.mlp_width, "fire mlp_width")
+        check_positive_int(num_heads, "fire num_heads")
+        check_positive_int(self.mlp_width, "fire mlp_width")
         width = self.mlp_width
         c = self.param("c", nn.initializers.constant(self.init_c), ())
         multiplier = self.param("threshold_multiplier", nn.initializers.ones, ())

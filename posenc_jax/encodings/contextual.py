@@ -8,6 +8,7 @@ Their parameters are created per attention layer (the layer binds its own copy).
 import flax.linen as nn
 
 from posenc_jax import functional
+from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import Contextual, PositionalEncoding
 from posenc_jax.encodings.registry import register
 
@@ -36,8 +37,7 @@ class Shaw(PositionalEncoding):
     stddev: float = 0.02
 
     def _contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual:
-        if self.max_distance < 1:
-            raise ValueError(f"Shaw max_distance must be >= 1, got {self.max_distance}.")
+        check_positive_int(self.max_distance, "Shaw max_distance")
         shape = (2 * self.max_distance + 1, head_dim)
         init = nn.initializers.normal(self.stddev)
         key_table = self.param("relative_keys", init, shape)
@@ -147,8 +147,7 @@ class CoPE(PositionalEncoding):
                 "CoPE is defined for causal attention only (positions count the gated "
                 "tokens between key and query); build the attention with causal=True."
             )
-        if self.num_positions < 1:
-            raise ValueError(f"CoPE num_positions must be >= 1, got {self.num_positions}.")
+        check_positive_int(self.num_positions, "CoPE num_positions")
         position_embeddings = self.param(
             "position_embeddings", nn.initializers.zeros, (self.num_positions, head_dim)
         )

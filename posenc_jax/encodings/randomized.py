@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.registry import get, register
 from posenc_jax.typing import Array, BiasFn
@@ -80,14 +81,7 @@ class Randomized(PositionalEncoding):
             raise ValueError(
                 f"randomized base must be an encoding or a registered name, got {self.base!r}."
             )
-        if (
-            isinstance(self.max_position, bool)
-            or not isinstance(self.max_position, int)
-            or self.max_position <= 0
-        ):
-            raise ValueError(
-                f"randomized max_position must be a positive integer, got {self.max_position!r}."
-            )
+        check_positive_int(self.max_position, "randomized max_position")
         super().__post_init__()
 
     causal_only = _FromBase()

@@ -5,6 +5,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import check_positive_int
 from posenc_jax.functional.distance import absolute_distance, per_head
 from posenc_jax.typing import Array
 
@@ -28,9 +29,7 @@ def alibi_slopes(num_heads: int) -> Array:
       Press, Smith and Lewis, "Train Short, Test Long: Attention with Linear Biases Enables
       Input Length Extrapolation", ICLR 2022, Section 3.
     """
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int | np.integer) or num_heads <= 0:
-        raise ValueError(f"alibi num_heads must be a positive integer, got {num_heads!r}.")
-    num_heads = int(num_heads)
+    num_heads = check_positive_int(num_heads, "alibi num_heads")
     power = 2 ** int(math.floor(math.log2(num_heads)))
     slopes = _geometric_slopes(power)
     if power < num_heads:

@@ -1,5 +1,7 @@
 """FIRE: functional interpolation for relative positions (Li et al., 2024)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -41,6 +43,10 @@ def fire_normalized_distance(
       Li et al., "Functional Interpolation for Relative Positions Improves Long Context
       Transformers", ICLR 2024, Section 3 and Appendix (listing).
     """
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f"FIRE eps must be a finite number > 0 (it keeps the normalizer off 0), got {eps!r}."
+        )
     c = jnp.asarray(c, jnp.float32)
     threshold = jnp.abs(jnp.asarray(threshold, jnp.float32))
     distance = absolute_distance(q_positions, k_positions)

@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 
+from posenc_jax._checks import check_positive_int
 from posenc_jax.functional.distance import absolute_distance, per_head
 from posenc_jax.functional.sinusoidal import sinusoidal_inv_freq
 from posenc_jax.typing import Array
@@ -46,8 +47,7 @@ def sandwich_bias(
       Lens of Receptive Field Analysis", ACL 2023, Section 5 (Sandwich); frequencies
       t = 1 .. d'/2 as in NeMo's ``SandwichRelativePositionEmbedding``.
     """
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
-        raise ValueError(f"sandwich num_heads must be a positive integer, got {num_heads!r}.")
+    num_heads = check_positive_int(num_heads, "sandwich num_heads")
     # The paper sums t = 1 .. d'/2, one step past the sinusoidal table's t = 0 .. d'/2 - 1.
     inv_freq = sinusoidal_inv_freq(dim, base=base) * jnp.float32(base) ** (-2.0 / dim)
     distance = absolute_distance(q_positions, k_positions)

@@ -15,6 +15,8 @@ def sinusoidal_inv_freq(dim: int, *, base: float = 10000.0) -> np.ndarray:
     """
     if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim <= 0 or dim % 2:
         raise ValueError(f"sinusoidal dim must be a positive even number, got {dim!r}.")
+    if not (np.isfinite(base) and base > 1):
+        raise ValueError(f"sinusoid base must be a finite number > 1, got {base!r}.")
     return float(base) ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
 
 
