@@ -390,3 +390,30 @@ def test_fire_eps_must_keep_the_normalizer_off_zero(eps):
     """With eps = 0, query 0 and a learned threshold at 0 give 0 / 0 (NaN)."""
     with pytest.raises(ValueError, match="FIRE eps must be a finite number > 0"):
         pj.functional.fire_normalized_distance(jnp.arange(3), jnp.arange(3), threshold=0.0, eps=eps)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 15.5, 16.0, float("nan")])
+def test_cope_positions_outside_the_table_are_an_error(bad):
+    """-1 would read the table's last row, 15.5 and 16 would read past it (NaN)."""
+    q = jnp.ones((1, 1, 1, 4))
+    table = jnp.ones((16, 4))
+    positions = jnp.array([[[[0.0, bad]]]])
+    with pytest.raises(ValueError, match=r"outside \[0, npos - 1\] = \[0, 15\]"):
+        pj.functional.cope_logits(q, table, positions)
+    pj.functional.cope_logits(q, table, jnp.array([[[[0.0, 15.0]]]]))  # the edges are fine
+
+
+@pytest.mark.parametrize(
+    "variant,r1,r2,message",
+    [
+        ("log", [1.0, -0.5], [0.5, 0.5], r"KERPLE log r1 must be > 0"),
+        ("log", [1.0, 1.0], [0.5, -0.5], r"KERPLE log r2 must be > 0"),
+        ("power", [1.0, 1.0], [0.5, 3.0], r"KERPLE power r2 must be in \(0, 2\]"),
+        ("power", [1.0, 1.0], [0.0, 1.0], r"KERPLE power r2 must be in \(0, 2\]"),
+    ],
+)
+def test_kerple_parameters_outside_the_kernel_are_an_error(variant, r1, r2, message):
+    """log(1 + r2 d) is NaN for r2 d < -1; r2 > 2 is not a valid power kernel."""
+    bias = getattr(pj.functional, f"kerple_{variant}_bias")
+    with pytest.raises(ValueError, match=message):
+        bias(jnp.array(r1), jnp.array(r2), jnp.arange(5), jnp.arange(5))

@@ -135,8 +135,8 @@ class _Kerple(PositionalEncoding):
 
 
 def _clamp_keeping_gradient(x: Array, low: float, high: float | None) -> Array:
-    """``clip(x, low, high)`` forward, the identity backward."""
-    return x + jax.lax.stop_gradient(jnp.clip(x, low, high) - x)
+    """``clip(x, low, high)`` forward (exactly: ``x - x`` is 0), the identity backward."""
+    return x - jax.lax.stop_gradient(x) + jax.lax.stop_gradient(jnp.clip(x, low, high))
 
 
 def _uniform(high: float):

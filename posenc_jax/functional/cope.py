@@ -14,7 +14,9 @@ interpolated, as the paper suggests, instead of interpolating embedding vectors.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from posenc_jax._checks import check_positive_int, is_concrete
 from posenc_jax.typing import Array
 
 
@@ -37,8 +39,7 @@ def cope_positions(gates: Array, num_positions: int) -> Array:
       Golovneva et al., "Contextual Position Encoding: Learning to Count What's
       Important", arXiv 2405.18719, 2024, Eq. 4.
     """
-    if num_positions < 1:
-        raise ValueError(f"CoPE num_positions must be >= 1, got {num_positions}.")
+    num_positions = check_positive_int(num_positions, "CoPE num_positions")
     gates = gates.astype(jnp.float32)
     counts = jnp.flip(jnp.cumsum(jnp.flip(gates, axis=-1), axis=-1), axis=-1)
     return jnp.minimum(counts, num_positions - 1.0)
@@ -54,10 +55,16 @@ def cope_logits(q: Array, position_embeddings: Array, positions: Array) -> Array
     Args:
       q: queries ``[B, L, H, K]``.
       position_embeddings: e ``[npos, K]``, shared by the heads of a layer.
-      positions: fractional positions ``[B, H, L, S]`` in ``[0, npos - 1]``.
+      positions: fractional positions ``[B, H, L, S]`` in ``[0, npos - 1]``, as
+        :func:`cope_positions` gives them (checked here when they are known; positions
+        computed inside ``jit`` are not).
 
     Returns:
       float32 ``[B, H, L, S]``.
+
+    Raises:
+      ValueError: for known positions outside ``[0, npos - 1]``: they would index past
+        the table (NaN) or wrap around to its end.
 
     References:
       Golovneva et al., arXiv 2405.18719, 2024, Eq. 5-6 and Section 3 ("computing q_i e[p]
@@ -68,6 +75,13 @@ def cope_logits(q: Array, position_embeddings: Array, positions: Array) -> Array
             f"CoPE position_embeddings has shape {position_embeddings.shape}; expected "
             f"[npos, K] with K = {q.shape[-1]}."
         )
+    if is_concrete(positions) and positions.size:
+        low, high = float(np.min(positions)), float(np.max(positions))
+        if not 0 <= low <= high <= position_embeddings.shape[0] - 1:
+            raise ValueError(
+                f"CoPE positions span [{low:g}, {high:g}], outside [0, npos - 1] = "
+                f"[0, {position_embeddings.shape[0] - 1}]; clip them with cope_positions."
+            )
     per_position = jnp.einsum(
         "BLHK,PK->BHLP", q, position_embeddings, preferred_element_type=jnp.float32
     )
