@@ -417,3 +417,15 @@ def test_kerple_parameters_outside_the_kernel_are_an_error(variant, r1, r2, mess
     bias = getattr(pj.functional, f"kerple_{variant}_bias")
     with pytest.raises(ValueError, match=message):
         bias(jnp.array(r1), jnp.array(r2), jnp.arange(5), jnp.arange(5))
+
+
+def test_t5_direction_must_be_a_bool():
+    """None would otherwise read as False: one-sided buckets in an encoder."""
+    with pytest.raises(ValueError, match="bidirectional must be True .* got None"):
+        pj.functional.t5_relative_bucket(jnp.arange(3), bidirectional=None)
+
+
+def test_shaw_positions_must_be_integers():
+    """2.7 would be cut to a table index."""
+    with pytest.raises(ValueError, match="Shaw q_positions must be an integer array"):
+        pj.functional.shaw_relative_index(jnp.array([0.0, 2.7]), jnp.arange(2), 4)

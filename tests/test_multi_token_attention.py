@@ -432,7 +432,10 @@ def test_requests_mta_cannot_honour_are_errors(kwargs, call_kwargs, message):
     [
         ({"pre_softmax_kernel": (2, 4)}, "c_k odd"),
         ({"post_softmax_kernel": (0, 3)}, "positive integers"),
+        ({"pre_softmax_kernel": (True, 3)}, "positive integers"),
         ({"conv_layers": (1, -2)}, "0-based layer indices"),
+        ({"conv_layers": 5}, "conv_layers=5; give 0-based layer indices"),
+        ({"conv_layers": (1.0,)}, "0-based layer indices"),
         ({"post_softmax_head_group": 0}, "positive group size"),
         ({"group_norm": "layer"}, "group_norm='layer'"),
         ({"norm_eps": 0.0}, "norm_eps must be positive"),

@@ -42,6 +42,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from posenc_jax.attention.core import (
     allowed_mask,
@@ -69,13 +70,18 @@ GROUP_NORM_KINDS = ("depth", "gate")
 _EXACT = jax.lax.Precision.HIGHEST
 
 
+def _is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def _check_kernel_size(name: str, size: tuple[int, int] | None) -> None:
     if size is None:
         return
     valid = (
         isinstance(size, tuple | list)
         and len(size) == 2
-        and all(isinstance(s, int) and s > 0 for s in size)
+        and all(_is_int(s) and s > 0 for s in size)
     )
     if not valid or size[1] % 2 == 0:
         raise ValueError(
@@ -125,16 +131,18 @@ class MTAConfig:
             if size is not None:
                 object.__setattr__(self, name, tuple(size))
         if self.conv_layers is not None:
-            layers = tuple(self.conv_layers)
-            if not all(isinstance(i, int) and i >= 0 for i in layers):
+            layers = self.conv_layers
+            if not (
+                isinstance(layers, tuple | list) and all(_is_int(i) and i >= 0 for i in layers)
+            ):
                 raise ValueError(
                     f"conv_layers={self.conv_layers!r}; give 0-based layer indices (integers "
                     ">= 0), or None for every layer."
                 )
-            object.__setattr__(self, "conv_layers", layers)
+            object.__setattr__(self, "conv_layers", tuple(int(i) for i in layers))
         for name in ("pre_softmax_head_group", "post_softmax_head_group"):
             size = getattr(self, name)
-            if size is not None and (not isinstance(size, int) or size <= 0):
+            if size is not None and (not _is_int(size) or size <= 0):
                 raise ValueError(f"{name}={size!r}; give a positive group size c_h or None.")
         if self.group_norm is not None and self.group_norm not in GROUP_NORM_KINDS:
             raise ValueError(

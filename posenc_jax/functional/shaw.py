@@ -31,6 +31,13 @@ def shaw_relative_index(q_positions: Array, k_positions: Array, max_distance: in
     """
     if max_distance < 0:
         raise ValueError(f"Shaw max_distance must be >= 0, got {max_distance}.")
+    q_positions, k_positions = jnp.asarray(q_positions), jnp.asarray(k_positions)
+    for name, positions in (("q_positions", q_positions), ("k_positions", k_positions)):
+        if not jnp.issubdtype(positions.dtype, jnp.integer):
+            raise ValueError(
+                f"Shaw {name} must be an integer array (clipped distances index a table), "
+                f"got dtype {positions.dtype}."
+            )
     distance = k_positions[..., None, :] - q_positions[..., :, None]
     return (jnp.clip(distance, -max_distance, max_distance) + max_distance).astype(jnp.int32)
 

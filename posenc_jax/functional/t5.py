@@ -51,6 +51,11 @@ def t5_relative_bucket(
         raise ValueError(
             f"relative_position must be an integer array, got dtype {relative_position.dtype}."
         )
+    if not isinstance(bidirectional, bool | np.bool_):
+        raise ValueError(
+            f"bidirectional must be True (encoder) or False (causal decoder), got "
+            f"{bidirectional!r}."
+        )
     per_side = num_buckets // 2 if bidirectional else num_buckets
     max_exact = per_side // 2
     starts = _log_bucket_starts(_checked(num_buckets, per_side, max_distance, bidirectional))
