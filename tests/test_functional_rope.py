@@ -381,3 +381,17 @@ def test_turns_at_a_traced_length_equal_the_float64_frequencies_split():
         units = np.asarray(got.whole[row], np.float64) + np.asarray(got.fraction[row], np.float64)
         # 2^-32 turn units back to radians per position, against the float64 frequencies.
         np.testing.assert_allclose(units * 2 * np.pi / 2.0**32, inv_freq, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "positions", [np.array([0, 2**31 + 5], np.uint32), np.array([0, -(2**31) - 1], np.int64)]
+)
+def test_positions_beyond_int32_are_an_error_not_a_wrap(positions):
+    """Cast to int32, 2^31 + 5 would become -2^31 + 5: a wrong angle, silently."""
+    inv_freq, _ = functional.rope_inv_freq(8)
+    with pytest.raises(ValueError, match="RoPE positions must fit int32"):
+        functional.rope_cos_sin(positions, inv_freq)
+    np.testing.assert_allclose(
+        functional.rope_angles(np.array([2**31 - 1], np.int64), inv_freq),
+        functional.rope_angles(np.array([2**31 - 1], np.int32), inv_freq),
+    )
