@@ -307,6 +307,14 @@ def test_cope_requires_causal_attention():
         jax.eval_shape(attention.init, jax.random.key(0), jnp.zeros((1, 3, HEADS * DIM)))
 
 
+def test_a_causal_cope_term_refuses_bidirectional_attention(rng):
+    """Called directly with causal=False, CoPE's gates would count the later keys too."""
+    contextual = _contextual(pj.encodings.get("cope"), _cope_params(rng, 16), True)
+    q, k, v = _qkv(rng)
+    with pytest.raises(ValueError, match="built for causal=True attention, but this call"):
+        dot_product_attention(q, k, v, causal=False, contextual=contextual)
+
+
 # --- The contextual hook in attention -----------------------------------------------------
 
 

@@ -336,7 +336,8 @@ def dot_product_attention(
       ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
 
     Raises:
-      ValueError: for inconsistent shapes, a bad mask, chunked attention requested
+      ValueError: for inconsistent shapes, a bad mask, a contextual term built for the
+        other direction (``Contextual.causal``), chunked attention requested
         together with a contextual term, "jax" / "cudnn" requested with a bias, contextual
         term or mask, or "cudnn" where it cannot run.
 
@@ -349,6 +350,12 @@ def dot_product_attention(
     batch, q_len, num_heads, head_dim = q.shape
     k_len = k.shape[1]
     check_mask(mask, batch, num_heads, q_len, k_len)
+    if contextual is not None and contextual.causal not in (None, causal):
+        raise ValueError(
+            f"the contextual term was built for causal={contextual.causal} attention, but "
+            f"this call has causal={causal}; build it (the encoding's contextual hook) with "
+            "the attention's direction."
+        )
     q_positions = as_batched_positions(q_positions, batch, q_len, "q_positions")
     k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
     scale = head_dim**-0.5 if scale is None else scale

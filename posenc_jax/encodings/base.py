@@ -53,10 +53,14 @@ class Contextual(NamedTuple):
         attention weights ``[B, H, L, S]`` (float32, rows summing to 1 or 0), returns a
         float32 term ``[B, L, H, K]`` added to the attention output (Shaw's relative
         values).
+      causal: the attention direction the terms are defined for (True for CoPE, whose
+        positions count only earlier tokens), or None for either; attention called in the
+        other direction raises instead of computing something else.
     """
 
     logits: Callable[..., Array]
     values: Callable[..., Array] | None = None
+    causal: bool | None = None
 
 
 class PositionalEncoding(nn.Module):

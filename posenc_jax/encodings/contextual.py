@@ -162,4 +162,4 @@ class CoPE(PositionalEncoding):
             positions = functional.cope_positions(gates, num_positions)
             return logits + scale * functional.cope_logits(q, position_embeddings, positions)
 
-        return Contextual(logits=logits_fn)
+        return Contextual(logits=logits_fn, causal=True)
