@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from posenc_jax.train import LoopConfig, masked_metrics, train
+from posenc_jax.train.checkpoint import CheckpointOfAnotherRunError
 from tests.specs import tiny_copy_spec
 
 _spec = tiny_copy_spec
@@ -63,3 +64,17 @@ def test_resume_after_interruption_is_exact(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, reference.params, resumed.params)
     assert [row["step"] for row in history] == list(range(1, 7))
     assert [row["loss"] for row in history[4:]] == [row["loss"] for row in reference_history[4:]]
+
+
+def test_a_checkpoint_of_another_run_is_an_error_not_a_resume(tmp_path):
+    """Resuming seed 0's checkpoint as seed 1, or under another learning rate, would report
+    one run's model as another's."""
+    loop = LoopConfig(log_every=1, checkpoint_every=2)
+    workdir = str(tmp_path / "run")
+    train(_spec(total_steps=4), [0], loop=loop, workdir=workdir)
+    with pytest.raises(CheckpointOfAnotherRunError, match=r"seeds \[0\] saved, \[1\] now"):
+        train(_spec(total_steps=4), [1], loop=loop, workdir=workdir)
+    with pytest.raises(CheckpointOfAnotherRunError, match="spec_sha256"):
+        train(_spec(total_steps=4, learning_rate=0.3), [0], loop=loop, workdir=workdir)
+    resumed, _ = train(_spec(total_steps=4), [0], loop=loop, workdir=workdir)  # the same run
+    assert int(resumed.step[0]) == 4

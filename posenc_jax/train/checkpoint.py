@@ -10,13 +10,19 @@ the way of the step being saved again), and the next older one is tried. When no
 usable, :meth:`Checkpointer.restore` raises :class:`UnusableCheckpointError` unless the
 caller asked to start fresh.
 
+Each checkpoint also records what run it belongs to (``run``: the seeds and a digest of the
+run's spec). A checkpoint of another run in the same directory is an error, not a resume:
+restoring it would report one run's model under another run's seeds or settings.
+
 A state holding NaN or Inf is never saved, so every checkpoint on disk is finite.
 """
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,6 +33,10 @@ from posenc_jax.train.step import TrainState
 
 class UnusableCheckpointError(RuntimeError):
     """Checkpoints exist for a run, but none of them can be restored."""
+
+
+class CheckpointOfAnotherRunError(ValueError):
+    """The directory's checkpoints were saved by a run with other seeds or another spec."""
 
 
 def state_fingerprint(state) -> str:
@@ -56,9 +66,18 @@ class Checkpointer:
       every: save when the step count is a multiple of this (and at the end of a run).
       max_to_keep: how many recent checkpoints are kept (at least 2, so that a damaged
         newest checkpoint leaves an older one to fall back on).
+      run: what the run is, as a JSON-able dict (``train`` gives its seeds and a digest of
+        its spec); saved with every checkpoint and compared on restore. None: unchecked.
     """
 
-    def __init__(self, directory: str, *, every: int, max_to_keep: int = 2):
+    def __init__(
+        self,
+        directory: str,
+        *,
+        every: int,
+        max_to_keep: int = 2,
+        run: dict[str, Any] | None = None,
+    ):
         if every <= 0:
             raise ValueError(f"checkpoint every must be a positive number of steps, got {every}.")
         if max_to_keep < 1:
@@ -68,6 +87,7 @@ class Checkpointer:
             os.path.dirname(self.directory), "unusable_checkpoints"
         )
         self.every = every
+        self.run = None if run is None else json.loads(json.dumps(run))
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -98,13 +118,15 @@ class Checkpointer:
           UnusableCheckpointError: every checkpoint failed to restore or to match its
             fingerprint, and ``start_fresh_if_unusable`` is False. The message lists each
             step and why.
+          CheckpointOfAnotherRunError: the newest usable checkpoint records another ``run``
+            (nothing on disk is changed).
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         failures = []
         restored = None
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
-                restored = self._restore_verified(step, abstract)
+                restored, saved_run = self._restore_verified(step, abstract)
                 break
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
@@ -115,6 +137,18 @@ class Checkpointer:
                     self.directory,
                     reason,
                 )
+        if restored is not None and None not in (self.run, saved_run) and saved_run != self.run:
+            differing = sorted(
+                k for k in {*self.run, *saved_run} if self.run.get(k) != saved_run.get(k)
+            )
+            raise CheckpointOfAnotherRunError(
+                f"the checkpoints in {self.directory} belong to another run: "
+                + "; ".join(
+                    f"{k} {saved_run.get(k)} saved, {self.run.get(k)} now" for k in differing
+                )
+                + ". Nothing was changed on disk. Resume with the same seeds and spec, or give "
+                "this run its own directory."
+            )
         if failures and restored is None and not start_fresh_if_unusable:
             listing = "; ".join(f"step {s}: {r}" for s, r in failures)
             raise UnusableCheckpointError(
@@ -136,7 +170,8 @@ class Checkpointer:
             )
         return restored
 
-    def _restore_verified(self, step: int, abstract) -> TrainState:
+    def _restore_verified(self, step: int, abstract) -> tuple[TrainState, dict | None]:
+        """The state at ``step``, checked against its fingerprint, and its saved ``run``."""
         items = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -150,7 +185,7 @@ class Checkpointer:
                 f"restored values do not match the fingerprint saved with them "
                 f"(saved {str(expected)[:12]}, read {actual[:12]}): the files are corrupt"
             )
-        return items.state
+        return items.state, (items.fingerprint or {}).get("run")
 
     def _move_aside(self, step: int) -> None:
         source = os.path.join(self.directory, str(step))
@@ -190,7 +225,7 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                fingerprint=ocp.args.JsonSave({"sha256": state_fingerprint(host)}),
+                fingerprint=ocp.args.JsonSave({"sha256": state_fingerprint(host), "run": self.run}),
             ),
         )
 

@@ -9,11 +9,13 @@ with the same parameters as an uninterrupted run.
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
 from collections.abc import Callable, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,35 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
     if not seeds:
         raise ValueError("at least one seed is needed.")
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+def run_identity(spec: RunSpec, seeds: Sequence[int]) -> dict:
+    """What a run is, for its checkpoints: its seeds and a SHA-256 digest of its spec (every
+    field, arrays such as a corpus by their bytes, encodings by their attributes)."""
+    digest = hashlib.sha256()
+    _digest(spec, digest)
+    return {"seeds": [int(s) for s in seeds], "spec_sha256": digest.hexdigest()}
+
+
+def _digest(value, digest) -> None:
+    if isinstance(value, nn.Module):  # a dataclass too, but its parent field is not data
+        digest.update(repr(value).encode())
+    elif isinstance(value, np.ndarray):
+        digest.update(f"array|{value.dtype}|{value.shape}|".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        digest.update(f"{type(value).__qualname__}(".encode())
+        for field in dataclasses.fields(value):
+            digest.update(f"{field.name}=".encode())
+            _digest(getattr(value, field.name), digest)
+        digest.update(b")")
+    elif isinstance(value, list | tuple):
+        digest.update(b"[")
+        for item in value:
+            _digest(item, digest)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(value).__qualname__}:{value!r};".encode())
 
 
 @functools.lru_cache(maxsize=64)
@@ -113,7 +144,9 @@ def train(
     checkpointer = None
     if workdir is not None and loop.checkpoint_every:
         checkpointer = Checkpointer(
-            os.path.join(workdir, "checkpoints"), every=loop.checkpoint_every
+            os.path.join(workdir, "checkpoints"),
+            every=loop.checkpoint_every,
+            run=run_identity(spec, seeds),
         )
         restored = checkpointer.restore(state, start_fresh_if_unusable=loop.start_fresh_if_unusable)
         if restored is not None:
