@@ -464,21 +464,24 @@ def _train_small(task: Task, encoding, *, steps: int, seed: int, train_length: i
 def _study_bias_params(study_dir: str, encoding: str) -> tuple[dict, int, bool, str] | None:
     """Layer-0 bias parameters of the first seed of a study cell with checkpoints, if any."""
     for directory in sorted(
-        glob.glob(os.path.join(study_dir, "cells", "*", encoding, "checkpoints"))
+        glob.glob(os.path.join(study_dir, "cells", "*", encoding, "seeds-*", "checkpoints"))
     ):
         manager = ocp.CheckpointManager(os.path.abspath(directory))
         try:
             step = manager.latest_step()
             if step is None:
                 continue
-            state = manager.restore(step, args=ocp.args.StandardRestore())
+            # A checkpoint holds the state and its fingerprint; only the state is read.
+            state = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+            ).state
         finally:
             manager.close()
         first_seed = jax.tree.map(lambda a: np.asarray(a)[0], state["params"])
         stack = "decoder" if "decoder" in first_seed else "encoder"
         attention = first_seed[stack]["layer_0"]["self_attention"]
         num_heads = attention["query"]["kernel"].shape[-2]
-        task = directory.split(os.sep)[-3]
+        task = directory.split(os.sep)[-4]
         label = f"trained in the study\n({task}, {step} steps)"
         return attention.get("position_encoding", {}), num_heads, stack == "decoder", label
     return None

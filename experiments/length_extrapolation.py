@@ -5,12 +5,19 @@ Command (``make study`` runs the quick preset):
       --workdir runs/quick [--config.train_length=16 --config.seeds='(0,1,2)']
 
 Writes into the work dir: ``results.jsonl`` (one row per encoding x task x seed x eval
-length; a re-run skips finished cells and never writes a row twice), ``table.md`` (mean and
-spread over seeds), ``plots/*.png`` (accuracy vs evaluation length), and per cell the
-training metrics and checkpoints under ``cells/<task>/<encoding>/``.
+length; a re-run trains only the seeds that lack a row and never writes a row twice),
+``table.md`` (mean and spread over seeds), ``plots/*.png`` (accuracy vs evaluation length),
+and per cell the training metrics and checkpoints of each group of seeds trained together
+under ``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``.
+
+Each row records a digest of its cell's configuration (``config_sha256``: the run spec and
+the evaluation settings). A work dir whose rows were made under another configuration is
+refused before any training: its rows would otherwise be reported, or mixed in, as this
+configuration's.
 """
 
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -38,6 +45,7 @@ from posenc_jax.train import (
 )
 from posenc_jax.train.decode import evaluate_greedy
 from posenc_jax.train.evaluate import check_eval_lengths
+from posenc_jax.train.loop import run_identity
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
@@ -121,6 +129,11 @@ def validate(cfg: ConfigDict) -> None:
         raise ValueError(f"unknown task(s) {unknown}; valid tasks: {', '.join(task_names())}.")
     if not cfg.seeds:
         raise ValueError("seeds is empty; give at least one seed.")
+    for name in ("seeds", "encodings", "tasks"):
+        values = list(cfg[name])
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{name} repeats {repeated}; each must appear once.")
     if cfg.batch_size <= 0 or cfg.eval_examples <= 0 or cfg.eval_batch_size <= 0:
         raise ValueError(
             f"batch_size ({cfg.batch_size}), eval_examples ({cfg.eval_examples}) and "
@@ -138,12 +151,14 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     check_writable_dir(workdir, "work dir (--workdir)")
     results = ResultsFile(workdir)
     lengths = eval_lengths(cfg)
-    cells = [(t, e) for t in cfg.tasks for e in cfg.encodings]
-    pending = [
-        (t, e)
-        for t, e in cells
-        if not results.has_all([(e, t, s, n) for s in cfg.seeds for n in lengths])
-    ]
+    pending = []  # (task, encoding, the seeds that lack a row)
+    for task_name in cfg.tasks:
+        for encoding_name in cfg.encodings:
+            digest = cell_config_digest(cfg, task_name, encoding_name)
+            results.check_config(encoding_name, task_name, digest)
+            seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
+            if seeds:
+                pending.append((task_name, encoding_name, seeds))
     bar = tqdm(
         total=len(pending) * cfg.optimizer.total_steps,
         unit="step",
@@ -151,7 +166,7 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
         desc="study",
         dynamic_ncols=True,
     )
-    for task_name, encoding_name in pending:
+    for task_name, encoding_name, seeds in pending:
         bar.set_postfix_str(f"{task_name}/{encoding_name}")
         done_before = bar.n
         rows = run_cell(
@@ -160,9 +175,10 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             encoding_name,
             workdir,
             lengths,
+            seeds=seeds,
             on_step=lambda step, base=done_before: bar.update(base + step - bar.n),
         )
-        results.add(rows)
+        results.add(results.without_present(rows))
     bar.close()
     rows = results.rows()
     table = markdown_table(rows, encodings_order=list(cfg.encodings))
@@ -172,14 +188,33 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     return table
 
 
-def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> list[dict]:
-    """Trains all seeds of one (task, encoding) cell together and evaluates every length."""
+def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> str:
+    """SHA-256 of what a cell's rows depend on: its run spec and the evaluation settings."""
+    spec, _ = cell_spec(cfg, task_name, encoding_name)
+    evaluation = {
+        "eval_examples": cfg.eval_examples,
+        "greedy_decoding": bool(cfg.greedy_decoding),
+        "eval_key_seed": EVAL_KEY_SEED,
+    }
+    digest = hashlib.sha256(run_identity(spec, [])["spec_sha256"].encode())
+    digest.update(json.dumps(evaluation, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def run_cell(
+    cfg, task_name, encoding_name, workdir, lengths, *, seeds=None, on_step=None
+) -> list[dict]:
+    """Trains the given seeds (default: all) of one (task, encoding) cell together and
+    evaluates every length."""
+    seeds = list(cfg.seeds if seeds is None else seeds)
     spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
-    cell_dir = os.path.join(workdir, "cells", task_name, encoding_name)
+    group = "seeds-" + "-".join(str(int(s)) for s in seeds)
+    cell_dir = os.path.join(workdir, "cells", task_name, encoding_name, group)
+    digest = cell_config_digest(cfg, task_name, encoding_name)
     start = time.time()
     state, history = train(
         spec,
-        list(cfg.seeds),
+        seeds,
         loop=LoopConfig(log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every),
         workdir=cell_dir,
         on_step=on_step,
@@ -210,7 +245,7 @@ def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> l
             )
             if greedy is not None:
                 per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
-        for seed, metrics in zip(cfg.seeds, per_seed, strict=True):
+        for seed, metrics in zip(seeds, per_seed, strict=True):
             rows.append(
                 {
                     "encoding": encoding_name,
@@ -221,9 +256,8 @@ def run_cell(cfg, task_name, encoding_name, workdir, lengths, on_step=None) -> l
                     "eval_length": length,
                     "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
                     "steps": cfg.optimizer.total_steps,
-                    "final_train_loss": history[-1]["loss"][list(cfg.seeds).index(seed)]
-                    if history
-                    else None,
+                    "config_sha256": digest,
+                    "final_train_loss": history[-1]["loss"][seeds.index(seed)] if history else None,
                     "train_seconds": round(train_seconds, 2),
                     **metrics,
                 }

@@ -2,7 +2,8 @@
 
 Rows are written so that an interrupted study loses nothing finished and never writes a
 row twice: a cell's rows are added by rewriting the file to a temporary name and renaming
-it over the old one (atomic on POSIX), and a re-run skips every cell whose rows exist.
+it over the old one (atomic on POSIX), and a re-run trains only the seeds that lack a row.
+Rows carry their cell's configuration digest; rows of another configuration are refused.
 """
 
 import json
@@ -30,9 +31,30 @@ class ResultsFile:
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
-    def has_all(self, keys: list[tuple]) -> bool:
+    def missing_seeds(self, encoding: str, task: str, seeds, lengths) -> list[int]:
+        """The seeds (in the given order) that lack a row at some length."""
         done = {row_key(r) for r in self.rows()}
-        return all(k in done for k in keys)
+        return [s for s in seeds if any((encoding, task, s, n) not in done for n in lengths)]
+
+    def check_config(self, encoding: str, task: str, config_sha256: str) -> None:
+        """Raises if this cell's rows were made under another configuration."""
+        other = {
+            r.get("config_sha256", "unrecorded")
+            for r in self.rows()
+            if (r["encoding"], r["task"]) == (encoding, task)
+        } - {config_sha256}
+        if other:
+            raise ValueError(
+                f"{self.path} holds rows for ({encoding!r}, {task!r}) made under another "
+                f"configuration (model, task, train length, batch, optimizer or evaluation "
+                f"settings; digest {sorted(other)[0][:12]}, now {config_sha256[:12]}). They "
+                "would be reported as this configuration's: give this study a new --workdir."
+            )
+
+    def without_present(self, new_rows: list[dict]) -> list[dict]:
+        """The rows whose key has no row yet."""
+        present = {row_key(r) for r in self.rows()}
+        return [r for r in new_rows if row_key(r) not in present]
 
     def add(self, new_rows: list[dict]) -> None:
         """Adds rows atomically; a row whose key is already present is an error."""

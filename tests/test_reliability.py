@@ -175,8 +175,8 @@ def _study_rows(workdir):
 
 @pytest.mark.slow  # three study processes: ~20 s on an idle 2-core CPU
 def test_study_killed_between_and_during_cells_finishes_every_row_once(tmp_path):
-    nope_dir = tmp_path / "cells" / "copy" / "nope"
-    sinusoidal_checkpoints = tmp_path / "cells" / "copy" / "sinusoidal" / "checkpoints"
+    nope_dir = tmp_path / "cells" / "copy" / "nope" / "seeds-0"
+    sinusoidal_checkpoints = tmp_path / "cells" / "copy" / "sinusoidal" / "seeds-0" / "checkpoints"
 
     # Killed right after the first cell's rows are written, before the second cell saved
     # anything: between cells.

@@ -52,6 +52,8 @@ def test_smoke_study_writes_every_row_a_table_and_plots(tmp_path):
         ("--config.eval_multipliers=(0.5,1)", "at least the train length"),
         ("--config.train_length=0", "train_length must be positive"),
         ("--config.not_a_key=3", "not_a_key"),
+        ("--config.seeds=(0,0)", "seeds repeats [0]"),
+        ("--config.encodings=('nope','nope')", "encodings repeats ['nope']"),
     ],
 )
 def test_bad_configs_fail_before_training(tmp_path, override, message):
@@ -74,3 +76,35 @@ def test_every_preset_is_valid(preset):
         families = {"nope", "sinusoidal", "rope", "alibi", "cope", "randomized_rope"}
         assert families <= set(config.encodings) and len(config.encodings) >= 8
         assert len(config.tasks) >= 2 and len(config.seeds) >= 2
+
+
+def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tmp_path):
+    """A re-run with more seeds or lengths trains only the seeds that lack a row; a re-run
+    with other settings is refused before training, since the old rows would be reported
+    as the new configuration's."""
+    first = ("--config.encodings=('t5',)", "--config.eval_multipliers=(1,2)")
+    result = _run_study(tmp_path, *first, "--config.checkpoint_every=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _rows(tmp_path)
+    assert {(r["seed"], r["eval_length"]) for r in rows} == {(0, 3), (0, 6)}
+
+    grown = ("--config.encodings=('t5',)", "--config.eval_multipliers=(1,2,4)")
+    result = _run_study(tmp_path, *grown, "--config.seeds=(0,1)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    grown_rows = _rows(tmp_path)
+    keys = [(r["seed"], r["eval_length"]) for r in grown_rows]
+    assert sorted(keys) == [(s, n) for s in (0, 1) for n in (3, 6, 12)]  # each once
+    assert grown_rows[:2] == rows  # the finished rows are kept as they were
+    assert os.path.isdir(tmp_path / "cells" / "copy" / "t5" / "seeds-0-1")
+
+    changed = _run_study(tmp_path, *grown, "--config.optimizer.learning_rate=0.5")
+    assert changed.returncode != 0
+    assert "made under another configuration" in changed.stderr
+    assert _rows(tmp_path) == grown_rows
+
+    # The figures read the study's trained T5 table from its checkpoints.
+    from experiments.figures import _study_bias_params
+
+    params, num_heads, causal, label = _study_bias_params(str(tmp_path), "t5")
+    assert params["relative_attention_bias"].shape == (num_heads, 32) and causal
+    assert "copy, 4 steps" in label
