@@ -142,7 +142,11 @@ def validate(cfg: ConfigDict) -> None:
     lengths = eval_lengths(cfg)
     for task in cfg.tasks:
         for encoding in cfg.encodings:
-            check_eval_lengths(cell_spec(cfg, task, encoding)[0], lengths)
+            spec = cell_spec(cfg, task, encoding)[0]
+            check_eval_lengths(spec, lengths)
+            # A corpus task without held-out text, or too little of it, fails here.
+            held_out = spec.task.held_out()
+            jax.eval_shape(lambda k, t=held_out: t.sample(k, 1, max(lengths)), jax.random.key(0))
 
 
 def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
@@ -225,7 +229,7 @@ def run_cell(
     for length in lengths:
         # Every encoding reads the same stored examples: a TFDS evaluation set per length.
         source = build_eval_set(
-            spec.task,
+            spec.task.held_out(),
             length,
             num_examples=cfg.eval_examples,
             seed=EVAL_KEY_SEED,

@@ -143,6 +143,11 @@ def test_load_corpus_from_a_file(tmp_path):
     batch = task.sample(jax.random.key(0), 4, 16)
     for inputs, targets in zip(batch["inputs"], batch["targets"], strict=True):
         assert vocabulary.decode(np.append(inputs, targets[-1])) in train
+    # Evaluation reads the validation split, never the training text.
+    held_out = task.held_out().sample(jax.random.key(0), 4, 8)
+    for inputs, targets in zip(held_out["inputs"], held_out["targets"], strict=True):
+        window = vocabulary.decode(np.append(inputs, targets[-1]))
+        assert window in validation and window not in train
 
 
 def test_edited_file_gets_a_new_configuration(tmp_path):

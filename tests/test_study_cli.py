@@ -78,6 +78,26 @@ def test_every_preset_is_valid(preset):
         assert len(config.tasks) >= 2 and len(config.seeds) >= 2
 
 
+def test_char_lm_is_evaluated_on_held_out_text_only():
+    """Without held-out text the study would score windows of the training corpus."""
+    from experiments.configs.smoke import get_config
+    from experiments.length_extrapolation import validate
+    from posenc_jax.data.char_lm import CharVocabulary
+
+    text = "the quick brown fox jumps over the lazy dog. " * 8
+    vocabulary = CharVocabulary.from_text(text)
+    config = get_config()
+    config.tasks = ("char_lm",)
+    config.task_kwargs = {"char_lm": {"corpus": text, "vocabulary": vocabulary}}
+    with pytest.raises(ValueError, match="char_lm has no held_out_corpus"):
+        validate(config)
+    config.task_kwargs["char_lm"]["held_out_corpus"] = text[:20]  # 8N = 24 does not fit
+    with pytest.raises(ValueError, match="need a corpus of at least 25; this one has 20"):
+        validate(config)
+    config.task_kwargs["char_lm"]["held_out_corpus"] = text[:40]
+    validate(config)
+
+
 def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tmp_path):
     """A re-run with more seeds or lengths trains only the seeds that lack a row; a re-run
     with other settings is refused before training, since the old rows would be reported

@@ -223,6 +223,16 @@ def test_char_lm_rejects_bad_corpora_and_long_windows():
         task.sample(jax.random.key(0), 2, 6)
 
 
+def test_generated_tasks_are_their_own_held_out_task_and_char_lm_needs_held_out_text():
+    assert CASES["reverse"][0].held_out() is CASES["reverse"][0]
+    with pytest.raises(ValueError, match="char_lm has no held_out_corpus"):
+        CASES["char_lm"][0].held_out()
+    task = CharLM(corpus=TEXT, vocabulary=VOCABULARY, held_out_corpus="it was")
+    assert VOCABULARY.decode(task.held_out().corpus) == "it was"
+    with pytest.raises(ValueError, match="held_out_corpus ids span 0"):
+        CharLM(corpus=TEXT, vocabulary=VOCABULARY, held_out_corpus=np.array([0, 1]))
+
+
 def test_char_lm_tasks_are_distinct_cache_keys():
     one = CharLM(corpus=TEXT, vocabulary=VOCABULARY)
     two = CharLM(corpus=TEXT, vocabulary=VOCABULARY)

@@ -90,9 +90,11 @@ class CharLM(Task):
     own key in compiled-function caches.
 
     Attributes:
-      corpus: the text, or its token ids (int ``[N]``, each in ``1 .. vocabulary.size - 1``);
-        stored as int32 ids.
+      corpus: the training text, or its token ids (int ``[N]``, each in
+        ``1 .. vocabulary.size - 1``); stored as int32 ids.
       vocabulary: the characters the ids stand for.
+      held_out_corpus: text (or ids) kept out of training, which :meth:`held_out` (and so
+        the study's evaluation) reads; :meth:`Corpus.task` gives the validation split.
 
     References:
       Al-Rfou et al., "Character-Level Language Modeling with Deeper Self-Attention", AAAI
@@ -102,30 +104,52 @@ class CharLM(Task):
 
     corpus: np.ndarray
     vocabulary: CharVocabulary
+    held_out_corpus: np.ndarray | None = None
 
     # Task's field-wise equality would call two tasks on different corpora equal.
     __eq__ = object.__eq__
     __hash__ = object.__hash__
 
     def __post_init__(self):
-        corpus = self.corpus
+        object.__setattr__(self, "corpus", self._ids(self.corpus, "corpus"))
+        if self.held_out_corpus is not None:
+            held_out = self._ids(self.held_out_corpus, "held_out_corpus")
+            object.__setattr__(self, "held_out_corpus", held_out)
+
+    def _ids(self, corpus, name: str) -> np.ndarray:
+        """A text's int32 ids, checked against the vocabulary."""
         if isinstance(corpus, str):
             corpus = self.vocabulary.encode(corpus)
         corpus = np.asarray(corpus)
         if corpus.ndim != 1 or not np.issubdtype(corpus.dtype, np.integer):
             raise ValueError(
-                f"char_lm corpus must be text or 1-D integer ids; got dtype {corpus.dtype} "
+                f"char_lm {name} must be text or 1-D integer ids; got dtype {corpus.dtype} "
                 f"and shape {corpus.shape}."
             )
         if corpus.size < 2:
-            raise ValueError(f"char_lm corpus needs at least 2 characters, got {corpus.size}.")
+            raise ValueError(f"char_lm {name} needs at least 2 characters, got {corpus.size}.")
         low, high = int(corpus.min()), int(corpus.max())
         if low < 1 or high >= self.vocabulary.size:
             raise ValueError(
-                f"char_lm corpus ids span {low} .. {high}, but the vocabulary's characters "
+                f"char_lm {name} ids span {low} .. {high}, but the vocabulary's characters "
                 f"are ids 1 .. {self.vocabulary.size - 1}."
             )
-        object.__setattr__(self, "corpus", corpus.astype(np.int32))
+        return corpus.astype(np.int32)
+
+    def held_out(self) -> "CharLM":
+        """Next-character prediction on the held-out text.
+
+        Raises:
+          ValueError: the task has no ``held_out_corpus``; windows of the training text
+            would measure memorization, not generalization.
+        """
+        if self.held_out_corpus is None:
+            raise ValueError(
+                "char_lm has no held_out_corpus, and evaluating on windows of its training "
+                "text would measure memorization; build it with held_out_corpus= (e.g. "
+                "load_corpus(...).task(), which holds out the validation split)."
+            )
+        return CharLM(corpus=self.held_out_corpus, vocabulary=self.vocabulary)
 
     @property
     def vocab_size(self) -> int:

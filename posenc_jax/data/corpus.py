@@ -129,8 +129,11 @@ class Corpus:
     vocabulary: CharVocabulary
 
     def task(self) -> CharLM:
-        """The character-level language-modelling task over the training split."""
-        return CharLM(corpus=self.train, vocabulary=self.vocabulary)
+        """The character-level language-modelling task over the training split, holding out
+        the validation split for evaluation (:meth:`CharLM.held_out`)."""
+        return CharLM(
+            corpus=self.train, vocabulary=self.vocabulary, held_out_corpus=self.validation
+        )
 
 
 def load_corpus(

@@ -48,6 +48,12 @@ class Task:
         """A batch of ``batch_size`` examples of task length ``length``, a pure function of key."""
         raise NotImplementedError
 
+    def held_out(self) -> "Task":
+        """The task evaluation examples are drawn from: the task itself for generated tasks
+        (every example is a fresh draw, unseen in training up to chance), the held-out text
+        for a task over a fixed corpus."""
+        return self
+
     def check_size(self, batch_size: int, length: int) -> None:
         """Rejects non-positive batch sizes and lengths with a clear error."""
         if batch_size <= 0:
