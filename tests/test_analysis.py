@@ -249,9 +249,14 @@ def test_bias_profile_errors():
 # 8. Attention maps ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("encoding", ["rope", "alibi"])
-def test_attention_weights_reproduce_every_layer_output(encoding, rng):
+@pytest.mark.parametrize(
+    "encoding,shared", [("rope", False), ("alibi", False), ("rope", True), ("t5", True)]
+)
+def test_attention_weights_reproduce_every_layer_output(encoding, shared, rng):
+    """Also with one encoding shared by the layers of a stack, which belongs to the stack
+    rather than to any attention layer."""
     config = pj.models.TransformerConfig(
+        share_encoding_across_layers=shared,
         vocab_size=10,
         architecture="encoder_decoder",
         d_model=16,

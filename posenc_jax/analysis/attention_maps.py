@@ -18,6 +18,7 @@ import numpy as np
 from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention import core
 from posenc_jax.attention.multi_head import MultiHeadAttention
+from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.models.transformer import Transformer, TransformerConfig
 from posenc_jax.typing import Array
 
@@ -27,34 +28,46 @@ def _layer_path(module: nn.Module) -> str:
 
 
 class _Recorder:
-    """Collects, per attention layer, what its dot product is computed from."""
+    """Collects, per attention layer, what its dot product is computed from.
+
+    The encoding's hooks are attributed to the attention layer running them, not to the
+    encoding's parent: an encoding shared across layers (``share_encoding_across_layers``)
+    belongs to the stack, yet each layer calls it."""
 
     def __init__(self):
         self.layers: dict[str, dict[str, Any]] = {}
+        self._running: str | None = None  # the path of the attention layer being run
 
     def __call__(self, next_fun, args, kwargs, context):
         module, method = context.module, context.method_name
-        out = next_fun(*args, **kwargs)
         if isinstance(module, MultiHeadAttention) and method == "__call__":
-            record = self.layers.setdefault(_layer_path(module), {})
-            record.update(
+            path, outer = _layer_path(module), self._running
+            self._running = path
+            try:
+                out = next_fun(*args, **kwargs)
+            finally:
+                self._running = outer
+            self.layers.setdefault(path, {}).update(
                 module=module,
                 x=args[0],
                 context=args[1] if len(args) > 1 else kwargs.get("context"),
                 call_kwargs=dict(kwargs),
             )
             return out
-        parent = module.parent
-        if not isinstance(parent, MultiHeadAttention):
+        out = next_fun(*args, **kwargs)
+        if self._running is None:
             return out
-        record = self.layers.setdefault(_layer_path(parent), {})
-        if isinstance(module, nn.DenseGeneral) and module.name in ("query", "key", "value"):
+        record = self.layers.setdefault(self._running, {})
+        own_projection = isinstance(module, nn.DenseGeneral) and isinstance(
+            module.parent, MultiHeadAttention
+        )
+        if own_projection and module.name in ("query", "key", "value"):
             record[module.name] = out
-        elif isinstance(module, nn.DenseGeneral) and module.name == "out":
+        elif own_projection and module.name == "out":
             record["attention_output"] = args[0]
-        elif method == "rotate":
+        elif isinstance(module, PositionalEncoding) and method == "rotate":
             record["query"], record["key"] = out
-        elif method in ("bias_fn", "contextual"):
+        elif isinstance(module, PositionalEncoding) and method in ("bias_fn", "contextual"):
             record[method] = out
         return out
 
