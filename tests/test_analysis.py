@@ -59,6 +59,16 @@ def test_neighbour_step_rejects_nonlinear_features_and_short_lengths():
         analysis.neighbour_step(lambda p: p.astype(jnp.float32) ** 2, [5])
     with pytest.raises(ValueError, match="at least 2"):
         analysis.neighbour_step(pj.functional.integer_positions, [1])
+    # A small curvature is still curvature: steps from 1e-9 to 1.7e-8.
+    with pytest.raises(ValueError, match="varies"):
+        analysis.neighbour_step(lambda p: 1e-9 * p.astype(jnp.float32) ** 2, [10])
+    with pytest.raises(ValueError, match="an integer of at least 2 to have neighbours, got 4.7"):
+        analysis.neighbour_step(pj.functional.integer_positions, [4.7])
+
+
+def test_dot_product_profile_refuses_fractional_distances():
+    with pytest.raises(ValueError, match="1-D list of integers"):
+        analysis.dot_product_profile([0.5], 128)
 
 
 def test_sinusoidal_norm_is_bounded_and_integer_norm_grows_linearly():
@@ -206,6 +216,17 @@ def test_rope_decay_integral_refuses_an_unresolved_phase():
         analysis.rope_decay_integral(np.array([1e5]), lambda s: s, num_points=101)
     with pytest.raises(ValueError, match="odd"):
         analysis.rope_decay_integral(np.array([1.0]), lambda s: s, num_points=100)
+
+
+@pytest.mark.parametrize(
+    "distance,schedule", [(7.3, lambda s: 10 * s), (3000.0, lambda s: 10000.0**-s)]
+)
+def test_the_num_points_an_unresolved_phase_asks_for_is_accepted(distance, schedule):
+    """A linear step at exactly the limit, and a curved schedule, took the estimate short."""
+    with pytest.raises(ValueError, match="num_points >= ") as error:
+        analysis.rope_decay_integral(np.array([distance]), schedule, num_points=3)
+    needed = int(str(error.value).split("num_points >= ")[1].split()[0])
+    analysis.rope_decay_integral(np.array([distance]), schedule, num_points=needed)
 
 
 # 7. Bias shapes ------------------------------------------------------------------------------

@@ -53,9 +53,13 @@ def dot_product_profile(distances: Sequence[int], dim: int, *, base: float = 100
     Returns:
       float64 ``[len(distances)]``; ``D/2`` at k = 0.
     """
-    distances = jnp.asarray(distances, jnp.int32)
-    if distances.ndim != 1:
-        raise ValueError(f"distances must be a 1-D list of integers, got shape {distances.shape}.")
+    distances = jnp.asarray(distances)
+    if distances.ndim != 1 or not jnp.issubdtype(distances.dtype, jnp.integer):
+        raise ValueError(
+            f"distances must be a 1-D list of integers, got shape {distances.shape} and dtype "
+            f"{distances.dtype} (a fraction would be cut to an integer distance)."
+        )
+    distances = distances.astype(jnp.int32)
     origin = sinusoidal(jnp.zeros((1,), jnp.int32), dim, base=base)
     table = sinusoidal(distances, dim, base=base)
     products = jnp.einsum("od,kd->ok", origin, table, precision=jax.lax.Precision.HIGHEST)

@@ -44,6 +44,18 @@ def _phases(distances, inv_freq) -> tuple[np.ndarray, np.ndarray]:
     return distances, inv_freq
 
 
+def _schedule_on_grid(schedule: Callable[[np.ndarray], np.ndarray], num_points: int):
+    """``theta(s)`` at ``num_points`` evenly spaced ``s`` in [0, 1], float64, checked."""
+    grid = np.linspace(0.0, 1.0, num_points)
+    theta = np.asarray(schedule(grid), np.float64)
+    if theta.shape != grid.shape or not np.all(np.isfinite(theta)):
+        raise ValueError(
+            f"schedule must map s [{num_points}] to finite theta(s) of the same shape, got "
+            f"shape {theta.shape}."
+        )
+    return theta
+
+
 def _chunked(distances: np.ndarray, per_chunk: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     pieces = [per_chunk(distances[i : i + _CHUNK]) for i in range(0, distances.size, _CHUNK)]
     return np.concatenate(pieces) if pieces else np.zeros((0,))
@@ -126,18 +138,19 @@ def rope_decay_integral(
         raise ValueError(
             f"num_points must be odd and at least 3 for Simpson's rule, got {num_points}."
         )
-    grid = np.linspace(0.0, 1.0, num_points)
-    theta = np.asarray(schedule(grid), np.float64)
-    if theta.shape != grid.shape or not np.all(np.isfinite(theta)):
-        raise ValueError(
-            f"schedule must map s [{num_points}] to finite theta(s) of the same shape, got "
-            f"shape {theta.shape}."
-        )
+    theta = _schedule_on_grid(schedule, num_points)
     distances, theta = _phases(distances, theta)
-    phase_step = np.max(np.abs(distances)) * np.max(np.abs(np.diff(theta)))
+    largest = np.max(np.abs(distances))
+    phase_step = largest * np.max(np.abs(np.diff(theta)))
     if phase_step > _MAX_PHASE_STEP:
+        # A first guess from a linear schedule, then the smallest odd count (to 1%) that
+        # the check accepts, since a curved schedule's largest step shrinks more slowly.
         intervals = int(np.ceil((num_points - 1) * phase_step / _MAX_PHASE_STEP))
         needed = intervals + intervals % 2 + 1
+        while largest * np.max(np.abs(np.diff(_schedule_on_grid(schedule, needed)))) > (
+            _MAX_PHASE_STEP
+        ):
+            needed += 2 * max(1, needed // 200)
         raise ValueError(
             f"the phase m * theta(s) moves {phase_step:.3g} rad between quadrature points at "
             f"the largest distance; use num_points >= {needed} (odd) or smaller distances."
