@@ -153,7 +153,8 @@ def figure_naive_positions(out_dir: str, rows: list[dict]) -> str:
     )
 
     positions = np.arange(0, 2049, 16)
-    # A unit-norm direction, so the integer encoding's norm is the position itself.
+    # A random direction of norm about 1 (1.007 at seed 0), so the integer encoding's norm
+    # is about the position itself.
     integer_norms = analysis.position_norms(
         pj.encodings.get("integer", stddev=ENCODING_DIM**-0.5), positions, ENCODING_DIM
     )
@@ -161,7 +162,7 @@ def figure_naive_positions(out_dir: str, rows: list[dict]) -> str:
         pj.encodings.get("sinusoidal"), positions, ENCODING_DIM
     )
     ax = axes[1]
-    ax.plot(positions, integer_norms, label="integer i (unit direction)")
+    ax.plot(positions, integer_norms, label="integer i (direction of norm ~1)")
     ax.plot(positions, sinusoidal_norms, label=f"sinusoidal, D={ENCODING_DIM}")
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("position")
@@ -644,7 +645,8 @@ def _write_figures(out_dir, study_dir, skip_trained, train_steps, seed) -> list[
     else:
         print("[8] skipped: attention maps need a trained model (drop --skip_trained)")
     if rows:
-        for path in extrapolation_plots(rows, os.path.join(out_dir, "extrapolation")):
+        curves = os.path.join(out_dir, "extrapolation")
+        for path in extrapolation_plots(rows, curves, dpi=plt.rcParams["savefig.dpi"]):
             print(f"wrote {path}")
             paths.append(path)
     else:

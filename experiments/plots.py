@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from experiments.results import summarize  # noqa: E402
 
 
-def extrapolation_plots(rows: list[dict], out_dir: str) -> list[str]:
-    """Writes one PNG per task (and metric) into ``out_dir``; returns their paths."""
+def extrapolation_plots(rows: list[dict], out_dir: str, *, dpi: int = 110) -> list[str]:
+    """Writes one PNG per task (and metric) into ``out_dir`` at ``dpi``; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     train_lengths = {r["task"]: r["train_length"] for r in rows}
@@ -43,7 +43,7 @@ def extrapolation_plots(rows: list[dict], out_dir: str) -> list[str]:
             ax.legend(fontsize=7, ncol=2)
             fig.tight_layout()
             path = os.path.join(out_dir, f"{task}_{metric}.png")
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=dpi)
             plt.close(fig)
             paths.append(path)
     return paths

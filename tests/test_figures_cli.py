@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,7 +76,9 @@ def test_analytic_figures_and_extrapolation_curves_in_one_command(tmp_path):
         path = out / name
         assert path.is_file() and path.stat().st_size > 10_000, name
     for metric in ("sequence_accuracy", "token_accuracy"):
-        assert (out / "extrapolation" / f"copy_{metric}.png").is_file()
+        curve = out / "extrapolation" / f"copy_{metric}.png"
+        with Image.open(curve) as image:  # 6.4 x 4.2 inches at the default --dpi=100
+            assert image.size == (640, 420), image.size
     assert not (out / "fig8_attention_maps.png").exists()  # needs training: skipped
     # The numbers the figures show are printed as they are computed.
     assert "[1] nope: max |f(Px) - P f(x)| = " in result.stdout
