@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posenc_jax.train import LoopConfig, masked_metrics, train
+from posenc_jax.train import LoopConfig, OptimizerConfig, masked_metrics, train
 from posenc_jax.train.checkpoint import CheckpointOfAnotherRunError
+from posenc_jax.train.loop import run_keys
 from tests.specs import tiny_copy_spec
 
 _spec = tiny_copy_spec
@@ -78,3 +79,24 @@ def test_a_checkpoint_of_another_run_is_an_error_not_a_resume(tmp_path):
         train(_spec(total_steps=4, learning_rate=0.3), [0], loop=loop, workdir=workdir)
     resumed, _ = train(_spec(total_steps=4), [0], loop=loop, workdir=workdir)  # the same run
     assert int(resumed.step[0]) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"end_fraction": -1.0}, r"end_fraction must be in \[0, 1\], got -1.0"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"b1": 1.0}, r"b1 must be in \[0, 1\), got 1.0"),
+        ({"b2": 1.5}, r"b2 must be in \[0, 1\)"),
+    ],
+)
+def test_optimizer_settings_that_cannot_train_are_errors(kwargs, message):
+    """end_fraction -1 trained by gradient ascent; b = 1 surfaced as a NaN loss."""
+    with pytest.raises(ValueError, match=message):
+        OptimizerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("seeds", [[-1], [2**32], [1.5]])
+def test_seeds_outside_uint32_are_named(seeds):
+    with pytest.raises(ValueError, match=r"seeds must be integers in \[0, 2\^32\)"):
+        run_keys(seeds)

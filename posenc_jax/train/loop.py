@@ -54,6 +54,10 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
     """A stacked PRNG key per seed, the leading axis of every vmapped quantity."""
     if not seeds:
         raise ValueError("at least one seed is needed.")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int | np.integer)]
+    bad += [s for s in seeds if s not in bad and not 0 <= s < 2**32]
+    if bad:
+        raise ValueError(f"seeds must be integers in [0, 2^32), got {bad}.")
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 

@@ -39,6 +39,15 @@ class OptimizerConfig:
             )
         if self.clip_norm <= 0:
             raise ValueError(f"clip_norm must be positive, got {self.clip_norm}.")
+        # A negative end fraction turns the late schedule into gradient ascent; b = 1 stops
+        # Adam's moment from moving and divides by zero in its bias correction.
+        if not 0 <= self.end_fraction <= 1:
+            raise ValueError(f"end_fraction must be in [0, 1], got {self.end_fraction}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        for name in ("b1", "b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
