@@ -253,3 +253,20 @@ def test_char_lm_tasks_are_distinct_cache_keys():
 def test_bad_task_settings(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         get_task(name, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "field"),
+    [
+        ("copy", {"alphabet_size": 8.5}, "alphabet_size"),
+        ("modular_arithmetic", {"modulus": 5.5}, "modulus"),
+        ("associative_recall", {"num_keys": 3.5}, "num_keys"),
+        ("block_finding", {"block_letters": True}, "block_letters"),
+    ],
+)
+def test_fractional_task_sizes_are_named(name, kwargs, field):
+    """Copy(alphabet_size=8.5) built a vocabulary of 10.5; others failed inside JAX."""
+    with pytest.raises(ValueError, match=f"{name} {field} must be an integer"):
+        get_task(name, **kwargs)
+    with pytest.raises(ValueError, match="length must be an integer, got 2.5"):
+        get_task(name).sample(jax.random.key(0), 2, 2.5)

@@ -52,6 +52,7 @@ class StringAnswerTask(Task):
     alphabet_size: int = 8
 
     def __post_init__(self):
+        super().__post_init__()
         if self.alphabet_size < 2:
             raise ValueError(f"{self.name} alphabet_size must be >= 2, got {self.alphabet_size}.")
 

@@ -41,6 +41,7 @@ class AssociativeRecall(Task):
     num_values: int = 16
 
     def __post_init__(self):
+        super().__post_init__()
         if self.num_keys < 1 or self.num_values < 2:
             raise ValueError(
                 f"associative_recall needs num_keys >= 1 and num_values >= 2; got "

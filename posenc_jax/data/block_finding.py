@@ -50,6 +50,7 @@ class BlockFinding(Task):
     query_letters: int = 2
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.query_letters <= self.block_letters:
             raise ValueError(
                 f"block_finding needs 1 <= query_letters <= block_letters; got "

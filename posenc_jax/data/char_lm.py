@@ -111,6 +111,7 @@ class CharLM(Task):
     __hash__ = object.__hash__
 
     def __post_init__(self):
+        super().__post_init__()
         object.__setattr__(self, "corpus", self._ids(self.corpus, "corpus"))
         if self.held_out_corpus is not None:
             held_out = self._ids(self.held_out_corpus, "held_out_corpus")

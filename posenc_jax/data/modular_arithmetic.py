@@ -44,6 +44,7 @@ class ModularArithmetic(Task):
     operators: tuple[str, ...] = ("+", "-", "*")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.modulus < 2:
             raise ValueError(f"modular_arithmetic modulus must be >= 2, got {self.modulus}.")
         unknown = [op for op in self.operators if op not in OPERATOR_TOKENS]

@@ -14,6 +14,8 @@ token sequence length follows from it through ``sequence_length``. Token 0 is pa
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
+
 from posenc_jax.typing import Array
 
 Batch = dict[str, Array]
@@ -48,6 +50,16 @@ class Task:
         """A batch of ``batch_size`` examples of task length ``length``, a pure function of key."""
         raise NotImplementedError
 
+    def __post_init__(self):
+        """Every field annotated ``int`` holds an integer: a size of 8.5 or 2.5 would
+        otherwise build a wrong vocabulary or fail deep inside JAX."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in (int, "int") and (
+                isinstance(value, bool) or not isinstance(value, int | np.integer)
+            ):
+                raise ValueError(f"{self.name} {field.name} must be an integer, got {value!r}.")
+
     def held_out(self) -> "Task":
         """The task evaluation examples are drawn from: the task itself for generated tasks
         (every example is a fresh draw, unseen in training up to chance), the held-out text
@@ -58,6 +70,8 @@ class Task:
         """Rejects non-positive batch sizes and lengths with a clear error."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if isinstance(length, bool) or not isinstance(length, int | np.integer):
+            raise ValueError(f"task {self.name!r} length must be an integer, got {length!r}.")
         if length <= 0:
             raise ValueError(f"task {self.name!r} length must be positive, got {length}.")
 
