@@ -73,14 +73,16 @@ class ResultsFile:
 
 
 def summarize(rows: list[dict], metric: str) -> dict:
-    """{task: {encoding: {eval_length: (mean, std, n_seeds)}}} over seeds."""
+    """{task: {encoding: {eval_length: (mean, std, n_seeds)}}} over seeds; std is the
+    sample standard deviation (ddof = 1; 0 for one seed)."""
     groups = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["encoding"], r["eval_length"])].append(r[metric])
     summary = defaultdict(lambda: defaultdict(dict))
     for (task, encoding, length), values in groups.items():
         values = np.asarray(values, np.float64)
-        summary[task][encoding][length] = (float(values.mean()), float(values.std()), len(values))
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        summary[task][encoding][length] = (float(values.mean()), std, len(values))
     return summary
 
 

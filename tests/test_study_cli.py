@@ -128,3 +128,17 @@ def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tm
     params, num_heads, causal, label = _study_bias_params(str(tmp_path), "t5")
     assert params["relative_attention_bias"].shape == (num_heads, 32) and causal
     assert "copy, 4 steps" in label
+
+
+def test_the_spread_over_seeds_is_the_sample_standard_deviation():
+    from experiments.results import summarize
+
+    accuracies = [0.586, 0.039, 0.25]
+    rows = [
+        {"task": "copy", "encoding": "t5", "eval_length": 8, "token_accuracy": a}
+        for a in accuracies
+    ]
+    mean, std, n = summarize(rows, "token_accuracy")["copy"]["t5"][8]
+    assert n == 3 and abs(mean - sum(accuracies) / 3) < 1e-12
+    assert abs(std - (sum((a - mean) ** 2 for a in accuracies) / 2) ** 0.5) < 1e-12
+    assert summarize(rows[:1], "token_accuracy")["copy"]["t5"][8] == (0.586, 0.0, 1)
