@@ -56,7 +56,7 @@ def shift_rotation(dim: int, offset: int, *, base: float = 10000.0) -> np.ndarra
     Returns:
       float64 ``[D, D]``, block-diagonal with ``[[cos wk, sin wk], [-sin wk, cos wk]]`` for
       each frequency ``w`` of :func:`posenc_jax.functional.sinusoidal_inv_freq` (the
-      float32 values the encoding itself uses, so that the map is exact for it).
+      float64 values the encoding itself starts from, so that the map is exact for it).
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017, Section 3.5.

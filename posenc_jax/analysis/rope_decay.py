@@ -5,9 +5,10 @@ Writing a rotated query-key product in complex form (Su et al. 2021, Section 3.4
 ``t`` of the query and the conjugated pair of the key. When the ``h_t`` are similar, the
 size of the logit is governed by ``|sum_t exp(i m theta_t)|`` at relative distance m, and by
 Abel summation it is bounded by ``max_t |h_{t+1} - h_t| * sum_j |S_j|`` with partial sums
-``S_j = sum_{t < j} exp(i m theta_t)``. With the standard schedule
-``theta_t = 10000^(-2t/d)`` both shrink as m grows (with ripples), so distant tokens get
-smaller logits on average.
+``S_j = sum_{t < j} exp(i m theta_t)``, the max running over t = 0 .. P - 1 with RoFormer's
+convention ``h_P = 0`` (without that last term the bound fails: a constant h gives 0).
+With the standard schedule ``theta_t = 10000^(-2t/d)`` both shrink as m grows (with
+ripples), so distant tokens get smaller logits on average.
 
 The continuous form replaces the sum over pairs by an integral over ``s = 2t/d`` in
 ``[0, 1]``: ``int_0^1 exp(i m theta(s)) ds``. With ``theta(s) = 10000^(-s)`` it decays;
@@ -87,7 +88,8 @@ def rope_decay_bound(distances, inv_freq) -> np.ndarray:
 
     ``S_j = sum_{t<j} exp(i m theta_t)``, the sum over the j fastest pairs.
 
-    The logit's bound is ``max_t |h_{t+1} - h_t|`` times ``sum_j |S_j|``; this is the second
+    The logit's bound is ``max_t |h_{t+1} - h_t|`` (with ``h_P = 0``) times ``sum_j |S_j|``;
+    this is the second
     factor averaged over the P pairs, the quantity plotted in RoFormer's Figure 2. It is
     ``(P + 1) / 2`` at m = 0.
 
