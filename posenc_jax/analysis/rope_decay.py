@@ -89,9 +89,8 @@ def rope_decay_bound(distances, inv_freq) -> np.ndarray:
     ``S_j = sum_{t<j} exp(i m theta_t)``, the sum over the j fastest pairs.
 
     The logit's bound is ``max_t |h_{t+1} - h_t|`` (with ``h_P = 0``) times ``sum_j |S_j|``;
-    this is the second
-    factor averaged over the P pairs, the quantity plotted in RoFormer's Figure 2. It is
-    ``(P + 1) / 2`` at m = 0.
+    this is the second factor averaged over the P pairs, the quantity plotted in RoFormer's
+    Figure 2. It is ``(P + 1) / 2`` at m = 0.
 
     Args:
       distances: relative distances m ``[M]``.
