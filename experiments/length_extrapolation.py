@@ -219,7 +219,11 @@ def run_cell(
     state, history = train(
         spec,
         seeds,
-        loop=LoopConfig(log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every),
+        loop=LoopConfig(
+            log_every=cfg.log_every,
+            checkpoint_every=cfg.checkpoint_every,
+            start_fresh_if_unusable=cfg.start_fresh_if_unusable,
+        ),
         workdir=cell_dir,
         on_step=on_step,
     )

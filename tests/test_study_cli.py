@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -142,3 +143,25 @@ def test_the_spread_over_seeds_is_the_sample_standard_deviation():
     assert n == 3 and abs(mean - sum(accuracies) / 3) < 1e-12
     assert abs(std - (sum((a - mean) ** 2 for a in accuracies) / 2) ** 0.5) < 1e-12
     assert summarize(rows[:1], "token_accuracy")["copy"]["t5"][8] == (0.586, 0.0, 1)
+
+
+def test_unusable_checkpoints_stop_a_study_unless_it_may_start_the_cell_fresh(tmp_path):
+    only = ("--config.encodings=('nope',)", "--config.eval_multipliers=(1,)")
+    result = _run_study(tmp_path, *only, "--config.checkpoint_every=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _rows(tmp_path)
+    os.remove(tmp_path / "results.jsonl")  # the cell is pending again
+    checkpoints = tmp_path / "cells" / "copy" / "nope" / "seeds-0" / "checkpoints"
+    for step in os.listdir(checkpoints):  # every checkpoint loses its state
+        shutil.rmtree(checkpoints / step / "state")
+
+    stopped = _run_study(tmp_path, *only, "--config.checkpoint_every=2")
+    assert stopped.returncode != 0
+    assert "no usable checkpoint" in stopped.stderr
+
+    fresh = ("--config.checkpoint_every=2", "--config.start_fresh_if_unusable=True")
+    result = _run_study(tmp_path, *only, *fresh)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.listdir(tmp_path / "cells" / "copy" / "nope" / "seeds-0" / "unusable_checkpoints")
+    retrained = _rows(tmp_path)
+    assert [r["token_accuracy"] for r in retrained] == [r["token_accuracy"] for r in rows]

@@ -42,4 +42,7 @@ def get_config() -> ConfigDict:
 
     c.log_every = 100
     c.checkpoint_every = 0
+    # When a cell's checkpoints all fail to restore: move them aside and train that cell
+    # again (True), or stop with UnusableCheckpointError (False).
+    c.start_fresh_if_unusable = False
     return c
