@@ -218,6 +218,14 @@ def test_rope_decay_integral_refuses_an_unresolved_phase():
         analysis.rope_decay_integral(np.array([1.0]), lambda s: s, num_points=100)
 
 
+def test_a_jump_in_the_schedule_is_an_error_not_an_endless_search():
+    """p-RoPE's continuous schedule drops to 0 at s = 0.75: no spacing resolves the jump."""
+    with pytest.raises(ValueError, match="jumps by 1 rad .* however many there are"):
+        analysis.rope_decay_integral(
+            np.array([1000.0]), lambda s: np.where(s < 0.75, 10000.0**-s, 0.0)
+        )
+
+
 @pytest.mark.parametrize(
     "distance,schedule", [(7.3, lambda s: 10 * s), (3000.0, lambda s: 10000.0**-s)]
 )

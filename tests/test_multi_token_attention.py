@@ -446,6 +446,10 @@ def test_config_errors(kwargs, message):
         MTAConfig(**kwargs)
 
 
+def test_conv_layers_take_any_iterable_of_indices():
+    assert MTAConfig(conv_layers=range(0, 8, 4)).conv_layers == (0, 4)
+
+
 def _transformer(encoding, num_layers=2, **kwargs):
     config = pj.models.TransformerConfig(
         vocab_size=11,

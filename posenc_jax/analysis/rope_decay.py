@@ -148,10 +148,17 @@ def rope_decay_integral(
         # the check accepts, since a curved schedule's largest step shrinks more slowly.
         intervals = int(np.ceil((num_points - 1) * phase_step / _MAX_PHASE_STEP))
         needed = intervals + intervals % 2 + 1
-        while largest * np.max(np.abs(np.diff(_schedule_on_grid(schedule, needed)))) > (
-            _MAX_PHASE_STEP
-        ):
-            needed += 2 * max(1, needed // 200)
+        for _ in range(200):  # up to ~7x the first guess
+            step = largest * np.max(np.abs(np.diff(_schedule_on_grid(schedule, needed))))
+            if step <= _MAX_PHASE_STEP:
+                break
+            needed += 2 * max(1, needed // 100)
+        else:  # the step does not shrink with the spacing: theta(s) jumps
+            raise ValueError(
+                f"the phase m * theta(s) jumps by {step:.3g} rad between neighbouring "
+                f"quadrature points however many there are (a discontinuous schedule?); "
+                "integrate each continuous piece separately or use smaller distances."
+            )
         raise ValueError(
             f"the phase m * theta(s) moves {phase_step:.3g} rad between quadrature points at "
             f"the largest distance; use num_points >= {needed} (odd) or smaller distances."

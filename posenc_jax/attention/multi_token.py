@@ -132,9 +132,9 @@ class MTAConfig:
                 object.__setattr__(self, name, tuple(size))
         if self.conv_layers is not None:
             layers = self.conv_layers
-            if not (
-                isinstance(layers, tuple | list) and all(_is_int(i) and i >= 0 for i in layers)
-            ):
+            iterable = not isinstance(layers, str | bytes) and hasattr(layers, "__iter__")
+            layers = tuple(layers) if iterable else layers
+            if not (iterable and all(_is_int(i) and i >= 0 for i in layers)):
                 raise ValueError(
                     f"conv_layers={self.conv_layers!r}; give 0-based layer indices (integers "
                     ">= 0), or None for every layer."
