@@ -347,7 +347,7 @@ def test_xpos_span_beyond_float32_range_is_an_error():
 
 def test_xpos_in_float16_stays_finite_up_to_its_limit_and_is_an_error_beyond(rng):
     """float16's largest value is 65504: its keys' factors overflow from position ~4,500
-    (s = 512), so the limit follows the dtype (2,266), where float32's is 33,994."""
+    (s = 512), so the limit follows the dtype (2,124), where float32's is 33,852."""
     encoding = pj.encodings.get("xpos")
     q, k = (jnp.asarray(unit_vectors(rng, (1, 2, 1, 64)) * 8) for _ in range(2))
 
@@ -359,12 +359,19 @@ def test_xpos_in_float16_stays_finite_up_to_its_limit_and_is_an_error_beyond(rng
         )
         return logits(*(np.asarray(x, np.float32) for x in rotated))
 
-    near = logits_at(2_266, jnp.float16)
+    near = logits_at(2_124, jnp.float16)
     assert np.isfinite(near).all()
-    np.testing.assert_allclose(near, logits_at(2_266, jnp.float32), rtol=0.02, atol=0.1)
-    with pytest.raises(ValueError, match="xPos position 2267 is too large.*float16's range"):
-        logits_at(2_267, jnp.float16)
-    assert np.isfinite(logits_at(2_267, jnp.float32)).all()
+    np.testing.assert_allclose(near, logits_at(2_124, jnp.float32), rtol=0.02, atol=0.1)
+    with pytest.raises(ValueError, match="xPos position 2125 is too large.*float16's range"):
+        logits_at(2_125, jnp.float16)
+    assert np.isfinite(logits_at(2_125, jnp.float32)).all()
+    # Components up to 256, which rotation can grow by sqrt(2), stay finite at the limit.
+    for dtype, limit in ((jnp.float16, 2_124), (jnp.float32, 33_852), (jnp.bfloat16, 33_851)):
+        big = jnp.full((1, 1, 1, 64), 256.0, dtype)
+        at = jnp.array([[limit]])
+        variables = encoding.init(jax.random.key(0), "rotate", big, big, at, at)
+        _, rotated_key = encoding.apply(variables, "rotate", big, big, at, at)
+        assert np.isfinite(np.asarray(rotated_key, np.float32)).all(), dtype
 
 
 def test_turns_at_a_traced_length_equal_the_float64_frequencies_split():

@@ -36,8 +36,9 @@ LAYOUTS = ("half", "interleaved")
 XPOS_GAMMA = 0.4
 XPOS_SCALE_BASE = 512.0
 # The xPos factors are kept below (the dtype's largest value) / this, so that queries and
-# keys of magnitude up to it, multiplied by zeta^(n/s) and zeta^(-m/s), stay finite.
-_XPOS_VALUE_HEADROOM = 256.0
+# keys with components up to 256, rotated (a pair's component grows by up to sqrt(2)) and
+# multiplied by zeta^(n/s) and zeta^(-m/s), stay finite.
+_XPOS_VALUE_HEADROOM = 256.0 * math.sqrt(2.0)
 
 
 def _check_rotary_dim(head_dim: int, what: str = "rotated dimension") -> None:
@@ -427,8 +428,8 @@ def xpos_scales(
     taken from position 0, not re-centred per call as the reference code does: a key/value
     cache filled by earlier calls then stays consistent with later queries. The price is a
     range limit past which a scaled key (of magnitude up to 256) would leave the range of
-    the ``dtype`` it is stored in: position 33,994 for s = 512 in float32 and bfloat16,
-    2,266 in float16. It is reported as an error.
+    the ``dtype`` it is stored in: position 33,852 for s = 512 in float32 (33,851 in bfloat16),
+    2,124 in float16. It is reported as an error.
 
     Args:
       q_positions: integer ``[..., L]``.
