@@ -23,6 +23,25 @@ def check_positive_int(value, what: str) -> int:
     return int(value)
 
 
+def check_int32_positions(positions, what: str) -> None:
+    """Known positions of a wider integer type (int64, uint32) must fit int32, the type
+    positions are computed in: a cast would wrap the rest silently (2^31 + 5 to -2^31 + 5)."""
+    dtype = np.asarray(positions).dtype if isinstance(positions, list | tuple) else None
+    dtype = getattr(positions, "dtype", dtype)
+    if dtype is None or not np.issubdtype(dtype, np.integer):
+        return
+    info = np.iinfo(np.int32)
+    if np.iinfo(dtype).max <= info.max and np.iinfo(dtype).min >= info.min:
+        return
+    if is_concrete(positions) and np.size(positions):
+        values = np.asarray(positions)
+        if values.min() < info.min or values.max() > info.max:
+            raise ValueError(
+                f"{what} must fit int32, got values in [{values.min()}, {values.max()}] "
+                f"({dtype}); offset them (relative encodings see only differences)."
+            )
+
+
 def check_positions_below(positions: Array, limit: int, what: str) -> None:
     """Raises ValueError if any position is >= ``limit`` or negative.
 
@@ -69,6 +88,7 @@ def as_batched_positions(positions: Array | None, batch: int, length: int, name:
     """
     if positions is None:
         return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    check_int32_positions(positions, name)
     positions = jnp.asarray(positions)
     if not jnp.issubdtype(positions.dtype, jnp.integer):
         raise ValueError(f"{name} must be an integer array, got dtype {positions.dtype}.")

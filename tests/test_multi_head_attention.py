@@ -111,3 +111,12 @@ def test_nnx_model_uses_the_encoding_through_the_bridge(rng):
     # Causal: the first output depends only on the first token.
     out_changed = attention(x.at[:, 1:].add(1.0))
     np.testing.assert_allclose(out[:, 0], out_changed[:, 0], atol=1e-6)
+
+
+def test_positions_beyond_int32_are_an_error_in_attention_too():
+    """The layer casts positions to int32; 2^31 + 1 would wrap to -2^31 + 1 silently."""
+    attention = MultiHeadAttention(num_heads=2, causal=True, encoding=pj.encodings.get("rope"))
+    x = jnp.zeros((1, 4, 8))
+    positions = np.arange(2**31 - 2, 2**31 + 2, dtype=np.uint32)[None]
+    with pytest.raises(ValueError, match=r"q_positions must fit int32"):
+        attention.init(jax.random.key(0), x, q_positions=positions)

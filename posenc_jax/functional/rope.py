@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import is_concrete
+from posenc_jax._checks import check_int32_positions, is_concrete
 from posenc_jax.functional.rope_scaling import RopeScaling
 from posenc_jax.typing import Array
 
@@ -279,29 +279,10 @@ def _polynomial(x: Array, coefficients: list[float]) -> Array:
     return result
 
 
-def _check_int32_range(positions) -> None:
-    """Known positions of a wider integer type (int64, uint32) must fit int32: the
-    fixed-point angles are exact for int32 and a cast would wrap the rest silently."""
-    dtype = np.asarray(positions).dtype if isinstance(positions, list | tuple) else None
-    dtype = getattr(positions, "dtype", dtype)
-    if dtype is None or not np.issubdtype(dtype, np.integer):
-        return
-    info = np.iinfo(np.int32)
-    if np.iinfo(dtype).max <= info.max and np.iinfo(dtype).min >= info.min:
-        return
-    if is_concrete(positions) and np.size(positions):
-        values = np.asarray(positions)
-        if values.min() < info.min or values.max() > info.max:
-            raise ValueError(
-                f"RoPE positions must fit int32, got values in [{values.min()}, "
-                f"{values.max()}] ({dtype}); offset them (only differences matter to RoPE)."
-            )
-
-
 def _turns(positions: Array, inv_freq) -> Array:
     """``positions * inv_freq / (2 pi)`` reduced to ``[-1/2, 1/2]`` turns, float32 ``[..., P]``
     (the fixed-point reduction of :func:`rope_angles`)."""
-    _check_int32_range(positions)
+    check_int32_positions(positions, "RoPE positions")
     positions = jnp.asarray(positions)
     if not jnp.issubdtype(positions.dtype, jnp.integer):
         raise ValueError(
