@@ -10,10 +10,12 @@ length; a re-run trains only the seeds that lack a row and never writes a row tw
 and per cell the training metrics and checkpoints of each group of seeds trained together
 under ``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``.
 
-Each row records a digest of its cell's configuration (``config_sha256``: the run spec and
-the evaluation settings). A work dir whose rows were made under another configuration is
-refused before any training: its rows would otherwise be reported, or mixed in, as this
-configuration's.
+Each row records two digests: of the settings every cell shares (``study_sha256``: model,
+optimizer, train length, batch, evaluation) and of its cell's run spec and evaluation
+(``config_sha256``). A work dir whose rows, or an interrupted cell's checkpoints, were made
+under another configuration is refused before any training: its rows would otherwise be
+reported, or mixed in, as this configuration's. Rows written before the digests existed
+are taken without a check (with a warning).
 """
 
 import glob
@@ -43,6 +45,7 @@ from posenc_jax.train import (
     evaluate,
     train,
 )
+from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.decode import evaluate_greedy
 from posenc_jax.train.evaluate import check_eval_lengths
 from posenc_jax.train.loop import run_identity
@@ -155,6 +158,14 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     check_writable_dir(workdir, "work dir (--workdir)")
     results = ResultsFile(workdir)
     lengths = eval_lengths(cfg)
+    results.check_study(study_settings_digest(cfg))
+    if results.unchecked_rows():
+        logging.warning(
+            "%d rows of %s carry no configuration digest (written by an older version); "
+            "they are taken as this configuration's without a check.",
+            results.unchecked_rows(),
+            results.path,
+        )
     pending = []  # (task, encoding, the seeds that lack a row)
     for task_name in cfg.tasks:
         for encoding_name in cfg.encodings:
@@ -163,6 +174,19 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
             if seeds:
                 pending.append((task_name, encoding_name, seeds))
+    # An interrupted cell's checkpoints must be this configuration's; checked before any
+    # cell trains, so a mismatch stops the study before it has written anything.
+    for task_name, encoding_name, seeds in pending:
+        checkpoints = os.path.join(
+            cell_dir(workdir, task_name, encoding_name, seeds), "checkpoints"
+        )
+        if os.path.isdir(checkpoints):
+            spec = cell_spec(cfg, task_name, encoding_name)[0]
+            checker = Checkpointer(checkpoints, every=1, run=run_identity(spec, seeds))
+            try:
+                checker.check_run()
+            finally:
+                checker.close()
     bar = tqdm(
         total=len(pending) * cfg.optimizer.total_steps,
         unit="step",
@@ -192,6 +216,41 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     return table
 
 
+#: Config keys that choose cells or only change how a study runs, not what a row means.
+_NOT_STUDY_SETTINGS = (
+    "checkpoint_every",
+    "encoding_kwargs",
+    "encoding_variants",
+    "encodings",
+    "eval_batch_size",
+    "eval_every_length",
+    "eval_multipliers",
+    "log_every",
+    "seeds",
+    "start_fresh_if_unusable",
+    "task_kwargs",
+    "tasks",
+)
+
+
+def study_settings_digest(cfg: ConfigDict) -> str:
+    """SHA-256 of the settings every cell shares (model, optimizer, train length, batch,
+    evaluation examples and decoding): one work dir holds one value of it."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_STUDY_SETTINGS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cell_dir(workdir: str, task_name: str, encoding_name: str, seeds) -> str:
+    """Where a group of seeds of one cell is trained: ``seeds-0-1-2``, or for long groups
+    ``seeds-<first>-to-<last>-n<count>-<digest>`` (file names stop at 255 characters)."""
+    seeds = [int(s) for s in seeds]
+    group = "seeds-" + "-".join(str(s) for s in seeds)
+    if len(group) > 100:
+        digest = hashlib.sha256(group.encode()).hexdigest()[:12]
+        group = f"seeds-{seeds[0]}-to-{seeds[-1]}-n{len(seeds)}-{digest}"
+    return os.path.join(workdir, "cells", task_name, encoding_name, group)
+
+
 def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> str:
     """SHA-256 of what a cell's rows depend on: its run spec and the evaluation settings."""
     spec, _ = cell_spec(cfg, task_name, encoding_name)
@@ -212,8 +271,6 @@ def run_cell(
     evaluates every length."""
     seeds = list(cfg.seeds if seeds is None else seeds)
     spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
-    group = "seeds-" + "-".join(str(int(s)) for s in seeds)
-    cell_dir = os.path.join(workdir, "cells", task_name, encoding_name, group)
     digest = cell_config_digest(cfg, task_name, encoding_name)
     start = time.time()
     state, history = train(
@@ -224,7 +281,7 @@ def run_cell(
             checkpoint_every=cfg.checkpoint_every,
             start_fresh_if_unusable=cfg.start_fresh_if_unusable,
         ),
-        workdir=cell_dir,
+        workdir=cell_dir(workdir, task_name, encoding_name, seeds),
         on_step=on_step,
     )
     train_seconds = time.time() - start
@@ -265,6 +322,7 @@ def run_cell(
                     "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
                     "steps": cfg.optimizer.total_steps,
                     "config_sha256": digest,
+                    "study_sha256": study_settings_digest(cfg),
                     "final_train_loss": history[-1]["loss"][seeds.index(seed)] if history else None,
                     "train_seconds": round(train_seconds, 2),
                     **metrics,

@@ -36,20 +36,39 @@ class ResultsFile:
         done = {row_key(r) for r in self.rows()}
         return [s for s in seeds if any((encoding, task, s, n) not in done for n in lengths)]
 
+    def check_study(self, study_sha256: str) -> None:
+        """Raises if any row was made under other study-wide settings (model, optimizer,
+        train length, batch, evaluation examples), whatever its cell."""
+        other = {r["study_sha256"] for r in self.rows() if "study_sha256" in r} - {study_sha256}
+        if other:
+            raise ValueError(
+                f"{self.path} holds rows made under other study settings (model, optimizer, "
+                f"train length, batch size or evaluation; digest {sorted(other)[0][:12]}, now "
+                f"{study_sha256[:12]}). They would be reported beside this configuration's: "
+                "give this study a new --workdir."
+            )
+
     def check_config(self, encoding: str, task: str, config_sha256: str) -> None:
-        """Raises if this cell's rows were made under another configuration."""
+        """Raises if this cell's rows were made under another configuration of the cell
+        (its encoding's or task's arguments, or a learned table sized to the longest
+        evaluation length)."""
         other = {
-            r.get("config_sha256", "unrecorded")
+            r["config_sha256"]
             for r in self.rows()
-            if (r["encoding"], r["task"]) == (encoding, task)
+            if (r["encoding"], r["task"]) == (encoding, task) and "config_sha256" in r
         } - {config_sha256}
         if other:
             raise ValueError(
                 f"{self.path} holds rows for ({encoding!r}, {task!r}) made under another "
-                f"configuration (model, task, train length, batch, optimizer or evaluation "
-                f"settings; digest {sorted(other)[0][:12]}, now {config_sha256[:12]}). They "
-                "would be reported as this configuration's: give this study a new --workdir."
+                f"configuration of that cell (its encoding's or task's arguments, or a "
+                f"learned position table sized to another longest evaluation length; digest "
+                f"{sorted(other)[0][:12]}, now {config_sha256[:12]}). They would be reported "
+                "as this configuration's: give this study a new --workdir."
             )
+
+    def unchecked_rows(self) -> int:
+        """Rows written before configuration digests were recorded (they cannot be checked)."""
+        return sum("config_sha256" not in r for r in self.rows())
 
     def without_present(self, new_rows: list[dict]) -> list[dict]:
         """The rows whose key has no row yet."""

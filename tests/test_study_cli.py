@@ -120,7 +120,15 @@ def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tm
 
     changed = _run_study(tmp_path, *grown, "--config.optimizer.learning_rate=0.5")
     assert changed.returncode != 0
-    assert "made under another configuration" in changed.stderr
+    assert "made under other study settings" in changed.stderr
+    # Also when the changed settings would only reach a new cell.
+    new_cell = ("--config.encodings=('t5','nope')", "--config.optimizer.learning_rate=0.5")
+    changed = _run_study(tmp_path, *new_cell)
+    assert changed.returncode != 0 and "made under other study settings" in changed.stderr
+    # A cell's own arguments: T5 with other buckets.
+    other_t5 = ('--config.encoding_kwargs={"t5": {"num_buckets": 16}}',)
+    changed = _run_study(tmp_path, *grown, *other_t5)
+    assert changed.returncode != 0 and "another configuration of that cell" in changed.stderr
     assert _rows(tmp_path) == grown_rows
 
     # The figures read the study's trained T5 table from its checkpoints.
@@ -129,6 +137,15 @@ def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tm
     params, num_heads, causal, label = _study_bias_params(str(tmp_path), "t5")
     assert params["relative_attention_bias"].shape == (num_heads, 32) and causal
     assert "copy, 4 steps" in label
+
+
+def test_long_seed_groups_get_short_directory_names(tmp_path):
+    from experiments.length_extrapolation import cell_dir
+
+    assert cell_dir("w", "copy", "t5", [0, 1]).endswith("seeds-0-1")
+    long = os.path.basename(cell_dir("w", "copy", "t5", range(100)))
+    assert long.startswith("seeds-0-to-99-n100-") and len(long) < 50
+    assert long != os.path.basename(cell_dir("w", "copy", "t5", [*range(99), 100]))
 
 
 def test_the_spread_over_seeds_is_the_sample_standard_deviation():

@@ -1,5 +1,7 @@
 """Training: metrics, vmapped seeds, NaN guard, checkpoint resume."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,6 +79,12 @@ def test_a_checkpoint_of_another_run_is_an_error_not_a_resume(tmp_path):
         train(_spec(total_steps=4), [1], loop=loop, workdir=workdir)
     with pytest.raises(CheckpointOfAnotherRunError, match="spec_sha256"):
         train(_spec(total_steps=4, learning_rate=0.3), [0], loop=loop, workdir=workdir)
+    # Other shapes are another run too, not damaged files to move aside.
+    spec = _spec(total_steps=4)
+    wider = dataclasses.replace(spec, model=dataclasses.replace(spec.model, d_model=32))
+    fresh = LoopConfig(log_every=1, checkpoint_every=2, start_fresh_if_unusable=True)
+    with pytest.raises(CheckpointOfAnotherRunError, match="spec_sha256"):
+        train(wider, [0], loop=fresh, workdir=workdir)
     resumed, _ = train(_spec(total_steps=4), [0], loop=loop, workdir=workdir)  # the same run
     assert int(resumed.step[0]) == 4
 

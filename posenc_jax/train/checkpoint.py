@@ -121,12 +121,13 @@ class Checkpointer:
           CheckpointOfAnotherRunError: the newest usable checkpoint records another ``run``
             (nothing on disk is changed).
         """
+        self.check_run()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         failures = []
         restored = None
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
-                restored, saved_run = self._restore_verified(step, abstract)
+                restored = self._restore_verified(step, abstract)
                 break
             except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
@@ -137,18 +138,6 @@ class Checkpointer:
                     self.directory,
                     reason,
                 )
-        if restored is not None and None not in (self.run, saved_run) and saved_run != self.run:
-            differing = sorted(
-                k for k in {*self.run, *saved_run} if self.run.get(k) != saved_run.get(k)
-            )
-            raise CheckpointOfAnotherRunError(
-                f"the checkpoints in {self.directory} belong to another run: "
-                + "; ".join(
-                    f"{k} {saved_run.get(k)} saved, {self.run.get(k)} now" for k in differing
-                )
-                + ". Nothing was changed on disk. Resume with the same seeds and spec, or give "
-                "this run its own directory."
-            )
         if failures and restored is None and not start_fresh_if_unusable:
             listing = "; ".join(f"step {s}: {r}" for s, r in failures)
             raise UnusableCheckpointError(
@@ -170,8 +159,34 @@ class Checkpointer:
             )
         return restored
 
-    def _restore_verified(self, step: int, abstract) -> tuple[TrainState, dict | None]:
-        """The state at ``step``, checked against its fingerprint, and its saved ``run``."""
+    def check_run(self) -> None:
+        """Raises :class:`CheckpointOfAnotherRunError` if the newest checkpoint whose record
+        can be read was saved by another ``run``; read before any state, so a run whose
+        parameters have other shapes is named as another run, not as damaged files."""
+        if self.run is None:
+            return
+        saved = None
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                items = self._manager.restore(
+                    step, args=ocp.args.Composite(fingerprint=ocp.args.JsonRestore())
+                )
+            except Exception:  # noqa: BLE001 - an unreadable record is judged by restore()
+                continue
+            saved = (items.fingerprint or {}).get("run")
+            break
+        if saved is None or saved == self.run:
+            return
+        differing = sorted(k for k in {*self.run, *saved} if self.run.get(k) != saved.get(k))
+        raise CheckpointOfAnotherRunError(
+            f"the checkpoints in {self.directory} belong to another run: "
+            + "; ".join(f"{k} {saved.get(k)} saved, {self.run.get(k)} now" for k in differing)
+            + ". Nothing was changed on disk. Resume with the same seeds and spec, or give "
+            "this run its own directory."
+        )
+
+    def _restore_verified(self, step: int, abstract) -> TrainState:
+        """The state at ``step``, checked against its fingerprint."""
         items = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -185,7 +200,7 @@ class Checkpointer:
                 f"restored values do not match the fingerprint saved with them "
                 f"(saved {str(expected)[:12]}, read {actual[:12]}): the files are corrupt"
             )
-        return items.state, (items.fingerprint or {}).get("run")
+        return items.state
 
     def _move_aside(self, step: int) -> None:
         source = os.path.join(self.directory, str(step))
