@@ -15,10 +15,15 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def is_integer(value) -> bool:
+    """A Python or NumPy integer; a bool or a float such as 2.5 or 4.0 is not."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def check_positive_int(value, what: str) -> int:
     """``value`` as an int if it is a positive integer (Python or NumPy), else a ValueError
-    naming ``what``; a bool or a float such as 2.5 or 4.0 is refused."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+    naming ``what``."""
+    if not is_integer(value) or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}.")
     return int(value)
 
@@ -40,6 +45,13 @@ def check_int32_positions(positions, what: str) -> None:
                 f"{what} must fit int32, got values in [{values.min()}, {values.max()}] "
                 f"({dtype}); offset them (relative encodings see only differences)."
             )
+
+
+def check_base(base: float, what: str) -> None:
+    """A wavelength base (RoPE, sinusoid) must be finite and > 1: a base <= 1 gives NaN or
+    constant frequencies."""
+    if not (np.isfinite(base) and base > 1):
+        raise ValueError(f"{what} base must be a finite number > 1, got {base!r}.")
 
 
 def check_positions_below(positions: Array, limit: int, what: str) -> None:

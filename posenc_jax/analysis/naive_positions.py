@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import is_integer
 from posenc_jax.analysis.position_vectors import position_vectors
 from posenc_jax.encodings.base import PositionalEncoding
 
@@ -37,7 +38,7 @@ def neighbour_step(feature: Callable, lengths: Sequence[int]) -> np.ndarray:
     """
     steps = []
     for length in lengths:
-        if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 2:
+        if not is_integer(length) or length < 2:
             raise ValueError(
                 f"every length must be an integer of at least 2 to have neighbours, got {length!r}."
             )

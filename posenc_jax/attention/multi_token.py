@@ -42,8 +42,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from posenc_jax._checks import is_integer
 from posenc_jax.attention.core import (
     allowed_mask,
     check_mask,
@@ -70,18 +70,13 @@ GROUP_NORM_KINDS = ("depth", "gate")
 _EXACT = jax.lax.Precision.HIGHEST
 
 
-def _is_int(value) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def _check_kernel_size(name: str, size: tuple[int, int] | None) -> None:
     if size is None:
         return
     valid = (
         isinstance(size, tuple | list)
         and len(size) == 2
-        and all(_is_int(s) and s > 0 for s in size)
+        and all(is_integer(s) and s > 0 for s in size)
     )
     if not valid or size[1] % 2 == 0:
         raise ValueError(
@@ -134,7 +129,7 @@ class MTAConfig:
             layers = self.conv_layers
             iterable = not isinstance(layers, str | bytes) and hasattr(layers, "__iter__")
             layers = tuple(layers) if iterable else layers
-            if not (iterable and all(_is_int(i) and i >= 0 for i in layers)):
+            if not (iterable and all(is_integer(i) and i >= 0 for i in layers)):
                 raise ValueError(
                     f"conv_layers={self.conv_layers!r}; give 0-based layer indices (integers "
                     ">= 0), or None for every layer."
@@ -142,7 +137,7 @@ class MTAConfig:
             object.__setattr__(self, "conv_layers", tuple(int(i) for i in layers))
         for name in ("pre_softmax_head_group", "post_softmax_head_group"):
             size = getattr(self, name)
-            if size is not None and (not _is_int(size) or size <= 0):
+            if size is not None and (not is_integer(size) or size <= 0):
                 raise ValueError(f"{name}={size!r}; give a positive group size c_h or None.")
         if self.group_norm is not None and self.group_norm not in GROUP_NORM_KINDS:
             raise ValueError(

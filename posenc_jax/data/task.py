@@ -14,8 +14,7 @@ token sequence length follows from it through ``sequence_length``. Token 0 is pa
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
-
+from posenc_jax._checks import is_integer
 from posenc_jax.typing import Array
 
 Batch = dict[str, Array]
@@ -55,9 +54,7 @@ class Task:
         otherwise build a wrong vocabulary or fail deep inside JAX."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type in (int, "int") and (
-                isinstance(value, bool) or not isinstance(value, int | np.integer)
-            ):
+            if field.type in (int, "int") and not is_integer(value):
                 raise ValueError(f"{self.name} {field.name} must be an integer, got {value!r}.")
 
     def held_out(self) -> "Task":
@@ -70,7 +67,7 @@ class Task:
         """Rejects non-positive batch sizes and lengths with a clear error."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
-        if isinstance(length, bool) or not isinstance(length, int | np.integer):
+        if not is_integer(length):
             raise ValueError(f"task {self.name!r} length must be an integer, got {length!r}.")
         if length <= 0:
             raise ValueError(f"task {self.name!r} length must be positive, got {length}.")

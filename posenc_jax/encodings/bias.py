@@ -16,10 +16,9 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from posenc_jax import functional
-from posenc_jax._checks import check_positive_int
+from posenc_jax._checks import check_positive_int, is_integer
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.registry import register
 from posenc_jax.typing import Array, BiasFn
@@ -43,11 +42,7 @@ class ALiBi(PositionalEncoding):
     def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
         check_positive_int(num_heads, "alibi num_heads")
         biased = num_heads if self.alibi_heads is None else self.alibi_heads
-        if (
-            isinstance(biased, bool)
-            or not isinstance(biased, int | np.integer)
-            or not 0 < biased <= num_heads
-        ):
+        if not is_integer(biased) or not 0 < biased <= num_heads:
             raise ValueError(
                 f"alibi_heads={self.alibi_heads!r} must be an integer in 1..num_heads="
                 f"{num_heads} (or None for every head)."

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import check_int32_positions, is_concrete
+from posenc_jax._checks import check_base, check_int32_positions, is_concrete
 from posenc_jax.functional.rope_scaling import RopeScaling
 from posenc_jax.typing import Array
 
@@ -83,8 +83,7 @@ def rope_inv_freq(
       Embedding", arXiv 2104.09864, 2021, Eq. (15).
     """
     _check_rotary_dim(head_dim)
-    if not (math.isfinite(base) and base > 1.0):
-        raise ValueError(f"RoPE base must be a finite number > 1, got {base!r}.")
+    check_base(base, "RoPE")
     if seq_len is not None and is_concrete(seq_len):
         length = float(np.asarray(seq_len))
         if not (length.is_integer() and length > 0):

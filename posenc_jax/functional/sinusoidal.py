@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import check_base, is_integer
 from posenc_jax.functional.rope import rope_cos_sin
 from posenc_jax.typing import Array
 
@@ -13,10 +14,9 @@ def sinusoidal_inv_freq(dim: int, *, base: float = 10000.0) -> np.ndarray:
     Kept in float64 so that :func:`sinusoidal` can form exact angles at large positions;
     ``jnp`` arithmetic turns them into float32 wherever they meet a traced array.
     """
-    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim <= 0 or dim % 2:
+    if not is_integer(dim) or dim <= 0 or dim % 2:
         raise ValueError(f"sinusoidal dim must be a positive even number, got {dim!r}.")
-    if not (np.isfinite(base) and base > 1):
-        raise ValueError(f"sinusoid base must be a finite number > 1, got {base!r}.")
+    check_base(base, "sinusoid")
     return float(base) ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
 
 

@@ -6,6 +6,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from posenc_jax._checks import is_integer
 from posenc_jax.typing import Array
 
 
@@ -75,7 +76,7 @@ def t5_relative_bucket(
 def _checked(num_buckets, per_side, max_distance, bidirectional) -> tuple[int, int, int]:
     """Validates the bucket layout; returns ``(max_exact, log_buckets, max_distance)``."""
     for name, value in (("num_buckets", num_buckets), ("max_distance", max_distance)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if not is_integer(value):
             raise ValueError(f"t5 {name} must be an integer, got {value!r}.")
     if per_side < 2:
         need = 4 if bidirectional else 2

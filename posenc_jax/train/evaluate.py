@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from posenc_jax._checks import is_integer
 from posenc_jax.data.task import Batch
 from posenc_jax.train.metrics import ratios
 from posenc_jax.train.step import RunSpec, eval_batch, init_state, over_seeds
@@ -53,7 +54,7 @@ def check_eval_lengths(spec: RunSpec, lengths: Sequence[int]) -> None:
     """
     if not lengths:
         raise ValueError("no evaluation length given; give at least the train length.")
-    bad = [n for n in lengths if isinstance(n, bool) or not isinstance(n, int | np.integer)]
+    bad = [n for n in lengths if not is_integer(n)]
     if bad:
         raise ValueError(f"evaluation lengths must be integers, got {bad}.")
     short = sorted(n for n in lengths if n < spec.train_length)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from posenc_jax._checks import check_writable_dir
+from posenc_jax._checks import check_writable_dir, is_integer
 from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.sharding import Placement, placement
 from posenc_jax.train.step import RunSpec, TrainState, init_state, over_seeds, train_step
@@ -54,7 +54,7 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
     """A stacked PRNG key per seed, the leading axis of every vmapped quantity."""
     if not seeds:
         raise ValueError("at least one seed is needed.")
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int | np.integer)]
+    bad = [s for s in seeds if not is_integer(s)]
     bad += [s for s in seeds if s not in bad and not 0 <= s < 2**32]
     if bad:
         raise ValueError(f"seeds must be integers in [0, 2^32), got {bad}.")
