@@ -36,6 +36,7 @@ from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
 from experiments.results import ResultsFile, markdown_table
 from posenc_jax._checks import check_writable_dir
+from posenc_jax._digest import content_digest
 from posenc_jax.data import get_task, task_names
 from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
 from posenc_jax.train import (
@@ -259,7 +260,7 @@ def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> s
         "greedy_decoding": bool(cfg.greedy_decoding),
         "eval_key_seed": EVAL_KEY_SEED,
     }
-    digest = hashlib.sha256(run_identity(spec, [])["spec_sha256"].encode())
+    digest = hashlib.sha256(content_digest(spec).encode())
     digest.update(json.dumps(evaluation, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -8,8 +8,6 @@ array_record files by ``TaskEvalSet`` and read back by random access with
 """
 
 import dataclasses
-import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 
@@ -18,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from posenc_jax._digest import content_digest
 from posenc_jax.data._tfds import ArrayRecordBuilder
 from posenc_jax.data.task import Batch, Task, get_task
 
@@ -105,26 +104,13 @@ def eval_set_config(
         raise ValueError(f"seed must be a non-negative integer, got {seed}.")
     task.check_size(num_examples, length)
     return TaskEvalSetConfig(
-        name=f"{task.name}_len{length}_seed{seed}_n{num_examples}_{_task_digest(task)}",
+        name=f"{task.name}_len{length}_seed{seed}_n{num_examples}_{content_digest(task)[:12]}",
         description=f"{num_examples} examples of {task!r} at length {length}, seed {seed}.",
         task=task,
         length=length,
         seed=seed,
         num_examples=num_examples,
     )
-
-
-def _task_digest(task: Task) -> str:
-    """A short hash of the task's name and field values (arrays by content)."""
-    fields = {}
-    for field in dataclasses.fields(task):
-        value = getattr(task, field.name)
-        if isinstance(value, np.ndarray | jax.Array):
-            array = np.asarray(value)
-            value = f"{array.dtype}{array.shape}:{hashlib.sha256(array.tobytes()).hexdigest()}"
-        fields[field.name] = repr(value)
-    payload = json.dumps({"task": task.name, "fields": fields}, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
 def build_eval_set(

@@ -9,19 +9,18 @@ with the same parameters as an uninterrupted run.
 
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
 from collections.abc import Callable, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
 from posenc_jax._checks import check_writable_dir, is_integer
+from posenc_jax._digest import content_digest
 from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.sharding import Placement, placement
 from posenc_jax.train.step import RunSpec, TrainState, init_state, over_seeds, train_step
@@ -62,32 +61,9 @@ def run_keys(seeds: Sequence[int]) -> jax.Array:
 
 
 def run_identity(spec: RunSpec, seeds: Sequence[int]) -> dict:
-    """What a run is, for its checkpoints: its seeds and a SHA-256 digest of its spec (every
-    field, arrays such as a corpus by their bytes, encodings by their attributes)."""
-    digest = hashlib.sha256()
-    _digest(spec, digest)
-    return {"seeds": [int(s) for s in seeds], "spec_sha256": digest.hexdigest()}
-
-
-def _digest(value, digest) -> None:
-    if isinstance(value, nn.Module):  # a dataclass too, but its parent field is not data
-        digest.update(repr(value).encode())
-    elif isinstance(value, np.ndarray):
-        digest.update(f"array|{value.dtype}|{value.shape}|".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        digest.update(f"{type(value).__qualname__}(".encode())
-        for field in dataclasses.fields(value):
-            digest.update(f"{field.name}=".encode())
-            _digest(getattr(value, field.name), digest)
-        digest.update(b")")
-    elif isinstance(value, list | tuple):
-        digest.update(b"[")
-        for item in value:
-            _digest(item, digest)
-        digest.update(b"]")
-    else:
-        digest.update(f"{type(value).__qualname__}:{value!r};".encode())
+    """What a run is, for its checkpoints: its seeds and the content digest of its spec
+    (every field, arrays such as a corpus by their bytes, encodings by their attributes)."""
+    return {"seeds": [int(s) for s in seeds], "spec_sha256": content_digest(spec)}
 
 
 @functools.lru_cache(maxsize=64)
