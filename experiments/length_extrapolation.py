@@ -273,6 +273,7 @@ def run_cell(
     seeds = list(cfg.seeds if seeds is None else seeds)
     spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
     digest = cell_config_digest(cfg, task_name, encoding_name)
+    study_digest = study_settings_digest(cfg)
     start = time.time()
     state, history = train(
         spec,
@@ -323,7 +324,7 @@ def run_cell(
                     "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
                     "steps": cfg.optimizer.total_steps,
                     "config_sha256": digest,
-                    "study_sha256": study_settings_digest(cfg),
+                    "study_sha256": study_digest,
                     "final_train_loss": history[-1]["loss"][seeds.index(seed)] if history else None,
                     "train_seconds": round(train_seconds, 2),
                     **metrics,

@@ -24,12 +24,15 @@ class ResultsFile:
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, "results.jsonl")
+        self._rows: list[dict] | None = None  # read once; this object is the only writer
 
     def rows(self) -> list[dict]:
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        if self._rows is None:
+            self._rows = []
+            if os.path.exists(self.path):
+                with open(self.path) as f:
+                    self._rows = [json.loads(line) for line in f if line.strip()]
+        return list(self._rows)
 
     def missing_seeds(self, encoding: str, task: str, seeds, lengths) -> list[int]:
         """The seeds (in the given order) that lack a row at some length."""
@@ -89,6 +92,7 @@ class ResultsFile:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._rows = rows + new_rows
 
 
 def summarize(rows: list[dict], metric: str) -> dict:
