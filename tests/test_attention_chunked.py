@@ -329,7 +329,7 @@ def test_transformer_logits_agree_between_paths(rng):
     """A whole decoder with a learned-table bias: chunked config == dense config."""
 
     class TableBias(pj.encodings.PositionalEncoding):
-        def _bias_fn(self, *, num_heads, causal):
+        def _bias_fn(self, *, num_heads, causal, context=None):
             table = self.param("table", jax.nn.initializers.normal(1.0), (num_heads, 11))
             return _table_lookup(table, 5)
 

@@ -82,11 +82,11 @@ class _Documented(PositionalEncoding):
     width: int = 3
     label: str = "x"
 
-    def _bias_fn(self, *, num_heads, causal):
+    def _bias_fn(self, *, num_heads, causal, context=None):
         return None
 
-    def sample_positions(self, key, batch_size, length):
-        return super().sample_positions(key, batch_size, length)
+    def sample_positions(self, key, batch_size, length, *, lengths=None):
+        return super().sample_positions(key, batch_size, length, lengths=lengths)
 
 
 class _Undocumented(PositionalEncoding):

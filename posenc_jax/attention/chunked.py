@@ -67,6 +67,7 @@ def chunked_attention(
     scale: float,
     block_size: int,
     logit_factor: Array | None = None,
+    padding_mask: Array | None = None,
 ) -> Array:
     """Attention computed tile by tile; same result as the dense path.
 
@@ -87,6 +88,8 @@ def chunked_attention(
       scale: logit scale, a number or a traced scalar (its gradient is returned).
       block_size: tile edge (queries and keys); shorter sequences use one block.
       logit_factor: float32 ``[B, L]`` multiplying each query's logit row, or None.
+      padding_mask: boolean ``[B, S]``, False on padded keys, or None. It is cut into key
+        tiles with the keys (no ``[L, S]`` mask is built).
 
     Returns:
       ``[B, L, H, K]`` in q's dtype; rows with no allowed key are zeros.
@@ -129,7 +132,10 @@ def chunked_attention(
         "v": head_major(v, k_pad, k_block),
         "positions": blocks(k_positions, 1, k_pad, k_block, "edge"),
     }
-    if k_pad:
+    # Keys that exist: not block padding and, per batch row, not marked as padding.
+    if padding_mask is not None:
+        k_tiles["valid"] = blocks(padding_mask.astype(jnp.bool_), 1, k_pad, k_block)
+    elif k_pad:
         k_tiles["valid"] = blocks(jnp.arange(k_len + k_pad) < k_len, 0, 0, k_block)
 
     # The mask is cut along whichever of its L and S axes is not broadcast.
@@ -189,7 +195,8 @@ def _tile_logits(scale, q_tile, k_tile, bias, causal):
         q_tile["positions"], k_tile["positions"], mask=k_tile.get("mask"), causal=causal
     )
     if "valid" in k_tile:
-        valid = k_tile["valid"][None, None, None, :]
+        valid = k_tile["valid"]  # [s], or [B, s] with a padding mask
+        valid = valid[None, None, None, :] if valid.ndim == 1 else valid[:, None, None, :]
         allowed = valid if allowed is None else jnp.logical_and(allowed, valid)
     return scores, z, logits, allowed
 

@@ -32,6 +32,9 @@ from posenc_jax.typing import Array, BiasFn
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked", "jax", "cudnn")
 
+# Sorts after every position a key can have (positions are int32).
+_NO_KEY = jnp.iinfo(jnp.int32).max
+
 #: "auto" runs dense while ``L * S`` is at most this and chunked beyond it. On CPU the
 #: chunked path is already faster from L = 512 (causal ALiBi attention at B = 8, H = 8,
 #: K = 32: 0.08 s vs 0.12 s forward), and a Transformer evaluation at L = 2048 runs 2-10x
@@ -58,9 +61,10 @@ def default_block_size(batch: int, num_heads: int) -> int:
     return BLOCK_SIZES[-1]
 
 
-#: ``temperature(q_positions [B, L], num_keys) -> [B, L]`` float32 factor multiplying each
-#: query's logit row (see ``posenc_jax.attention.temperature``).
-TemperatureFn = Callable[[Array, int], Array]
+#: ``temperature(q_positions [B, L], num_keys [B, L]) -> [B, L]`` float32 factor
+#: multiplying each query's logit row, ``num_keys`` the number of keys each query may
+#: attend (see ``posenc_jax.attention.temperature`` and :func:`attendable_keys`).
+TemperatureFn = Callable[[Array, Array], Array]
 
 
 def check_qkv(q: Array, k: Array, v: Array) -> None:
@@ -88,21 +92,56 @@ def check_qkv(q: Array, k: Array, v: Array) -> None:
 
 
 def allowed_mask(
-    q_positions: Array, k_positions: Array, *, mask: Array | None, causal: bool
+    q_positions: Array,
+    k_positions: Array,
+    *,
+    mask: Array | None,
+    causal: bool,
+    padding_mask: Array | None = None,
 ) -> Array | None:
     """Boolean ``[B, 1 or H, L, S]`` of attendable (query, key) pairs, or None for all.
 
     Causality is defined by positions: query i may attend key j when
     ``k_position[j] <= q_position[i]``. With ``arange`` positions this is the usual lower
     triangle; with a decoding cache or left padding it is still right, because positions
-    are data.
+    are data. ``padding_mask [B, S]`` (False on padded keys) hides padded keys from every
+    query.
     """
     allowed = None
     if causal:
         allowed = k_positions[:, None, None, :] <= q_positions[:, None, :, None]
-    if mask is not None:
-        allowed = mask if allowed is None else jnp.logical_and(allowed, mask)
+    for extra in (mask, None if padding_mask is None else padding_mask[:, None, None, :]):
+        if extra is not None:
+            allowed = extra if allowed is None else jnp.logical_and(allowed, extra)
     return allowed
+
+
+def attendable_keys(
+    q_positions: Array, k_positions: Array, *, causal: bool, padding_mask: Array | None
+) -> Array:
+    """How many keys each query may attend, by causality and padding: float32 ``[B, L]``.
+
+    A causal query counts the real keys at or before its position (a cache's empty slots
+    and padded keys are not keys); a bidirectional one counts every real key. Computed from
+    sorted key positions in ``O((L + S) log S)``, so it costs no ``[L, S]`` map. A mask
+    passed to attention beyond causality and padding is not counted.
+    """
+    batch, k_len = k_positions.shape
+    if padding_mask is None:
+        padding_mask = jnp.ones((batch, k_len), jnp.bool_)
+    if not causal:
+        count = jnp.sum(padding_mask, axis=-1, keepdims=True)
+        return jnp.broadcast_to(count, q_positions.shape).astype(jnp.float32)
+    # Padded keys sort after every real one and are never counted.
+    sorted_keys = jnp.sort(
+        jnp.where(padding_mask, k_positions, _NO_KEY),
+        axis=-1,
+    )
+    real = jnp.sum(padding_mask, axis=-1, keepdims=True)
+    found = jax.vmap(lambda keys, queries: jnp.searchsorted(keys, queries, side="right"))(
+        sorted_keys, q_positions
+    )
+    return jnp.minimum(found, real).astype(jnp.float32)
 
 
 def check_mask(mask: Array | None, batch: int, heads: int, q_len: int, k_len: int) -> None:
@@ -118,6 +157,17 @@ def check_mask(mask: Array | None, batch: int, heads: int, q_len: int, k_len: in
         )
     if mask.dtype != jnp.bool_:
         raise ValueError(f"mask must be boolean (True = attend), got dtype {mask.dtype}.")
+
+
+def check_padding_mask(padding_mask: Array | None, batch: int, k_len: int) -> None:
+    """A padding mask must be boolean ``[B, S]``."""
+    if padding_mask is None:
+        return
+    if padding_mask.shape != (batch, k_len) or padding_mask.dtype != jnp.bool_:
+        raise ValueError(
+            f"padding_mask is {padding_mask.dtype}{list(padding_mask.shape)}; it must be "
+            f"boolean [B, S] = [{batch}, {k_len}] (False on padded keys)."
+        )
 
 
 def masked_softmax(logits: Array, allowed: Array | None) -> Array:
@@ -308,6 +358,7 @@ def dot_product_attention(
     contextual: Contextual | None = None,
     temperature: TemperatureFn | None = None,
     implementation: str = "auto",
+    padding_mask: Array | None = None,
 ) -> Array:
     """Multi-head attention ``softmax(tau * (q k^T * scale + bias)) v`` with positions as data.
 
@@ -326,11 +377,14 @@ def dot_product_attention(
       scale: logit scale, a number or a traced scalar; default ``1 / sqrt(K)``.
       contextual: an encoding's content-dependent terms (dense only), see
         :class:`posenc_jax.encodings.base.Contextual`.
-      temperature: ``temperature(q_positions, S) -> [B, L]``, a factor ``tau`` multiplying
-        each query's whole logit row (e.g. an
-        :class:`~posenc_jax.attention.temperature.AttentionTemperature`).
+      temperature: ``temperature(q_positions, num_keys) -> [B, L]``, a factor ``tau``
+        multiplying each query's whole logit row (e.g. an
+        :class:`~posenc_jax.attention.temperature.AttentionTemperature`); ``num_keys
+        [B, L]`` counts the keys each query may attend (:func:`attendable_keys`).
       implementation: "auto", "dense", "chunked", "jax" or "cudnn" (see the module
         docstring).
+      padding_mask: boolean ``[B, S]``, False on padded keys: no query attends them and
+        the temperature does not count them.
 
     Returns:
       ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
@@ -350,6 +404,7 @@ def dot_product_attention(
     batch, q_len, num_heads, head_dim = q.shape
     k_len = k.shape[1]
     check_mask(mask, batch, num_heads, q_len, k_len)
+    check_padding_mask(padding_mask, batch, k_len)
     if contextual is not None and contextual.causal not in (None, causal):
         raise ValueError(
             f"the contextual term was built for causal={contextual.causal} attention, but "
@@ -368,13 +423,16 @@ def dot_product_attention(
         batch=batch,
         num_heads=num_heads,
         has_bias=bias_fn is not None,
-        has_mask=mask is not None,
+        has_mask=mask is not None or padding_mask is not None,
         dtype=q.dtype,
         head_dim=head_dim,
     )
     logit_factor = None
     if temperature is not None:
-        logit_factor = checked_logit_factor(temperature(q_positions, k_len), (batch, q_len))
+        num_keys = attendable_keys(
+            q_positions, k_positions, causal=causal, padding_mask=padding_mask
+        )
+        logit_factor = checked_logit_factor(temperature(q_positions, num_keys), (batch, q_len))
 
     shared = {
         "causal": causal,
@@ -388,14 +446,23 @@ def dot_product_attention(
         from posenc_jax.attention.chunked import chunked_attention
 
         return chunked_attention(
-            q, k, v, bias_fn=bias_fn, mask=mask, block_size=block_size, **shared
+            q,
+            k,
+            v,
+            bias_fn=bias_fn,
+            mask=mask,
+            padding_mask=padding_mask,
+            block_size=block_size,
+            **shared,
         )
     if path in ("jax", "cudnn"):
         from posenc_jax.attention.fused import fused_attention
 
         return fused_attention(q, k, v, implementation=path, **shared)
 
-    allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=causal)
+    allowed = allowed_mask(
+        q_positions, k_positions, mask=mask, causal=causal, padding_mask=padding_mask
+    )
     logits = dense_logits(
         q,
         k,

@@ -10,6 +10,7 @@ from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.context import HookContext
 from posenc_jax.typing import Array
 
 #: Position of a cache slot not yet written: later than any query, so the causal rule
@@ -50,15 +51,17 @@ def bind_layer_encoding(
 
 
 class AttentionInputs(NamedTuple):
-    """Queries, keys and values of one attention call, with its positions and mask."""
+    """Queries, keys and values of one attention call, with its positions and masks."""
 
     q: Array  # [B, L, H, K]
     k: Array  # [B, S, G, K]
     v: Array  # [B, S, G, K]
     q_positions: Array  # [B, L]
     k_positions: Array  # [B, S]
-    mask: Array | None  # broadcastable to [B, H, L, S], padding folded in
+    mask: Array | None  # broadcastable to [B, H, L, S]
+    padding_mask: Array | None  # [B, S], False on padded keys
     self_attention: bool
+    context: HookContext  # what the encoding's hooks are given
 
 
 def _dense(layer: nn.Module, features, name: str, axis=-1) -> nn.DenseGeneral:
@@ -88,7 +91,8 @@ def project_inputs(
     Called from the compact ``__call__`` of ``layer`` (a module with the fields of
     :class:`MultiHeadAttention`), so its "query", "key" and "value" projections are that
     layer's parameters. Key positions default to the query positions in self-attention
-    and to ``arange(S)`` in cross-attention; a ``padding_mask [B, S]`` joins ``mask``.
+    and to ``arange(S)`` in cross-attention. A ``padding_mask [B, S]`` marks padded keys
+    (and, in self-attention, padded queries) in the hook context.
     """
     num_kv_heads = layer.num_kv_heads or layer.num_heads
     check_heads(layer.num_heads, num_kv_heads)
@@ -112,8 +116,15 @@ def project_inputs(
                 f"padding_mask has shape {padding_mask.shape}; expected [B, S] = "
                 f"[{batch}, {k_len}]."
             )
-        key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
-        mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
+        padding_mask = padding_mask.astype(jnp.bool_)
+    hook_context = HookContext(
+        q_positions=q_positions,
+        k_positions=k_positions,
+        q_valid=padding_mask if self_attention else None,
+        k_valid=padding_mask,
+        inputs=x,
+        layer_index=layer.layer_index,
+    )
     return AttentionInputs(
         q=_dense(layer, (layer.num_heads, head_dim), "query")(x),
         k=_dense(layer, (num_kv_heads, head_dim), "key")(context),
@@ -121,7 +132,9 @@ def project_inputs(
         q_positions=q_positions,
         k_positions=k_positions,
         mask=mask,
+        padding_mask=padding_mask,
         self_attention=self_attention,
+        context=hook_context,
     )
 
 
@@ -165,6 +178,8 @@ class MultiHeadAttention(nn.Module):
       shared_encoding: ``encoding`` is already bound elsewhere (e.g. once per stack) and
         every layer given it reads the same parameters, as T5 shares its bias table
         across layers; False (default) gives this layer its own copy.
+      layer_index: 0-based index of this layer in its stack, passed to the encoding's
+        hooks in their context.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -186,6 +201,7 @@ class MultiHeadAttention(nn.Module):
     implementation: str = "auto"
     decode: bool = False
     shared_encoding: bool = False
+    layer_index: int = 0
 
     @nn.compact
     def __call__(
@@ -227,7 +243,7 @@ class MultiHeadAttention(nn.Module):
         encoding = self._bound_encoding()
         bias_fn = contextual = None
         if encoding is not None:
-            q, k = encoding.rotate(q, k, q_positions, k_positions)
+            q, k = encoding.rotate(q, k, q_positions, k_positions, context=inputs.context)
         if self.decode:
             if not (inputs.self_attention and self.causal) or padding_mask is not None:
                 raise ValueError(
@@ -236,9 +252,14 @@ class MultiHeadAttention(nn.Module):
                 )
             k, v, k_positions = self._cached(k, v, k_positions)
         if encoding is not None:
-            bias_fn = encoding.bias_fn(num_heads=self.num_heads, causal=self.causal)
+            bias_fn = encoding.bias_fn(
+                num_heads=self.num_heads, causal=self.causal, context=inputs.context
+            )
             contextual = encoding.contextual(
-                num_heads=self.num_heads, head_dim=head_dim, causal=self.causal
+                num_heads=self.num_heads,
+                head_dim=head_dim,
+                causal=self.causal,
+                context=inputs.context,
             )
         out = dot_product_attention(
             q,
@@ -253,6 +274,7 @@ class MultiHeadAttention(nn.Module):
             contextual=contextual,
             temperature=self.temperature,
             implementation=self._implementation(),
+            padding_mask=inputs.padding_mask,
         )
         return project_output(self, out, x.shape[-1])
 

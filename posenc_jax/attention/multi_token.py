@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from posenc_jax._checks import is_integer
 from posenc_jax.attention.core import (
     allowed_mask,
+    attendable_keys,
     check_mask,
     check_qkv,
     checked_logit_factor,
@@ -337,15 +338,27 @@ class MultiTokenAttention(nn.Module):
         encoding = self._bound_encoding()
         bias_fn = contextual = None
         if encoding is not None:
-            q, k = encoding.rotate(q, k, q_positions, k_positions)
-            bias_fn = encoding.bias_fn(num_heads=self.num_heads, causal=self.causal)
+            hook_context = inputs.context
+            q, k = encoding.rotate(q, k, q_positions, k_positions, context=hook_context)
+            bias_fn = encoding.bias_fn(
+                num_heads=self.num_heads, causal=self.causal, context=hook_context
+            )
             contextual = encoding.contextual(
-                num_heads=self.num_heads, head_dim=head_dim, causal=self.causal
+                num_heads=self.num_heads,
+                head_dim=head_dim,
+                causal=self.causal,
+                context=hook_context,
             )
         check_qkv(q, k, v)
 
         convolves = cfg.convolves(self.layer_index)
-        allowed = allowed_mask(q_positions, k_positions, mask=mask, causal=self.causal)
+        allowed = allowed_mask(
+            q_positions,
+            k_positions,
+            mask=mask,
+            causal=self.causal,
+            padding_mask=inputs.padding_mask,
+        )
         if convolves:
             sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
             allowed = jnp.logical_and(allowed, sequence_order)
@@ -369,7 +382,10 @@ class MultiTokenAttention(nn.Module):
             kernel = self._head_kernel("pre_softmax_head_mix", cfg.pre_softmax_head_group)
             logits = mix_heads(_mask_zero(logits, allowed), kernel)
         if self.temperature is not None:
-            factor = checked_logit_factor(self.temperature(q_positions, k_len), (batch, q_len))
+            num_keys = attendable_keys(
+                q_positions, k_positions, causal=self.causal, padding_mask=inputs.padding_mask
+            )
+            factor = checked_logit_factor(self.temperature(q_positions, num_keys), (batch, q_len))
             logits = logits * factor[:, None, :, None]
         weights = masked_softmax(logits, allowed)
         # Post-softmax: Mask_0(Conv(.)), then head mixing; rows are not renormalized.

@@ -2,8 +2,10 @@
 
 A softmax over n keys spreads its mass thinner as n grows; multiplying the logits by a
 factor that grows like ``log n`` keeps the attention about as sharp at 8N as at N. The
-factor is a pure function of the query positions (and the number of keys), so the dense
-and the chunked attention paths apply it identically, tile by tile.
+factor is a pure function of the query positions and of the number of keys each query
+may attend (its causal prefix, its example's real keys: padding and a cache's empty slots
+are not keys), so the dense and the chunked attention paths apply it identically, tile by
+tile, and a padded or cached query gets the factor of the same query unpadded.
 """
 
 import dataclasses
@@ -94,12 +96,25 @@ class AttentionTemperature:
         if self.training_length is not None:
             _check_training_length(self.training_length)
 
-    def __call__(self, q_positions: Array, num_keys: int) -> Array:
-        """Float32 factor ``[..., L]`` for queries at ``q_positions [..., L]`` over n keys."""
+    def __call__(self, q_positions: Array, num_keys: int | Array) -> Array:
+        """Float32 factor ``[..., L]`` for queries at ``q_positions [..., L]``.
+
+        Args:
+          q_positions: integer ``[..., L]``.
+          num_keys: the number of keys n each query attends, an int for every query or an
+            array broadcastable to ``[..., L]`` (attention passes each query's count). A
+            query with no key (n = 0) gets the factor of n = 1; its row is empty anyway.
+        """
         if self.kind == "log_position":
             return log_position_scale(q_positions, self.training_length)
-        factor = log_length_scale(num_keys, training_length=self.training_length)
-        return jnp.full(jnp.shape(q_positions), factor, jnp.float32)
+        if isinstance(num_keys, int):
+            factor = log_length_scale(num_keys, training_length=self.training_length)
+            return jnp.full(jnp.shape(q_positions), factor, jnp.float32)
+        count = jnp.maximum(jnp.asarray(num_keys, jnp.float32), 1.0)
+        factor = jnp.log(jnp.broadcast_to(count, jnp.shape(q_positions)))
+        if self.training_length is not None:
+            factor = factor / math.log(self.training_length)
+        return factor
 
 
 def _check_training_length(training_length: int) -> None:

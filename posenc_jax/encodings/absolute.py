@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from posenc_jax import functional
 from posenc_jax._checks import check_positions_below
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.context import HookContext
 from posenc_jax.encodings.registry import register
 from posenc_jax.typing import Array
 
@@ -31,7 +32,7 @@ class Sinusoidal(PositionalEncoding):
 
     base: float = 10000.0
 
-    def _embed(self, x: Array, positions: Array) -> Array:
+    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
         table = functional.sinusoidal(positions, x.shape[-1], base=self.base)
         return x + table.astype(x.dtype)
 
@@ -51,7 +52,7 @@ class Learned(PositionalEncoding):
     max_length: int = 512
     stddev: float = 0.02
 
-    def _embed(self, x: Array, positions: Array) -> Array:
+    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
         if self.max_length <= 0:
             raise ValueError(f"learned max_length must be positive, got {self.max_length}.")
         if positions.shape[-1] > self.max_length:
@@ -72,12 +73,12 @@ class _ScalarFeature(PositionalEncoding):
 
     stddev: float = 0.02
 
-    def _feature(self, positions: Array) -> Array:
+    def _feature(self, positions: Array, context: HookContext | None) -> Array:
         raise NotImplementedError
 
-    def _embed(self, x: Array, positions: Array) -> Array:
+    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
         direction = self.param("direction", nn.initializers.normal(self.stddev), (x.shape[-1],))
-        features = jnp.einsum("...l,d->...ld", self._feature(positions), direction)
+        features = jnp.einsum("...l,d->...ld", self._feature(positions, context), direction)
         return x + features.astype(x.dtype)
 
 
@@ -86,16 +87,18 @@ class Normalized(_ScalarFeature):
     """Naive baseline: the position divided by the sequence's last position, ``p / (n - 1)``.
 
     The same offset has different values in sequences of different lengths, so nothing a
-    model learns about "one step apart" transfers across lengths.
+    model learns about "one step apart" transfers across lengths. In a padded batch ``n``
+    is each example's own length (the context's ``example_lengths``), not the batch width.
     """
 
-    def _feature(self, positions: Array) -> Array:
-        return functional.normalized_positions(positions)
+    def _feature(self, positions: Array, context: HookContext | None) -> Array:
+        lengths = None if context is None else context.example_lengths()
+        return functional.normalized_positions(positions, lengths=lengths)
 
 
 @register("integer")
 class Integer(_ScalarFeature):
     """Naive baseline: the raw integer position as a feature, unbounded as it grows."""
 
-    def _feature(self, positions: Array) -> Array:
+    def _feature(self, positions: Array, context: HookContext | None) -> Array:
         return functional.integer_positions(positions)

@@ -16,6 +16,11 @@ A positional encoding is defined by *where position enters* the computation
   optionally add a term to the outputs), or None. Encodings that use it also set
   ``needs_dense = True``: the chunked core never holds the full map they need.
 
+Every hook also takes ``context=``, a :class:`~posenc_jax.encodings.context.HookContext`
+(which tokens are padding, the layer's input, its index): attention and models always pass
+it, an encoding reads what it uses (the normalized baseline and the length-dependent RoPE
+scalings read each example's own length from it), and a direct call may leave it out.
+
 Attention and models call every hook of the encoding they are given and never look at an
 encoding's name: an encoding that adds position nowhere (NoPE) is the base class itself.
 
@@ -23,7 +28,8 @@ Parameters are created lazily inside the hook that needs them, with shapes taken
 hook's inputs (model width from ``x``, head count from ``num_heads``), so a user never
 repeats a dimension the surrounding model already knows. Flax allows one compact method
 per module, so the hooks route through ``__call__``; subclasses override the private
-``_embed`` / ``_rotate`` / ``_bias_fn`` / ``_contextual`` methods.
+``_embed`` / ``_rotate`` / ``_bias_fn`` / ``_contextual`` methods, which receive the context
+as the keyword ``context`` (None when the caller gave none).
 """
 
 from collections.abc import Callable
@@ -32,6 +38,7 @@ from typing import ClassVar, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from posenc_jax.encodings.context import HookContext
 from posenc_jax.typing import Array, BiasFn
 
 
@@ -79,47 +86,70 @@ class PositionalEncoding(nn.Module):
     def __call__(self, hook: str, *args, **kwargs):
         return getattr(self, f"_{hook}")(*args, **kwargs)
 
-    def embed(self, x: Array, positions: Array) -> Array:
+    def embed(self, x: Array, positions: Array, *, context: HookContext | None = None) -> Array:
         """Adds position information to embeddings ``x [B, L, D]`` at ``positions [B, L]``."""
-        return self("embed", x, positions)
+        return self("embed", x, positions, context=context)
 
     def rotate(
-        self, q: Array, k: Array, q_positions: Array, k_positions: Array
+        self,
+        q: Array,
+        k: Array,
+        q_positions: Array,
+        k_positions: Array,
+        *,
+        context: HookContext | None = None,
     ) -> tuple[Array, Array]:
         """Transforms ``q [B, L, H, K]`` and ``k [B, S, G, K]`` by their positions."""
-        return self("rotate", q, k, q_positions, k_positions)
+        return self("rotate", q, k, q_positions, k_positions, context=context)
 
-    def bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
+    def bias_fn(
+        self, *, num_heads: int, causal: bool, context: HookContext | None = None
+    ) -> BiasFn | None:
         """Returns the additive logit bias as a pure function of positions, or None."""
-        return self("bias_fn", num_heads=num_heads, causal=causal)
+        return self("bias_fn", num_heads=num_heads, causal=causal, context=context)
 
-    def contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual | None:
+    def contextual(
+        self, *, num_heads: int, head_dim: int, causal: bool, context: HookContext | None = None
+    ) -> Contextual | None:
         """Returns the content-dependent logit (and output) terms, or None."""
-        return self("contextual", num_heads=num_heads, head_dim=head_dim, causal=causal)
+        return self(
+            "contextual", num_heads=num_heads, head_dim=head_dim, causal=causal, context=context
+        )
 
     @nn.nowrap
-    def sample_positions(self, key: Array, batch_size: int, length: int) -> Array:
+    def sample_positions(
+        self, key: Array, batch_size: int, length: int, *, lengths: Array | None = None
+    ) -> Array:
         """The positions a model should be fed for a batch: ``arange(length)`` by default.
 
         Positions are data: an encoding that is a different *choice of positions*
         (randomized positions, Ruoss et al. 2023) overrides this and nothing else. Training
         and evaluation code call it instead of assuming ``arange``.
 
+        Args:
+          key: a PRNG key.
+          batch_size: B.
+          length: L, the (padded) width of the batch.
+          lengths: int ``[B]``, each example's own number of real tokens, which come first
+            in its row (padding follows); None when every row is ``length`` tokens long.
+            An encoding that samples positions samples them for the example's own length,
+            so a padded example gets the positions it would get unpadded.
+
         Returns:
           int32 ``[batch_size, length]``.
         """
-        del key
+        del key, lengths
         return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch_size, length))
 
     # Defaults: position does not enter through this hook.
-    def _embed(self, x: Array, positions: Array) -> Array:
+    def _embed(self, x: Array, positions: Array, *, context: HookContext | None = None) -> Array:
         return x
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array):
+    def _rotate(self, q, k, q_positions, k_positions, *, context: HookContext | None = None):
         return q, k
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn | None:
         return None
 
-    def _contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual | None:
+    def _contextual(self, *, num_heads: int, head_dim: int, causal: bool, context=None):
         return None

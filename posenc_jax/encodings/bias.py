@@ -39,7 +39,7 @@ class ALiBi(PositionalEncoding):
 
     alibi_heads: int | None = None
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "alibi num_heads")
         biased = num_heads if self.alibi_heads is None else self.alibi_heads
         if not is_integer(biased) or not 0 < biased <= num_heads:
@@ -79,7 +79,7 @@ class T5Bias(PositionalEncoding):
     num_buckets: int = 32
     max_distance: int = 128
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "t5 num_heads")
         bucket = lambda relative: functional.t5_relative_bucket(
             relative,
@@ -114,7 +114,7 @@ class _Kerple(PositionalEncoding):
     def _bias(self, r1, r2, q_positions, k_positions) -> Array:
         raise NotImplementedError
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "kerple num_heads")
         r1 = self.param("r1", _uniform(self.R1_INIT_MAX), (num_heads,))
         r2 = self.param("r2", _uniform(self.R2_INIT_MAX), (num_heads,))
@@ -197,7 +197,7 @@ class Sandwich(PositionalEncoding):
     dim: int = 64
     base: float = 10000.0
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "sandwich num_heads")
         return lambda q_positions, k_positions: functional.sandwich_bias(
             q_positions, k_positions, num_heads=num_heads, dim=self.dim, base=self.base
@@ -232,7 +232,7 @@ class FIRE(PositionalEncoding):
     init_threshold: float = 512.0
     eps: float = 1e-6
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn:
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "fire num_heads")
         check_positive_int(self.mlp_width, "fire mlp_width")
         width = self.mlp_width

@@ -36,7 +36,9 @@ class Shaw(PositionalEncoding):
     max_distance: int = 16
     stddev: float = 0.02
 
-    def _contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual:
+    def _contextual(
+        self, *, num_heads: int, head_dim: int, causal: bool, context=None
+    ) -> Contextual:
         check_positive_int(self.max_distance, "Shaw max_distance")
         shape = (2 * self.max_distance + 1, head_dim)
         init = nn.initializers.normal(self.stddev)
@@ -84,7 +86,9 @@ class TransformerXL(PositionalEncoding):
     base: float = 10000.0
     stddev: float = 0.02
 
-    def _contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual:
+    def _contextual(
+        self, *, num_heads: int, head_dim: int, causal: bool, context=None
+    ) -> Contextual:
         relative_dim = self.relative_dim or num_heads * head_dim
         if relative_dim <= 0 or relative_dim % 2:
             raise ValueError(
@@ -141,7 +145,9 @@ class CoPE(PositionalEncoding):
 
     num_positions: int = 16
 
-    def _contextual(self, *, num_heads: int, head_dim: int, causal: bool) -> Contextual:
+    def _contextual(
+        self, *, num_heads: int, head_dim: int, causal: bool, context=None
+    ) -> Contextual:
         if not causal:
             raise ValueError(
                 "CoPE is defined for causal attention only (positions count the gated "

@@ -88,16 +88,26 @@ class Randomized(PositionalEncoding):
     needs_dense = _FromBase()
 
     @nn.nowrap
-    def sample_positions(self, key: Array, batch_size: int, length: int) -> Array:
+    def sample_positions(
+        self, key: Array, batch_size: int, length: int, *, lengths: Array | None = None
+    ) -> Array:
         """Sorted samples without replacement from ``[0, max_position)``, one per row.
+
+        Row ``b`` takes the first ``n`` entries of a random permutation of
+        ``[0, max_position)`` drawn with its own key and sorts them, ``n`` its example's
+        length: a uniform sorted subset, the paper's ``sort(choice(..., replace=False))``.
+        The real tokens' positions depend only on the row's key and ``n``, so a padded
+        example gets exactly the positions it gets unpadded. Padding slots take the next
+        entries of the permutation, sorted (distinct from the real ones, never attended).
 
         Args:
           key: a PRNG key; rows use independent keys split from it.
           batch_size: B.
           length: L, at most ``max_position``.
+          lengths: int ``[B]`` real tokens per row (they come first), or None for ``L``.
 
         Returns:
-          int32 ``[batch_size, length]``, strictly increasing along each row.
+          int32 ``[batch_size, length]``, strictly increasing over each row's real tokens.
 
         Raises:
           ValueError: if ``length > max_position``.
@@ -109,11 +119,17 @@ class Randomized(PositionalEncoding):
                 f"encoding with max_position >= {length} (the paper uses 2048)."
             )
         keys = jax.random.split(key, batch_size)
+        if lengths is None:
+            lengths = jnp.full((batch_size,), length, jnp.int32)
 
-        def sample_row(row_key: Array) -> Array:
-            return jax.random.choice(row_key, self.max_position, (length,), replace=False)
+        def sample_row(row_key: Array, row_length: Array) -> Array:
+            drawn = jax.random.permutation(row_key, self.max_position)[:length]
+            # Real slots sort before padding slots, each group in increasing order.
+            padding = jnp.arange(length) >= row_length
+            order = jnp.lexsort((drawn, padding))
+            return drawn[order]
 
-        return jnp.sort(jax.vmap(sample_row)(keys), axis=-1).astype(jnp.int32)
+        return jax.vmap(sample_row)(keys, jnp.asarray(lengths)).astype(jnp.int32)
 
     def _wrapped(self) -> PositionalEncoding:
         """This wrapper's own copy of ``base``, with its parameters under ``wrapped``.
@@ -124,14 +140,14 @@ class Randomized(PositionalEncoding):
         """
         return self.base.clone(parent=self, name="wrapped")
 
-    def _embed(self, x: Array, positions: Array) -> Array:
-        return self._wrapped().embed(x, positions)
+    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
+        return self._wrapped().embed(x, positions, context=context)
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array):
-        return self._wrapped().rotate(q, k, q_positions, k_positions)
+    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None):
+        return self._wrapped().rotate(q, k, q_positions, k_positions, context=context)
 
-    def _bias_fn(self, *, num_heads: int, causal: bool) -> BiasFn | None:
-        return self._wrapped().bias_fn(num_heads=num_heads, causal=causal)
+    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn | None:
+        return self._wrapped().bias_fn(num_heads=num_heads, causal=causal, context=context)
 
     def _contextual(self, **kwargs):
         return self._wrapped().contextual(**kwargs)

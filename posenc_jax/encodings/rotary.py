@@ -7,9 +7,12 @@ and :mod:`posenc_jax.functional.rope_scaling`; these modules only choose the fre
 Current length. Dynamic NTK and LongRoPE depend on the current length, taken as the
 largest query or key position + 1 over the whole batch (Hugging Face's
 ``max(position_ids) + 1``), not from an array shape: positions are data, and randomized,
-offset or cached positions make the shape the wrong length. With concrete positions the
-length is a Python int and the frequencies are float64 constants; under ``jit`` it is a
-traced scalar (no recompilation per length) and the frequencies are float32.
+offset or cached positions make the shape the wrong length. When the hook context marks
+padding, each example uses its own length instead (its largest real position + 1), so a
+padded example is rotated exactly as it is unpadded. With concrete positions the length is
+a Python int and the frequencies are float64 constants; under ``jit`` it is a traced
+scalar (no recompilation per length) and the frequencies are computed from it in float64
+on the host.
 One consequence: these two are not causal in the length. A full forward pass rotates every
 token with the frequencies of the whole sequence, while decoding with a key/value cache
 rotates each key once, when it is written, with the frequencies of that step (Hugging
@@ -21,6 +24,7 @@ attention scale, as Hugging Face multiplies cos and sin, so the logits are multi
 its square.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -45,17 +49,38 @@ class _Rotary(PositionalEncoding):
 
     layout: str = "half"
 
-    def _frequencies(self, head_dim: int, q_positions: Array, k_positions: Array):
-        """``(inv_freq [d/2], attention_scale)`` for heads of ``head_dim`` features."""
+    def _frequencies(self, head_dim: int, q_positions: Array, k_positions: Array, *, length):
+        """``(inv_freq [d/2], attention_scale)`` for heads of ``head_dim`` features at the
+        current ``length`` (None: the largest position + 1, read from the positions)."""
         raise NotImplementedError
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array):
+    def _depends_on_length(self, head_dim: int) -> bool:
+        """Whether the frequencies follow the current length (dynamic NTK, LongRoPE)."""
+        return False
+
+    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None):
         if q.shape[-1] != k.shape[-1]:
             raise ValueError(
                 f"queries and keys need the same head dimension to be rotated, got "
                 f"{q.shape[-1]} and {k.shape[-1]}."
             )
-        inv_freq, attention_scale = self._frequencies(q.shape[-1], q_positions, k_positions)
+        lengths = None if context is None else context.example_lengths()
+        if lengths is not None and self._depends_on_length(q.shape[-1]):
+            # Each example at its own length: one row at a time, with that row's length.
+            def rotate_row(q_row, k_row, q_row_positions, k_row_positions, length):
+                return self._rotate_at(
+                    q_row[None], k_row[None], q_row_positions[None], k_row_positions[None], length
+                )
+
+            q, k = jax.vmap(rotate_row)(q, k, q_positions, k_positions, lengths)
+            return q[:, 0], k[:, 0]
+        return self._rotate_at(q, k, q_positions, k_positions, None)
+
+    def _rotate_at(self, q, k, q_positions, k_positions, length):
+        """Rotates at ``length`` (the current length; None: from the positions)."""
+        inv_freq, attention_scale = self._frequencies(
+            q.shape[-1], q_positions, k_positions, length=length
+        )
         q_scale, k_scale = self._amplitudes(
             inv_freq, attention_scale, q_positions, k_positions, q.dtype
         )
@@ -103,12 +128,16 @@ class RoPE(_Rotary):
             )
         return rotary_dim
 
-    def _frequencies(self, head_dim, q_positions, k_positions):
+    def _depends_on_length(self, head_dim: int) -> bool:
+        scaling = self._scaling(self._rotary_dim(head_dim))
+        return scaling is not None and scaling.depends_on_length
+
+    def _frequencies(self, head_dim, q_positions, k_positions, *, length):
         rotary_dim = self._rotary_dim(head_dim)
         scaling = self._scaling(rotary_dim)
         seq_len = None
         if scaling is not None and scaling.depends_on_length:
-            seq_len = _current_length(q_positions, k_positions)
+            seq_len = _current_length(q_positions, k_positions) if length is None else length
             if not is_concrete(seq_len):
                 # Known only when the program runs: float64 frequencies from the host.
                 return rope_math.rope_turns_at_length(
@@ -296,5 +325,5 @@ class PRoPE(_Rotary):
     p: float = 0.75
     base: float = 10000.0
 
-    def _frequencies(self, head_dim, q_positions, k_positions):
+    def _frequencies(self, head_dim, q_positions, k_positions, *, length):
         return rope_math.p_rope_inv_freq(head_dim, p=self.p, base=self.base), 1.0

@@ -20,6 +20,7 @@ from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.absolute import NoPE
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.context import for_tokens
 from posenc_jax.typing import Array
 
 ARCHITECTURES = ("decoder", "encoder", "encoder_decoder")
@@ -134,7 +135,7 @@ class _Block(nn.Module):
             module, extra = MultiHeadAttention, {"decode": cfg.decode and causal}
             if multi_token:
                 module = MultiTokenAttention
-                extra = {"config": cfg.mta, "layer_index": self.layer_index}
+                extra = {"config": cfg.mta}
             return module(
                 num_heads=cfg.num_heads,
                 num_kv_heads=cfg.num_kv_heads,
@@ -145,6 +146,7 @@ class _Block(nn.Module):
                 block_size=cfg.attention_block_size,
                 implementation=cfg.attention_implementation,
                 shared_encoding=cfg.share_encoding_across_layers,
+                layer_index=self.layer_index,
                 name=name,
                 **extra,
             )
@@ -187,7 +189,7 @@ class _Stack(nn.Module):
         stack_encoding = cfg.encoding.clone(
             parent=self, name="position_encoding" if shared else "position_embedding"
         )
-        x = stack_encoding.embed(x, positions)
+        x = stack_encoding.embed(x, positions, context=for_tokens(positions, padding_mask))
         for i in range(self.num_layers):
             x = _Block(
                 cfg,
@@ -211,7 +213,10 @@ class Transformer(nn.Module):
       encoder inputs -> decoder logits ``[B, L, V]``.
 
     Positions default to ``arange``; pass them explicitly for randomized positions,
-    packing, left padding or offsets (positions are data).
+    packing, left padding or offsets (positions are data). ``padding_mask [B, L]`` (and
+    ``source_padding_mask [B, S]``) marks real tokens True and padding False: no query
+    attends a padded key, and the encoding's hooks see each example's own length (a padded
+    example's real tokens get the logits they get unpadded).
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Xiong et al., "On Layer
@@ -236,6 +241,7 @@ class Transformer(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         _check_tokens(tokens, "tokens")
         positions = as_batched_positions(positions, *tokens.shape, "positions")
+        padding_mask = _checked_padding(padding_mask, tokens, "padding_mask")
 
         memory = None
         if cfg.architecture == "encoder_decoder":
@@ -244,6 +250,9 @@ class Transformer(nn.Module):
             _check_tokens(source, "source")
             source_positions = as_batched_positions(
                 source_positions, *source.shape, "source_positions"
+            )
+            source_padding_mask = _checked_padding(
+                source_padding_mask, source, "source_padding_mask"
             )
             memory = _Stack(cfg, cfg.num_layers, causal=False, name="encoder")(
                 embed(source).astype(dtype), source_positions, source_padding_mask
@@ -264,6 +273,18 @@ class Transformer(nn.Module):
             name="encoder" if cfg.architecture == "encoder" else "decoder",
         )(embed(tokens).astype(dtype), positions, padding_mask, memory, source_padding_mask)
         return nn.Dense(cfg.vocab_size, dtype=jnp.float32, name="logits")(x.astype(jnp.float32))
+
+
+def _checked_padding(padding_mask: Array | None, tokens: Array, name: str) -> Array | None:
+    """A padding mask as boolean ``[B, L]`` matching its tokens (True on real tokens)."""
+    if padding_mask is None:
+        return None
+    if jnp.shape(padding_mask) != tokens.shape:
+        raise ValueError(
+            f"{name} has shape {jnp.shape(padding_mask)}; expected the tokens' [B, L] = "
+            f"{list(tokens.shape)} (True on real tokens, False on padding)."
+        )
+    return jnp.asarray(padding_mask).astype(jnp.bool_)
 
 
 def _check_tokens(tokens: Any, name: str) -> None:
