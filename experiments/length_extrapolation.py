@@ -1,4 +1,12 @@
-"""Length-extrapolation study: train each encoding at length N, evaluate at N .. 8N.
+"""Length-extrapolation study: train each encoding on lengths up to N, evaluate at N .. 8N.
+
+The protocol of the length-generalization literature: every training example draws its
+own length uniformly from ``[min_train_length, N]`` (1..N by default, as Delétang et al.
+2023 and Ruoss et al. 2023; padded into one compiled shape, weight 0 on padding;
+``min_train_length = N`` trains at the single length N), evaluation covers every length
+in ``[N, 2N]`` and 4N, 8N, and the table shows the accuracies at each length with the two
+summary scores of the references: the RPE score (mean per-token accuracy over lengths
+> N) and the NoPE score (exact match over (N, 2N], greedy decoding for decoder tasks).
 
 Command (``make study`` runs the quick preset):
   python -m experiments.length_extrapolation --config experiments/configs/quick.py \
@@ -6,9 +14,11 @@ Command (``make study`` runs the quick preset):
 
 Writes into the work dir: ``results.jsonl`` (one row per encoding x task x seed x eval
 length; a re-run trains only the seeds that lack a row and never writes a row twice),
-``table.md`` (mean and spread over seeds), ``plots/*.png`` (accuracy vs evaluation length),
-and per cell the training metrics and checkpoints of each group of seeds trained together
-under ``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``.
+``table.md`` (mean and spread over seeds, this configuration's cells only), ``plots/*.png``
+(accuracy vs evaluation length, the training range shaded), and per cell the training
+metrics and checkpoints of each group of seeds trained together under
+``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``. Rows record the package version and git
+commit that wrote them; rows of other code in the same work dir are reported.
 
 Each row records two digests: of the settings every cell shares (``study_sha256``: model,
 optimizer, train length, batch, evaluation) and of its cell's run spec and evaluation
@@ -34,11 +44,12 @@ import posenc_jax as pj
 from experiments.configs import base as base_config
 from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
-from experiments.results import ResultsFile, markdown_table
+from experiments.results import ResultsFile, configured_rows, markdown_table, provenance
 from posenc_jax._checks import check_writable_dir
 from posenc_jax._digest import content_digest
 from posenc_jax.data import get_task, task_names
 from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
+from posenc_jax.data.task import pad_batch
 from posenc_jax.train import (
     LoopConfig,
     OptimizerConfig,
@@ -62,7 +73,7 @@ EVAL_KEY_SEED = 20240601  # one evaluation set for every encoding: identical exa
 
 
 def eval_lengths(cfg: ConfigDict) -> list[int]:
-    """N times each multiplier, or every length from N to the longest."""
+    """N times each multiplier, and every length from N to ``eval_every_length_to`` N."""
     if cfg.train_length <= 0:
         raise ValueError(f"train_length must be positive, got {cfg.train_length}.")
     if not cfg.eval_multipliers or min(cfg.eval_multipliers) < 1:
@@ -70,10 +81,37 @@ def eval_lengths(cfg: ConfigDict) -> list[int]:
             f"eval_multipliers={list(cfg.eval_multipliers)}: evaluation lengths must be at least "
             "the train length (multipliers >= 1)."
         )
+    every_to = cfg.eval_every_length_to
+    if not (isinstance(every_to, int) and every_to >= 0):
+        raise ValueError(
+            f"eval_every_length_to={every_to!r}; give a multiple of N (2: every length in "
+            "[N, 2N]) or 0 for the multipliers only."
+        )
     lengths = {cfg.train_length * m for m in cfg.eval_multipliers}
-    if cfg.eval_every_length:
-        lengths |= set(range(cfg.train_length, max(lengths) + 1))
+    lengths |= set(range(cfg.train_length, cfg.train_length * every_to + 1))
     return sorted(lengths)
+
+
+def padded_length(cfg: ConfigDict, length: int) -> int:
+    """The task length whose width the evaluation batches of ``length`` are padded to.
+
+    The lengths from N to ``eval_every_length_to`` N share the widest one's width, so a
+    single compiled program scores them all (padded examples score as unpadded ones:
+    tests/test_padding.py); longer lengths keep their own.
+    """
+    top = cfg.train_length * cfg.eval_every_length_to
+    return top if cfg.train_length <= length <= top else length
+
+
+def min_train_length(cfg: ConfigDict) -> int | None:
+    """The run's shortest training length, None for the single-length protocol."""
+    shortest = cfg.min_train_length
+    if not (isinstance(shortest, int) and 1 <= shortest <= cfg.train_length):
+        raise ValueError(
+            f"min_train_length={shortest!r}; give an integer in 1..train_length="
+            f"{cfg.train_length} (1: every length up to N; train_length: only N)."
+        )
+    return None if shortest == cfg.train_length else shortest
 
 
 def registered_name(name: str, cfg: ConfigDict) -> str:
@@ -120,6 +158,7 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
         train_length=cfg.train_length,
         batch_size=cfg.batch_size,
         optimizer=optimizer,
+        min_train_length=min_train_length(cfg),
     )
     return spec, encoding_kwargs
 
@@ -160,6 +199,16 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     results = ResultsFile(workdir)
     lengths = eval_lengths(cfg)
     results.check_study(study_settings_digest(cfg))
+    other_code = results.other_provenance(provenance())
+    if other_code:
+        logging.warning(
+            "%s holds rows written by other code (%s; this is %s@%s): a fix made between "
+            "them would not show in those rows.",
+            results.path,
+            ", ".join(other_code),
+            provenance()["package_version"],
+            provenance()["git_commit"] or "no commit",
+        )
     if results.unchecked_rows():
         logging.warning(
             "%d rows of %s carry no configuration digest (written by an older version); "
@@ -209,8 +258,8 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
         )
         results.add(results.without_present(rows))
     bar.close()
-    rows = results.rows()
-    table = markdown_table(rows, encodings_order=list(cfg.encodings))
+    rows, left_out = configured_rows(results.rows(), cfg.encodings, cfg.tasks, cfg.seeds, lengths)
+    table = markdown_table(rows, encodings_order=list(cfg.encodings), left_out=left_out)
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(table)
     extrapolation_plots(rows, os.path.join(workdir, "plots"))
@@ -223,8 +272,7 @@ _NOT_STUDY_SETTINGS = (
     "encoding_kwargs",
     "encoding_variants",
     "encodings",
-    "eval_batch_size",
-    "eval_every_length",
+    "eval_every_length_to",
     "eval_multipliers",
     "log_every",
     "seeds",
@@ -255,8 +303,10 @@ def cell_dir(workdir: str, task_name: str, encoding_name: str, seeds) -> str:
 def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> str:
     """SHA-256 of what a cell's rows depend on: its run spec and the evaluation settings."""
     spec, _ = cell_spec(cfg, task_name, encoding_name)
+    # The batch size sets which positions a randomized encoding samples at evaluation.
     evaluation = {
         "eval_examples": cfg.eval_examples,
+        "eval_batch_size": cfg.eval_batch_size,
         "greedy_decoding": bool(cfg.greedy_decoding),
         "eval_key_seed": EVAL_KEY_SEED,
     }
@@ -299,17 +349,15 @@ def run_cell(
             data_dir=os.path.join(workdir, "eval_sets"),
         )
         key = jax.random.fold_in(positions_key, length)
-        per_seed = evaluate(
-            spec,
-            state.params,
-            eval_set_batches(source, cfg.eval_batch_size),
-            key=key,
-            length=length,
-        )
+        width = spec.task.sequence_length(padded_length(cfg, length))
+
+        def batches(source=source, width=width):
+            for batch in eval_set_batches(source, cfg.eval_batch_size):
+                yield pad_batch(batch, width)
+
+        per_seed = evaluate(spec, state.params, batches(), key=key, length=length)
         if cfg.greedy_decoding and spec.model.architecture != "encoder":
-            greedy = evaluate_greedy(
-                spec, state.params, eval_set_batches(source, cfg.eval_batch_size), key=key
-            )
+            greedy = evaluate_greedy(spec, state.params, batches(), key=key)
             if greedy is not None:
                 per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
         for seed, metrics in zip(seeds, per_seed, strict=True):
@@ -320,6 +368,7 @@ def run_cell(
                     "task": task_name,
                     "seed": int(seed),
                     "train_length": cfg.train_length,
+                    "min_train_length": cfg.min_train_length,
                     "eval_length": length,
                     "encoding_kwargs": json.loads(json.dumps(encoding_kwargs, default=str)),
                     "steps": cfg.optimizer.total_steps,
@@ -327,6 +376,7 @@ def run_cell(
                     "study_sha256": study_digest,
                     "final_train_loss": history[-1]["loss"][seeds.index(seed)] if history else None,
                     "train_seconds": round(train_seconds, 2),
+                    **provenance(),
                     **metrics,
                 }
             )

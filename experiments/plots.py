@@ -1,4 +1,5 @@
-"""Accuracy against evaluation length, one line per encoding, seed spread shaded."""
+"""Accuracy against evaluation length, one line per encoding, seed spread shaded, the
+training lengths shaded in grey."""
 
 import os
 
@@ -15,6 +16,7 @@ def extrapolation_plots(rows: list[dict], out_dir: str, *, dpi: int = 110) -> li
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     train_lengths = {r["task"]: r["train_length"] for r in rows}
+    shortest = {r["task"]: r.get("min_train_length", r["train_length"]) for r in rows}
     for metric, label in (
         ("sequence_accuracy", "exact match"),
         ("token_accuracy", "per-token accuracy"),
@@ -34,11 +36,14 @@ def extrapolation_plots(rows: list[dict], out_dir: str, *, dpi: int = 110) -> li
                     color=line.get_color(),
                     alpha=0.15,
                 )
-            ax.axvline(train_lengths[task], color="gray", linestyle="--", label="train length")
+            n = train_lengths[task]
+            if shortest[task] < n:
+                ax.axvspan(shortest[task], n, color="gray", alpha=0.2, label="train lengths")
+            ax.axvline(n, color="gray", linestyle="--", label=f"N = {n}")
             ax.set_xscale("log", base=2)
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel("evaluation length")
-            ax.set_ylabel(label)
+            ax.set_ylabel(f"{label} (mean ± std over seeds)")
             ax.set_title(f"{task}: {label} vs length")
             ax.legend(fontsize=7, ncol=2)
             fig.tight_layout()

@@ -6,11 +6,15 @@ it over the old one (atomic on POSIX), and a re-run trains only the seeds that l
 Rows carry their cell's configuration digest; rows of another configuration are refused.
 """
 
+import functools
 import json
 import os
+import subprocess
 from collections import defaultdict
 
 import numpy as np
+
+import posenc_jax
 
 KEY_FIELDS = ("encoding", "task", "seed", "eval_length")
 
@@ -69,6 +73,14 @@ class ResultsFile:
                 "as this configuration's: give this study a new --workdir."
             )
 
+    def other_provenance(self, current: dict) -> list[str]:
+        """The package versions / commits of rows written by other code than ``current``
+        (see :func:`provenance`), each as ``version@commit``; rows without a record count
+        as "unrecorded"."""
+        seen = {(r.get("package_version", "unrecorded"), r.get("git_commit")) for r in self.rows()}
+        seen.discard((current["package_version"], current["git_commit"]))
+        return sorted(f"{version}@{commit or 'no commit'}" for version, commit in seen)
+
     def unchecked_rows(self) -> int:
         """Rows written before configuration digests were recorded (they cannot be checked)."""
         return sum("config_sha256" not in r for r in self.rows())
@@ -95,6 +107,27 @@ class ResultsFile:
         self._rows = rows + new_rows
 
 
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict:
+    """Which code writes a row: the package version and, in a git checkout, its commit
+    (with ``+dirty`` when tracked files differ from it); None outside a checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(posenc_jax.__file__)))
+
+    def git(*args):
+        try:
+            result = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    return {"package_version": posenc_jax.__version__, "git_commit": commit}
+
+
 def summarize(rows: list[dict], metric: str) -> dict:
     """{task: {encoding: {eval_length: (mean, std, n_seeds)}}} over seeds; std is the
     sample standard deviation (ddof = 1; 0 for one seed)."""
@@ -103,42 +136,118 @@ def summarize(rows: list[dict], metric: str) -> dict:
         groups[(r["task"], r["encoding"], r["eval_length"])].append(r[metric])
     summary = defaultdict(lambda: defaultdict(dict))
     for (task, encoding, length), values in groups.items():
-        values = np.asarray(values, np.float64)
-        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        summary[task][encoding][length] = (float(values.mean()), std, len(values))
+        summary[task][encoding][length] = mean_std(values)
     return summary
 
 
-def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -> str:
-    """Per task, a table of exact-match and per-token accuracy: mean ± std over seeds."""
+def mean_std(values) -> tuple[float, float, int]:
+    """``(mean, sample std (ddof 1; 0 for one value), count)``."""
+    values = np.asarray(values, np.float64)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), std, len(values)
+
+
+def exact_match_metric(rows: list[dict]) -> str:
+    """The exact match the NoPE score reads: greedy decoding's where every row has it (the
+    NoPE paper decodes greedily), teacher-forced otherwise."""
+    if rows and all("greedy_sequence_accuracy" in r for r in rows):
+        return "greedy_sequence_accuracy"
+    return "sequence_accuracy"
+
+
+def summary_scores(rows: list[dict]) -> dict:
+    """The two summary scores of the references, per seed, for one (task, encoding) cell.
+
+    * RPE score (Ruoss et al. 2023, Delétang et al. 2023): mean per-token accuracy over
+      every evaluated length > N.
+    * NoPE score (Kazemnejad et al. 2023): mean exact match over the evaluated lengths in
+      (N, 2N] (greedy decoding where the rows have it, see :func:`exact_match_metric`).
+
+    Every length holds the same number of examples, so a mean over lengths is the pooled
+    accuracy over their examples. Returns ``{"rpe": {seed: score}, "nope": {seed:
+    score}}``; a score without a length to average over is left out.
+    """
+    exact = exact_match_metric(rows)
+    per_seed = defaultdict(lambda: {"rpe": [], "nope": []})
+    for r in rows:
+        n, length = r["train_length"], r["eval_length"]
+        if length > n:
+            per_seed[r["seed"]]["rpe"].append(r["token_accuracy"])
+        if n < length <= 2 * n:
+            per_seed[r["seed"]]["nope"].append(r[exact])
+    scores = {"rpe": {}, "nope": {}}
+    for seed, values in per_seed.items():
+        for name, seed_values in values.items():
+            if seed_values:
+                scores[name][seed] = float(np.mean(seed_values))
+    return scores
+
+
+def configured_rows(rows: list[dict], encodings, tasks, seeds, lengths) -> tuple[list, int]:
+    """The rows of this configuration's cells (its encodings, tasks, seeds and evaluation
+    lengths) and how many others the work dir holds."""
+    wanted = (set(encodings), set(tasks), {int(s) for s in seeds}, set(lengths))
+    kept = [
+        r
+        for r in rows
+        if all(value in allowed for value, allowed in zip(row_key(r), wanted, strict=True))
+    ]
+    return kept, len(rows) - len(kept)
+
+
+def _cell(values: tuple[float, float, int] | None) -> str:
+    if values is None:
+        return "—"
+    mean, std, _ = values
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown_table(
+    rows: list[dict], encodings_order: list[str] | None = None, *, left_out: int = 0
+) -> str:
+    """Per task, the summary scores and the accuracies at every length, mean ± std over seeds.
+
+    Every cell shows its own number of seeds. ``left_out`` (rows of the work dir outside
+    this configuration) is reported in one line under the tables.
+    """
     if not rows:
-        return "(no results)\n"
+        return "(no results)\n" + _left_out_line(left_out)
     lines = []
-    train_lengths = {r["task"]: r["train_length"] for r in rows}
     exact, token = summarize(rows, "sequence_accuracy"), summarize(rows, "token_accuracy")
     greedy = summarize(
         [r for r in rows if "greedy_sequence_accuracy" in r], "greedy_sequence_accuracy"
     )
     for task in sorted(exact):
-        n = train_lengths[task]
-        lengths = sorted({length for enc in exact[task].values() for length in enc})
+        task_rows = [r for r in rows if r["task"] == task]
+        n = task_rows[0]["train_length"]
+        shortest = task_rows[0].get("min_train_length", n)
+        lengths = sorted({r["eval_length"] for r in task_rows})
         header = [
             f"{length // n}N ({length})" if length % n == 0 else str(length) for length in lengths
         ]
-        seeds = max(v[2] for enc in exact[task].values() for v in enc.values())
         columns = "exact match ± std / per-token accuracy"
         if greedy.get(task):
             columns += " / greedy-decoding exact match"
+        trained = f"trained on lengths {shortest}..{n}" if shortest != n else f"trained at {n}"
+        nope_exact = "greedy exact match" if greedy.get(task) else "exact match"
+        lines.append(f"### {task} (N = {n}, {trained})\n")
         lines.append(
-            f"### {task} (train length N = {n}; {columns}; mean over {seeds} "
-            f"seed{'s' if seeds > 1 else ''})\n"
+            f"RPE score: mean per-token accuracy over lengths > N (Ruoss et al. 2023). NoPE "
+            f"score: mean {nope_exact} over lengths in (N, 2N] (Kazemnejad et al. 2023). "
+            f"Both mean ± sample std over seeds. Per length: {columns}.\n"
         )
-        lines.append("| encoding | " + " | ".join(header) + " |")
-        lines.append("|---|" + "---|" * len(lengths))
+        lines.append("| encoding | seeds | RPE score | NoPE score | " + " | ".join(header) + " |")
+        lines.append("|---|---|---|---|" + "---|" * len(lengths))
         order = [e for e in (encodings_order or []) if e in exact[task]]
         order += sorted(e for e in exact[task] if e not in order)
         for enc in order:
-            cells = []
+            cell_rows = [r for r in task_rows if r["encoding"] == enc]
+            scores = summary_scores(cell_rows)
+            seeds = len({r["seed"] for r in cell_rows})
+            cells = [str(seeds)]
+            for name in ("rpe", "nope"):
+                values = list(scores[name].values())
+                cells.append(_cell(mean_std(values) if values else None))
             for length in lengths:
                 if length not in exact[task][enc]:
                     cells.append("—")
@@ -151,4 +260,13 @@ def markdown_table(rows: list[dict], encodings_order: list[str] | None = None) -
                 cells.append(cell)
             lines.append(f"| {enc} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _left_out_line(left_out)
+
+
+def _left_out_line(left_out: int) -> str:
+    if not left_out:
+        return ""
+    return (
+        f"{left_out} row(s) of this work dir belong to encodings, tasks, seeds or lengths "
+        "this configuration does not have; they are left out of the table and plots.\n"
+    )

@@ -107,7 +107,7 @@ def test_length_extrapolation_runs_and_writes_results(kernel_name, tmp_path, mon
     stdout = _stdout(notebook)
     assert "backend: cpu" in stdout and "preset 'smoke'" in stdout
     rows = (results / "smoke" / "results.jsonl").read_text().splitlines()
-    assert len(rows) == 2 * 4  # two encodings x (N, 2N, 4N, 8N), one seed
+    assert len(rows) == 2 * 6  # two encodings x (3, 4, 5, 6 = every length to 2N, 4N, 8N)
     assert (results / "smoke" / "table.md").exists()
     assert glob.glob(str(results / "smoke" / "plots" / "*.png"))
 

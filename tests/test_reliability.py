@@ -182,7 +182,10 @@ def test_study_killed_between_and_during_cells_finishes_every_row_once(tmp_path)
     # anything: between cells.
     _kill_when(_start_study(tmp_path), lambda: bool(_study_rows(tmp_path)))
     first_rows = _study_rows(tmp_path)
-    assert {(r["encoding"], r["eval_length"]) for r in first_rows} == {("nope", 3), ("nope", 6)}
+    # N = 3, 2N = 6 and every length between them.
+    assert {(r["encoding"], r["eval_length"]) for r in first_rows} == {
+        ("nope", n) for n in (3, 4, 5, 6)
+    }
     nope_log = os.stat(nope_dir / "metrics.jsonl").st_mtime_ns
 
     # Killed inside the second cell, after its first checkpoint.
@@ -194,7 +197,7 @@ def test_study_killed_between_and_during_cells_finishes_every_row_once(tmp_path)
     assert finished.returncode == 0, stderr[-3000:]
     rows = _study_rows(tmp_path)
     keys = [(r["encoding"], r["task"], r["seed"], r["eval_length"]) for r in rows]
-    expected = {(e, "copy", 0, n) for e in ("nope", "sinusoidal") for n in (3, 6)}
+    expected = {(e, "copy", 0, n) for e in ("nope", "sinusoidal") for n in (3, 4, 5, 6)}
     assert sorted(keys) == sorted(expected)  # every row, each exactly once
     # The finished cell was neither retrained nor re-evaluated.
     assert [r for r in rows if r["encoding"] == "nope"] == first_rows

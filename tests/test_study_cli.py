@@ -27,13 +27,18 @@ def test_smoke_study_writes_every_row_a_table_and_plots(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _rows(tmp_path)
     keys = {(r["encoding"], r["task"], r["seed"], r["eval_length"]) for r in rows}
-    assert keys == {(e, "copy", 0, n) for e in ("nope", "sinusoidal") for n in (3, 6, 12, 24)}
+    # Every length in [N, 2N] (N = 3), then 4N and 8N.
+    lengths = (3, 4, 5, 6, 12, 24)
+    assert keys == {(e, "copy", 0, n) for e in ("nope", "sinusoidal") for n in lengths}
     assert len(rows) == len(keys)
     for row in rows:
         assert 0.0 <= row["token_accuracy"] <= 1.0 and 0.0 <= row["sequence_accuracy"] <= 1.0
+        assert row["min_train_length"] == 1 and row["package_version"]
+        assert "git_commit" in row
     table = open(os.path.join(tmp_path, "table.md")).read()
-    assert "| nope |" in table and "| sinusoidal |" in table
-    assert "1N (3)" in table and "8N (24)" in table
+    assert "| nope | 1 |" in table and "| sinusoidal | 1 |" in table
+    assert "1N (3)" in table and "| 4 |" in table and "8N (24)" in table
+    assert "RPE score" in table and "NoPE score" in table
     assert table.strip() in result.stdout
     for metric in ("sequence_accuracy", "token_accuracy"):
         assert os.path.getsize(os.path.join(tmp_path, "plots", f"copy_{metric}.png")) > 1000
@@ -64,7 +69,7 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe"])
 def test_every_preset_is_valid(preset):
     """Every preset names registered encodings and tasks and builds every cell's model."""
     import importlib
@@ -103,13 +108,21 @@ def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tm
     """A re-run with more seeds or lengths trains only the seeds that lack a row; a re-run
     with other settings is refused before training, since the old rows would be reported
     as the new configuration's."""
-    first = ("--config.encodings=('t5',)", "--config.eval_multipliers=(1,2)")
+    first = (
+        "--config.encodings=('t5',)",
+        "--config.eval_multipliers=(1,2)",
+        "--config.eval_every_length_to=0",
+    )
     result = _run_study(tmp_path, *first, "--config.checkpoint_every=2")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _rows(tmp_path)
     assert {(r["seed"], r["eval_length"]) for r in rows} == {(0, 3), (0, 6)}
 
-    grown = ("--config.encodings=('t5',)", "--config.eval_multipliers=(1,2,4)")
+    grown = (
+        "--config.encodings=('t5',)",
+        "--config.eval_multipliers=(1,2,4)",
+        "--config.eval_every_length_to=0",
+    )
     result = _run_study(tmp_path, *grown, "--config.seeds=(0,1)")
     assert result.returncode == 0, result.stderr[-3000:]
     grown_rows = _rows(tmp_path)
@@ -118,11 +131,24 @@ def test_a_study_grows_by_seeds_and_lengths_and_refuses_another_configuration(tm
     assert grown_rows[:2] == rows  # the finished rows are kept as they were
     assert os.path.isdir(tmp_path / "cells" / "copy" / "t5" / "seeds-0-1")
 
+    # A configuration with fewer seeds and lengths reports only its own cells.
+    fewer = ("--config.encodings=('t5',)", "--config.eval_multipliers=(1,2)")
+    result = _run_study(tmp_path, *fewer, "--config.eval_every_length_to=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _rows(tmp_path) == grown_rows  # nothing trained, nothing written
+    table = open(os.path.join(tmp_path, "table.md")).read()
+    assert "| t5 | 1 |" in table and "4N" not in table
+    assert "4 row(s) of this work dir belong to" in table  # seed 1, and 4N of seed 0
+
     changed = _run_study(tmp_path, *grown, "--config.optimizer.learning_rate=0.5")
     assert changed.returncode != 0
     assert "made under other study settings" in changed.stderr
     # Also when the changed settings would only reach a new cell.
-    new_cell = ("--config.encodings=('t5','nope')", "--config.optimizer.learning_rate=0.5")
+    new_cell = (
+        "--config.encodings=('t5','nope')",
+        "--config.eval_every_length_to=0",
+        "--config.optimizer.learning_rate=0.5",
+    )
     changed = _run_study(tmp_path, *new_cell)
     assert changed.returncode != 0 and "made under other study settings" in changed.stderr
     # A cell's own arguments: T5 with other buckets.
@@ -163,7 +189,11 @@ def test_the_spread_over_seeds_is_the_sample_standard_deviation():
 
 
 def test_unusable_checkpoints_stop_a_study_unless_it_may_start_the_cell_fresh(tmp_path):
-    only = ("--config.encodings=('nope',)", "--config.eval_multipliers=(1,)")
+    only = (
+        "--config.encodings=('nope',)",
+        "--config.eval_multipliers=(1,)",
+        "--config.eval_every_length_to=0",
+    )
     result = _run_study(tmp_path, *only, "--config.checkpoint_every=2")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _rows(tmp_path)

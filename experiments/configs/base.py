@@ -15,10 +15,14 @@ def get_config() -> ConfigDict:
     c.task_kwargs = ConfigDict({})
     c.seeds = (0, 1)
     c.train_length = 8
-    # Evaluated at train_length times each multiplier (N, 2N, 4N, 8N).
+    # Each training example's length is drawn uniformly from [min_train_length, N]
+    # (Delétang et al. 2023, Ruoss et al. 2023: 1..N); train_length trains at N only.
+    c.min_train_length = 1
+    # Evaluated at train_length times each multiplier (N, 2N, 4N, 8N) ...
     c.eval_multipliers = (1, 2, 4, 8)
-    # Also evaluate every length from train_length to the longest (slower).
-    c.eval_every_length = False
+    # ... and at every length from N to this multiple of N ([N, 2N], the NoPE paper's
+    # test range); 0 for the multipliers only.
+    c.eval_every_length_to = 2
     c.eval_examples = 128
     c.eval_batch_size = 64
     # Decoder tasks: also generate the answer greedily with a key/value cache.

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import prompt_answer_batch
+from posenc_jax.data._layout import decoder_batch, separator
 from posenc_jax.data.task import Batch, Task, register_task
 from posenc_jax.typing import Array
 
@@ -55,8 +55,7 @@ class AssociativeRecall(Task):
     def sequence_length(self, length: int) -> int:
         return 2 * length + 2
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         if length > self.num_keys:
             raise ValueError(
                 f"associative_recall length {length} exceeds num_keys={self.num_keys}: the "
@@ -70,11 +69,15 @@ class AssociativeRecall(Task):
         values = jax.random.randint(
             value_key, (batch_size, length), 0, self.num_values, jnp.int32
         ) + (FIRST_KEY + self.num_keys)
-        query = jax.random.randint(query_key, (batch_size, 1), 0, length)
+        pairs_in_row = length if lengths is None else lengths[:, None]
+        query = jax.random.randint(query_key, (batch_size, 1), 0, pairs_in_row)
 
+        # The first n pairs of a row are its example of n pairs.
         pairs = jnp.stack([keys, values], axis=2).reshape(batch_size, 2 * length)
-        query_mark = jnp.full((batch_size, 1), QUERY, jnp.int32)
-        prompt = jnp.concatenate(
-            [pairs, query_mark, jnp.take_along_axis(keys, query, axis=1)], axis=1
+        question = jnp.concatenate(
+            [separator(batch_size, QUERY), jnp.take_along_axis(keys, query, axis=1)], axis=1
         )
-        return prompt_answer_batch(prompt, jnp.take_along_axis(values, query, axis=1))
+        return decoder_batch(
+            [(pairs, None if lengths is None else 2 * lengths), (question, None)],
+            [(jnp.take_along_axis(values, query, axis=1), None)],
+        )

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import prompt_answer_batch
+from posenc_jax.data._layout import decoder_batch, leading, separator
 from posenc_jax.data.task import Batch, Task, register_task
 from posenc_jax.typing import Array
 
@@ -40,14 +40,20 @@ class BinaryAddition(Task):
     def sequence_length(self, length: int) -> int:
         return 3 * length + 2
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         bits = jax.random.randint(key, (2, batch_size, length), 0, 2, jnp.int32)
+        # Bits past a row's width are zero, so its carry lands at bit n and stops there.
+        bits = jnp.where(leading(lengths, length)[None], bits, 0)
         sum_bits = _add_little_endian(bits[0], bits[1])
-        plus = jnp.full((batch_size, 1), PLUS, jnp.int32)
-        equals = jnp.full((batch_size, 1), EQUALS, jnp.int32)
-        prompt = jnp.concatenate([bits[0] + ZERO, plus, bits[1] + ZERO, equals], axis=1)
-        return prompt_answer_batch(prompt, sum_bits + ZERO)
+        return decoder_batch(
+            [
+                (bits[0] + ZERO, lengths),
+                (separator(batch_size, PLUS), None),
+                (bits[1] + ZERO, lengths),
+                (separator(batch_size, EQUALS), None),
+            ],
+            [(sum_bits + ZERO, None if lengths is None else lengths + 1)],
+        )
 
 
 def _add_little_endian(a: Array, b: Array) -> Array:

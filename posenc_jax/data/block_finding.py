@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from posenc_jax.data._layout import decoder_batch
 from posenc_jax.data.task import Batch, Task, register_task
 from posenc_jax.typing import Array
 
@@ -72,8 +73,7 @@ class BlockFinding(Task):
         # and the answer without its final letter (nothing is predicted after it).
         return length * (self.block_letters + 1) + self.query_letters + self.block_letters - 1
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         n, big_n = self.block_letters, self.alphabet_size
         target_key, query_key, distractor_key, slot_key = jax.random.split(key, 4)
 
@@ -83,22 +83,24 @@ class BlockFinding(Task):
 
         orderings = _random_orderings(distractor_key, (batch_size, length), big_n)
         distractors = _without_full_query(orderings, query, n)
-        slot = jax.random.randint(slot_key, (batch_size, 1, 1), 0, length)
+        blocks_in_row = jnp.full((batch_size,), length) if lengths is None else lengths
+        slot = jax.random.randint(slot_key, (batch_size, 1, 1), 0, blocks_in_row[:, None, None])
         is_target = jnp.arange(length)[None, :, None] == slot
         blocks = jnp.where(is_target, target[:, None, :], distractors)
 
+        # A row's first blocks are its example; its last delimiter is the query mark.
         delimiters = jnp.full((batch_size, length, 1), DELIMITER, jnp.int32)
         context = jnp.concatenate([blocks + FIRST_LETTER, delimiters], axis=2)
         context = context.reshape(batch_size, length * (n + 1))
-        context = context.at[:, -1].set(QUERY_MARK)
-        sequence = jnp.concatenate([context, query + FIRST_LETTER, target + FIRST_LETTER], axis=1)
-        answer_start = sequence.shape[1] - 1 - n
-        weights = (jnp.arange(sequence.shape[1] - 1) >= answer_start).astype(jnp.float32)
-        return {
-            "inputs": sequence[:, :-1],
-            "targets": sequence[:, 1:],
-            "weights": jnp.broadcast_to(weights, (batch_size, sequence.shape[1] - 1)),
-        }
+        context_length = blocks_in_row * (n + 1)
+        context = context.at[jnp.arange(batch_size), context_length - 1].set(QUERY_MARK)
+        return decoder_batch(
+            [
+                (context, None if lengths is None else context_length),
+                (query + FIRST_LETTER, None),
+            ],
+            [(target + FIRST_LETTER, None)],
+        )
 
 
 def _random_orderings(key: Array, batch_shape: tuple[int, ...], size: int) -> Array:

@@ -159,8 +159,7 @@ class CharLM(Task):
     def sequence_length(self, length: int) -> int:
         return length
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         if length + 1 > self.corpus.size:
             raise ValueError(
                 f"char_lm windows of {length} characters need a corpus of at least "
@@ -171,8 +170,18 @@ class CharLM(Task):
         windows = jax.vmap(lambda start: jax.lax.dynamic_slice(corpus, (start,), (length + 1,)))(
             starts
         )
-        return {
+        batch = {
             "inputs": windows[:, :-1],
             "targets": windows[:, 1:],
             "weights": jnp.ones((batch_size, length), jnp.float32),
         }
+        if lengths is not None:
+            # A window of n characters: the first n of the window, padding after.
+            real = jnp.arange(length)[None, :] < lengths[:, None]
+            batch = {
+                "inputs": jnp.where(real, batch["inputs"], PAD),
+                "targets": jnp.where(real, batch["targets"], PAD),
+                "weights": real.astype(jnp.float32),
+                "padding_mask": real,
+            }
+        return batch

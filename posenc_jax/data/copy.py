@@ -21,5 +21,5 @@ class Copy(StringAnswerTask):
       (copy as a length-generalization probe).
     """
 
-    def answer(self, symbols: Array) -> Array:
+    def answer(self, symbols: Array, lengths: Array | None) -> Array:
         return symbols

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import prompt_answer_batch
+from posenc_jax.data._layout import decoder_batch, leading, separator
 from posenc_jax.data.task import Batch, Task, register_task
 from posenc_jax.typing import Array
 
@@ -61,38 +61,47 @@ class ModularArithmetic(Task):
     def sequence_length(self, length: int) -> int:
         return 2 * length
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         number_key, operator_key = jax.random.split(key)
         numbers = jax.random.randint(number_key, (batch_size, length), 0, self.modulus)
         choice = jax.random.randint(operator_key, (batch_size, length - 1), 0, len(self.operators))
         operators = jnp.asarray([OPERATOR_TOKENS[op] for op in self.operators], jnp.int32)[choice]
-        result = _evaluate(numbers, operators, self.modulus)
+        result = _evaluate(numbers, operators, self.modulus, lengths)
 
+        # The expression of the first n operands is the first 2n - 1 tokens.
         expression = jnp.zeros((batch_size, 2 * length - 1), jnp.int32)
         expression = expression.at[:, ::2].set(numbers + FIRST_NUMBER)
         expression = expression.at[:, 1::2].set(operators)
-        equals = jnp.full((batch_size, 1), EQUALS, jnp.int32)
-        prompt = jnp.concatenate([expression, equals], axis=1)
-        return prompt_answer_batch(prompt, result[:, None] + FIRST_NUMBER)
+        return decoder_batch(
+            [
+                (expression, None if lengths is None else 2 * lengths - 1),
+                (separator(batch_size, EQUALS), None),
+            ],
+            [(result[:, None] + FIRST_NUMBER, None)],
+        )
 
 
-def _evaluate(numbers: Array, operators: Array, modulus: int) -> Array:
-    """Value mod ``modulus`` of ``numbers [B, n]`` joined by operator tokens ``[B, n - 1]``.
+def _evaluate(
+    numbers: Array, operators: Array, modulus: int, lengths: Array | None = None
+) -> Array:
+    """Value mod ``modulus`` of ``numbers [B, n]`` joined by operator tokens ``[B, n - 1]``;
+    with ``lengths [B]`` row b's expression is its first ``lengths[b]`` operands.
 
     Reads left to right keeping the finished sum and the running product term (with its
     sign folded in): ``*`` extends the term, ``+``/``-`` close it and open the next one.
     """
 
-    def step(state, operator_and_number):
+    def step(state, xs):
         total, term = state
-        operator, number = operator_and_number
+        operator, number, used = xs
         closes = operator != OPERATOR_TOKENS["*"]
         sign = jnp.where(operator == OPERATOR_TOKENS["-"], modulus - 1, 1)
-        total = jnp.where(closes, (total + term) % modulus, total)
-        term = jnp.where(closes, (sign * number) % modulus, (term * number) % modulus)
-        return (total, term), None
+        new_total = jnp.where(closes, (total + term) % modulus, total)
+        new_term = jnp.where(closes, (sign * number) % modulus, (term * number) % modulus)
+        return (jnp.where(used, new_total, total), jnp.where(used, new_term, term)), None
 
+    used = leading(None if lengths is None else lengths - 1, operators.shape[1])
+    used = jnp.broadcast_to(used, operators.shape)
     start = (jnp.zeros_like(numbers[:, 0]), numbers[:, 0] % modulus)
-    (total, term), _ = jax.lax.scan(step, start, (operators.T, numbers[:, 1:].T))
+    (total, term), _ = jax.lax.scan(step, start, (operators.T, numbers[:, 1:].T, used.T))
     return (total + term) % modulus

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import prompt_answer_batch
+from posenc_jax.data._layout import decoder_batch, leading, separator
 from posenc_jax.data.task import Batch, Task, register_task
 from posenc_jax.typing import Array
 
@@ -34,10 +34,11 @@ class Parity(Task):
     def sequence_length(self, length: int) -> int:
         return length + 1
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        self.check_size(batch_size, length)
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         bits = jax.random.randint(key, (batch_size, length), 0, 2, jnp.int32)
-        parity = jnp.sum(bits, axis=1, keepdims=True) % 2
-        separator = jnp.full((batch_size, 1), SEPARATOR, jnp.int32)
-        prompt = jnp.concatenate([bits + ZERO, separator], axis=1)
-        return prompt_answer_batch(prompt, parity + ZERO)
+        counted = jnp.where(leading(lengths, length), bits, 0)
+        parity = jnp.sum(counted, axis=1, keepdims=True) % 2
+        return decoder_batch(
+            [(bits + ZERO, lengths), (separator(batch_size, SEPARATOR), None)],
+            [(parity + ZERO, None)],
+        )

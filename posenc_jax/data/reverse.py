@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import jax.numpy as jnp
+
 from posenc_jax.data._layout import StringAnswerTask
 from posenc_jax.data.task import register_task
 from posenc_jax.typing import Array
@@ -26,5 +28,9 @@ class Reverse(StringAnswerTask):
       Generalization in Transformers", NeurIPS 2023 (reverse).
     """
 
-    def answer(self, symbols: Array) -> Array:
-        return symbols[:, ::-1]
+    def answer(self, symbols: Array, lengths: Array | None) -> Array:
+        if lengths is None:
+            return symbols[:, ::-1]
+        # Entry j of row b is symbol n_b - 1 - j (entries past n_b are never read).
+        source = jnp.clip(lengths[:, None] - 1 - jnp.arange(symbols.shape[1])[None, :], 0)
+        return jnp.take_along_axis(symbols, source, axis=1)

@@ -4,7 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import StringAnswerTask
+from posenc_jax.data._layout import StringAnswerTask, leading
 from posenc_jax.data.task import register_task
 from posenc_jax.typing import Array
 
@@ -30,5 +30,19 @@ class BucketSort(StringAnswerTask):
 
     alphabet_size: int = 5
 
-    def answer(self, symbols: Array) -> Array:
-        return jnp.sort(symbols, axis=1)
+    def answer(self, symbols: Array, lengths: Array | None) -> Array:
+        # Symbols past a row's length sort after every real one and are never read.
+        beyond = jnp.iinfo(jnp.int32).max
+        return jnp.sort(jnp.where(leading(lengths, symbols.shape[1]), symbols, beyond), axis=1)
+
+
+@register_task("bucket_sort")
+@dataclasses.dataclass(frozen=True)
+class DeletangBucketSort(BucketSort):
+    """:class:`BucketSort` under the name Delétang et al. give it, over a vocabulary of
+    ``alphabet_size`` symbols (5 in the paper): the same examples as ``sort`` for the same
+    key and vocabulary.
+
+    References:
+      Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (bucket sort).
+    """

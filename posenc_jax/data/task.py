@@ -6,13 +6,25 @@ A batch is a dict of int32 arrays with one layout for every task:
 * ``targets [B, T]``: the token each position should predict.
 * ``weights [B, T]``: 1.0 where a target counts for loss and accuracy, 0.0 elsewhere.
 * ``source [B, S]``: encoder inputs, only for tasks whose architecture is "encoder_decoder".
+* ``padding_mask [B, T]`` (and ``source_padding_mask [B, S]``): bool, True on real input
+  tokens, only in batches whose examples have lengths of their own (``min_length``).
 
 ``length`` is the task's own length axis (symbols to copy, blocks to search, ...); the
 token sequence length follows from it through ``sequence_length``. Token 0 is padding.
+
+Training on a range of lengths, as the length-generalization literature does (Delétang et
+al. 2023 and Ruoss et al. 2023 draw lengths uniformly from 1..N; Kazemnejad et al. 2023
+train on lengths <= N): ``sample(key, B, N, min_length=m)`` gives every example its own
+length drawn uniformly from ``[m, N]`` and pads it to the width of length N, so one
+compiled shape serves every length. Padding follows the example's tokens, its weights are
+0, and ``padding_mask`` tells the model which tokens are real.
 """
 
 import dataclasses
 from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
 
 from posenc_jax._checks import is_integer
 from posenc_jax.typing import Array
@@ -20,6 +32,10 @@ from posenc_jax.typing import Array
 Batch = dict[str, Array]
 
 _TASKS: dict[str, Callable[..., "Task"]] = {}
+
+#: Folded into a batch's key to draw its examples' lengths (so the contents are drawn
+#: from the key itself, as at a single length).
+LENGTHS_STREAM = 0x1E9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +61,45 @@ class Task:
         """Token length T of ``inputs`` for a task length ``length``."""
         raise NotImplementedError
 
-    def sample(self, key: Array, batch_size: int, length: int) -> Batch:
-        """A batch of ``batch_size`` examples of task length ``length``, a pure function of key."""
+    def sample(
+        self, key: Array, batch_size: int, length: int, *, min_length: int | None = None
+    ) -> Batch:
+        """A batch of ``batch_size`` examples, a pure function of ``key``.
+
+        Args:
+          key: a PRNG key.
+          batch_size: B.
+          length: the task length N (every example's, or the longest with ``min_length``).
+          min_length: None (every example has length N) or an integer in ``1..N``: each
+            example's length is drawn uniformly from ``[min_length, N]``, the batch is
+            padded to the width of length N and carries ``padding_mask``. The examples'
+            contents are drawn from ``key`` as at length N (an example of length n is the
+            first n symbols' example), their lengths from a key folded from it.
+
+        Returns:
+          The task's batch layout (module docstring).
+        """
+        self.check_size(batch_size, length)
+        lengths = None
+        if min_length is not None:
+            self.check_min_length(min_length, length)
+            lengths = jax.random.randint(
+                jax.random.fold_in(key, LENGTHS_STREAM), (batch_size,), min_length, length + 1
+            ).astype(jnp.int32)
+        return self._sample(key, batch_size, length, lengths)
+
+    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
+        """The batch at task length ``length``, or of examples of ``lengths [B]`` (each
+        ``<= length``) padded to its width when ``lengths`` is not None."""
         raise NotImplementedError
+
+    def check_min_length(self, min_length, length: int) -> None:
+        """``min_length`` must be an integer in ``1 .. length``."""
+        if not is_integer(min_length) or not 1 <= min_length <= length:
+            raise ValueError(
+                f"task {self.name!r} min_length={min_length!r}; give an integer in "
+                f"1..{length} (the shortest training length; {length} trains at one length)."
+            )
 
     def __post_init__(self):
         """Every field annotated ``int`` holds an integer: a size of 8.5 or 2.5 would
@@ -94,3 +146,38 @@ def get_task(name: str, **kwargs) -> Task:
     if name not in _TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}.")
     return _TASKS[name](**kwargs)
+
+
+def pad_batch(batch: Batch, width: int, *, source_width: int | None = None) -> Batch:
+    """The batch with its token axis padded to ``width`` tokens (and its ``source`` to
+    ``source_width``): padding tokens 0, weights 0 and ``padding_mask`` False there.
+
+    Evaluation pads the batches of several lengths to one width, so one compiled program
+    scores them all; the padded examples' numbers are those of the examples unpadded.
+
+    Args:
+      batch: a batch in the task layout (already padded or not).
+      width: the token width to pad to, at least the batch's.
+      source_width: the source width to pad to (encoder-decoder tasks); None leaves it.
+
+    Returns:
+      The padded batch; the batch itself when nothing is to pad.
+    """
+    padded = dict(batch)
+    for name, mask_name, target in (
+        ("inputs", "padding_mask", width),
+        ("source", "source_padding_mask", source_width),
+    ):
+        if name not in batch or target is None:
+            continue
+        size, current = batch[name].shape
+        if target < current:
+            raise ValueError(f"cannot pad {name} of width {current} to {target} tokens.")
+        if target == current:
+            continue
+        names = [mask_name] + (["targets", "weights"] if name == "inputs" else [])
+        padded.setdefault(mask_name, jnp.ones((size, current), jnp.bool_))
+        for key in [name] + names:
+            values = jnp.asarray(padded[key])
+            padded[key] = jnp.pad(values, ((0, 0), (0, target - current)))
+    return padded

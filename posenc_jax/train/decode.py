@@ -109,52 +109,111 @@ def greedy_decode(
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
-def answer_start(weights: np.ndarray) -> int | None:
-    """Index of the first answer target when every row's answer is the same suffix.
+@functools.partial(jax.jit, static_argnames=("config",))
+def greedy_fill(
+    config: TransformerConfig,
+    params: Any,
+    inputs: Array,
+    positions: Array,
+    prompt_lengths: Array,
+    *,
+    source: Array | None = None,
+    source_positions: Array | None = None,
+) -> Array:
+    """Greedy decoding of every row from its own prompt, one token per step.
+
+    Row ``b`` is fed its first ``prompt_lengths[b]`` input tokens, then its own
+    predictions: at step ``t`` the input is ``inputs[b, t]`` while ``t <
+    prompt_lengths[b]`` and the token predicted at step ``t - 1`` after. Rows whose
+    answers start at different offsets (examples of several lengths in one batch) thus
+    decode together, in one compiled program per batch shape.
+
+    Args:
+      config: the model's configuration (decode is switched on here).
+      params: the model's parameters.
+      inputs: ``[B, T]`` teacher-forced inputs (only each row's prompt is read).
+      positions: ``[B, T]`` the positions of every input token.
+      prompt_lengths: int ``[B]``, each at least 1.
+      source, source_positions: encoder inputs of an encoder-decoder model.
+
+    Returns:
+      ``[B, T]`` int32: the token predicted at every step (the prediction of target t).
+    """
+    batch, width = inputs.shape
+    if positions.shape != inputs.shape:
+        raise ValueError(
+            f"positions has shape {positions.shape}; expected the inputs' {inputs.shape}."
+        )
+    cache = init_cache(config, batch, width, source=source)
+    step = functools.partial(
+        decode_step, config, params, source=source, source_positions=source_positions
+    )
+
+    def next_token(carry, t):
+        cache, predicted = carry
+        token = jnp.where(t < prompt_lengths, inputs[:, t], predicted)
+        logits, cache = step(
+            cache, token[:, None], jax.lax.dynamic_slice_in_dim(positions, t, 1, 1)
+        )
+        predicted = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+        return (cache, predicted), predicted
+
+    _, generated = jax.lax.scan(next_token, (cache, inputs[:, 0]), jnp.arange(width))
+    return generated.T
+
+
+def answer_spans(weights: np.ndarray) -> np.ndarray | None:
+    """Each row's first answer target, when every row's answer is one contiguous span.
 
     Greedy decoding needs a prompt and an answer: the targets marked by ``weights`` must be
-    one contiguous suffix, at the same place in every row (prompt-then-answer tasks).
+    one contiguous run in each row, after at least one prompt token (prompt-then-answer
+    tasks; the run may sit at a different offset in every row and padding may follow it).
     Returns None otherwise (for example language modelling, where every token counts).
+
+    Returns:
+      int ``[B]``: the index of each row's first answer target.
     """
     weights = np.asarray(weights) > 0
-    starts = {int(np.argmax(row)) for row in weights}
-    if len(starts) != 1:
+    if not np.all(weights.any(axis=1)):
         return None
-    start = starts.pop()
-    if start == 0 or not np.all(weights[:, start:]) or np.any(weights[:, :start]):
+    starts = np.argmax(weights, axis=1)
+    ends = weights.shape[1] - np.argmax(weights[:, ::-1], axis=1)
+    steps = np.arange(weights.shape[1])[None, :]
+    span = (steps >= starts[:, None]) & (steps < ends[:, None])
+    if np.any(starts == 0) or not np.array_equal(span, weights):
         return None
-    return start
+    return starts
 
 
 def greedy_metric_sums(
     config: TransformerConfig, params: Any, batch: dict, positions: dict
-) -> dict:
+) -> dict | None:
     """Exact-match and per-token accuracy sums of greedy decoding on one batch.
 
-    The prompt is the batch's inputs up to the first answer target; the model then
-    generates the answer token by token from its own predictions, with the positions the
-    encoding chose for the whole sequence. Returns None if the batch has no common answer
-    suffix.
+    Each row's prompt is its inputs up to its first answer target; the model then
+    generates the answer token by token from its own predictions (:func:`greedy_fill`),
+    with the positions the encoding chose for the whole sequence. Returns None if a row
+    has no contiguous answer after a prompt (see :func:`answer_spans`).
     """
-    start = answer_start(batch["weights"])
-    if start is None:
+    starts = answer_spans(batch["weights"])
+    if starts is None:
         return None
-    targets = batch["targets"][:, start:]
-    generated = greedy_decode(
+    generated = greedy_fill(
         config,
         params,
-        batch["inputs"][:, : start + 1],
+        batch["inputs"],
         positions["positions"],
-        targets.shape[1],
+        jnp.asarray(starts + 1, jnp.int32),
         source=batch.get("source"),
         source_positions=positions.get("source_positions"),
     )
-    correct = generated == targets
+    answer = np.asarray(batch["weights"]) > 0
+    right = np.asarray(generated == batch["targets"])
     return {
-        "greedy_correct_tokens": jnp.sum(correct),
-        "greedy_tokens": correct.size,
-        "greedy_correct_sequences": jnp.sum(jnp.all(correct, axis=1)),
-        "greedy_sequences": correct.shape[0],
+        "greedy_correct_tokens": float(np.sum(right & answer)),
+        "greedy_tokens": float(np.sum(answer)),
+        "greedy_correct_sequences": float(np.sum(np.all(right | ~answer, axis=1))),
+        "greedy_sequences": float(answer.shape[0]),
     }
 
 
@@ -162,8 +221,8 @@ def evaluate_greedy(spec, params: Any, batches, *, key) -> list[dict] | None:
     """Greedy-decoding accuracy of every seed of stacked ``params`` over ``batches``.
 
     Positions come from the same keys as teacher-forced evaluation (``evaluate``), so both
-    read the same examples at the same positions. Returns None for tasks without a common
-    answer suffix (see :func:`answer_start`).
+    read the same examples at the same positions. Returns None for tasks without a
+    contiguous answer after a prompt (see :func:`answer_spans`).
     """
     num_seeds = jax.tree.leaves(params)[0].shape[0]
     totals = [None] * num_seeds
@@ -174,7 +233,6 @@ def evaluate_greedy(spec, params: Any, batches, *, key) -> list[dict] | None:
             sums = greedy_metric_sums(spec.model, seed_params, batch, positions)
             if sums is None:
                 return None
-            sums = {k: float(v) for k, v in sums.items()}
             previous = totals[seed]
             totals[seed] = sums if previous is None else {k: previous[k] + sums[k] for k in sums}
     return [

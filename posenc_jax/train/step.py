@@ -33,16 +33,31 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """What one training run is: model, task, train length, batch size, optimizer."""
+    """What one training run is: model, task, train lengths, batch size, optimizer.
+
+    Attributes:
+      model: the Transformer.
+      task: the task.
+      train_length: N, the longest training length (in the task's units).
+      batch_size: examples per step.
+      optimizer: the optimizer's settings.
+      min_train_length: None (every example at length N) or the shortest training length:
+        each example of every batch then draws its length uniformly from
+        ``[min_train_length, N]`` and is padded to the width of N (Delétang et al. 2023;
+        Ruoss et al. 2023; Kazemnejad et al. 2023).
+    """
 
     model: TransformerConfig
     task: Task
     train_length: int
     batch_size: int
     optimizer: OptimizerConfig
+    min_train_length: int | None = None
 
     def __post_init__(self):
         self.task.check_size(self.batch_size, self.train_length)
+        if self.min_train_length is not None:
+            self.task.check_min_length(self.min_train_length, self.train_length)
         if self.model.architecture != self.task.architecture:
             raise ValueError(
                 f"task {self.task.name!r} is posed for a {self.task.architecture!r} model, "
@@ -61,26 +76,40 @@ def _keys(run_key: Array, step: Array) -> tuple[Array, Array, Array]:
 
 
 def model_positions(model: TransformerConfig, batch: Batch, key: Array) -> dict[str, Array]:
-    """The position arrays of a batch, chosen by the encoding (``sample_positions``)."""
+    """The position arrays of a batch, chosen by the encoding (``sample_positions``), for
+    each example's own length when the batch is padded."""
     target_key, source_key = jax.random.split(key)
-    batch_size, length = batch["inputs"].shape
-    positions = {"positions": model.encoding.sample_positions(target_key, batch_size, length)}
+
+    def sample(key, tokens, padding_mask):
+        lengths = None if padding_mask is None else jnp.sum(padding_mask, axis=-1)
+        return model.encoding.sample_positions(key, *tokens.shape, lengths=lengths)
+
+    positions = {"positions": sample(target_key, batch["inputs"], batch.get("padding_mask"))}
     if "source" in batch:
-        positions["source_positions"] = model.encoding.sample_positions(
-            source_key, *batch["source"].shape
+        positions["source_positions"] = sample(
+            source_key, batch["source"], batch.get("source_padding_mask")
         )
     return positions
 
 
 def forward(model: TransformerConfig, params: Any, batch: Batch, positions: dict) -> Array:
-    """Logits ``[B, T, V]`` of the model on a batch."""
+    """Logits ``[B, T, V]`` of the model on a batch (padding masked when it has any)."""
     return Transformer(model).apply(
         {"params": params},
         batch["inputs"],
         positions["positions"],
+        padding_mask=batch.get("padding_mask"),
         source=batch.get("source"),
         source_positions=positions.get("source_positions"),
+        source_padding_mask=batch.get("source_padding_mask"),
     )
+
+
+def sample_train_batch(spec: RunSpec, key: Array, batch_size: int) -> Batch:
+    """A training batch: at length N, or at lengths drawn from ``[min_train_length, N]``."""
+    if spec.min_train_length is None:
+        return spec.task.sample(key, batch_size, spec.train_length)
+    return spec.task.sample(key, batch_size, spec.train_length, min_length=spec.min_train_length)
 
 
 def init_state(spec: RunSpec, run_key: Array) -> TrainState:
@@ -140,7 +169,7 @@ def train_step(
     then reduced across them by XLA.
     """
     data_key, positions_key, _ = _keys(run_key, state.step)
-    batch = spec.task.sample(data_key, spec.batch_size, spec.train_length)
+    batch = sample_train_batch(spec, data_key, spec.batch_size)
     if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     positions = model_positions(spec.model, batch, positions_key)
