@@ -81,26 +81,27 @@ def eval_lengths(cfg: ConfigDict) -> list[int]:
             f"eval_multipliers={list(cfg.eval_multipliers)}: evaluation lengths must be at least "
             "the train length (multipliers >= 1)."
         )
-    every_to = cfg.eval_every_length_to
-    if not (isinstance(every_to, int) and every_to >= 0):
-        raise ValueError(
-            f"eval_every_length_to={every_to!r}; give a multiple of N (2: every length in "
-            "[N, 2N]) or 0 for the multipliers only."
-        )
+    for name in ("eval_every_length_to", "eval_pad_to"):
+        multiple = cfg[name]
+        if not (isinstance(multiple, int) and multiple >= 0):
+            raise ValueError(
+                f"{name}={multiple!r}; give a multiple of N (2: up to 2N) or 0 for none."
+            )
     lengths = {cfg.train_length * m for m in cfg.eval_multipliers}
-    lengths |= set(range(cfg.train_length, cfg.train_length * every_to + 1))
+    lengths |= set(range(cfg.train_length, cfg.train_length * cfg.eval_every_length_to + 1))
     return sorted(lengths)
 
 
 def padded_length(cfg: ConfigDict, length: int) -> int:
     """The task length whose width the evaluation batches of ``length`` are padded to.
 
-    The lengths from N to ``eval_every_length_to`` N share the widest one's width, so a
-    single compiled program scores them all (padded examples score as unpadded ones:
-    tests/test_padding.py); longer lengths keep their own.
+    The lengths from N to ``eval_pad_to`` N share the widest one's width, so a single
+    compiled program scores them all (padded examples score as unpadded ones:
+    tests/test_padding.py); longer lengths keep their own. Padding trades compilations
+    for computation on padding: worth it for small models, not for long sequences.
     """
-    top = cfg.train_length * cfg.eval_every_length_to
-    return top if cfg.train_length <= length <= top else length
+    top = cfg.train_length * cfg.eval_pad_to
+    return top if length <= top else length
 
 
 def min_train_length(cfg: ConfigDict) -> int | None:
@@ -274,6 +275,7 @@ _NOT_STUDY_SETTINGS = (
     "encodings",
     "eval_every_length_to",
     "eval_multipliers",
+    "eval_pad_to",
     "log_every",
     "seeds",
     "start_fresh_if_unusable",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import posenc_jax as pj
-from posenc_jax.attention import core
+from posenc_jax.attention import router
 from posenc_jax.attention.core import dot_product_attention
 from tests.reference import reference_attention
 
@@ -289,10 +289,21 @@ def test_causal_key_blocks_after_every_query_are_skipped(rng):
     )
 
 
+# (causal, window): causality alone, and with each kind of window (pairs checked directly).
+_BLOCK_CONSTRAINTS = [
+    (True, None),
+    (True, pj.attention.Window(3)),
+    (False, pj.attention.Window(3)),
+    (True, pj.attention.Window(4, "chunked")),
+    (False, pj.attention.Window(4, "chunked")),
+]
+
+
+@pytest.mark.parametrize("causal, window", _BLOCK_CONSTRAINTS)
 @pytest.mark.parametrize("q_len, k_len, block", [(16, 16, 4), (13, 13, 4), (5, 13, 4)])
-def test_causal_block_kinds_match_every_pair_of_the_block(rng, q_len, k_len, block):
+def test_block_kinds_match_every_pair_of_the_block(rng, q_len, k_len, block, causal, window):
     """A block is skipped when no (query, key) pair of it is allowed in any batch row and
-    runs without the causal mask when every real pair is allowed in every row; checked
+    runs without the position mask when every real pair is allowed in every row; checked
     against the pairs themselves, with rows whose positions differ."""
     from posenc_jax.attention import chunked
 
@@ -307,13 +318,22 @@ def test_causal_block_kinds_match_every_pair_of_the_block(rng, q_len, k_len, blo
             block,
             q_pad,
             k_pad,
+            causal,
+            window,
         )
     )
     for i in range(kinds.shape[0]):
         for j in range(kinds.shape[1]):
             qs = q_positions[:, i * block : (i + 1) * block, None]
             ks = k_positions[:, None, j * block : (j + 1) * block]
-            allowed = ks <= qs
+            allowed = ks <= qs if causal else np.ones(np.broadcast_shapes(qs.shape, ks.shape), bool)
+            if window is not None and window.kind == "sliding":
+                inside = (qs - ks < window.size) & (
+                    ks - qs < (window.size if not causal else 10**9)
+                )
+                allowed = allowed & inside
+            elif window is not None:
+                allowed = allowed & (qs // window.size == ks // window.size)
             expected = (
                 chunked._SKIP
                 if not allowed.any()
@@ -322,7 +342,9 @@ def test_causal_block_kinds_match_every_pair_of_the_block(rng, q_len, k_len, blo
                 else chunked._PARTIAL
             )
             assert kinds[i, j] == expected, (i, j, kinds)
-    assert (kinds == chunked._WHOLE).any() and (kinds == chunked._PARTIAL).any()
+    assert (kinds == chunked._PARTIAL).any()
+    if window is None:
+        assert (kinds == chunked._WHOLE).any()
 
 
 def test_transformer_logits_agree_between_paths(rng):
@@ -353,7 +375,7 @@ def test_transformer_logits_agree_between_paths(rng):
 
 
 def test_auto_choice_of_implementation():
-    choose = core.choose_implementation
+    choose = router.choose_implementation
     one_row = {"batch": 1, "num_heads": 8}
     small = {"q_len": 64, "k_len": 64, "has_contextual": False, **one_row}
     assert choose("auto", block_size=None, **small) == ("dense", None)

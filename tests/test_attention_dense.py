@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posenc_jax.attention import dot_product_attention
-from posenc_jax.attention.core import masked_softmax
+from posenc_jax.attention.ops import masked_softmax
 from tests.reference import reference_attention
 
 

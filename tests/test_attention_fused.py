@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import posenc_jax as pj
-from posenc_jax.attention import core, fused
+from posenc_jax.attention import fused, router
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.fused import positions_follow_indices
 from tests.reference import reference_attention
@@ -166,7 +166,7 @@ CUDNN_CALL = {
 
 
 def test_auto_routes_to_cudnn_only_for_plain_half_precision_attention_on_cuda():
-    choose = core.choose_implementation
+    choose = router.choose_implementation
     call = CUDNN_CALL
     assert choose("auto", **call) == ("cudnn", None)
     assert choose("auto", **{**call, "dtype": jnp.float16, "head_dim": 128}) == ("cudnn", None)
@@ -221,7 +221,7 @@ def test_cudnn_is_available_on_the_device_calls_run_on(monkeypatch):
 def test_cudnn_requests_it_cannot_run_are_clear_errors(request_, message):
     call = CUDNN_CALL
     with pytest.raises(ValueError, match=message):
-        core.choose_implementation("cudnn", **{**call, **request_})
+        router.choose_implementation("cudnn", **{**call, **request_})
 
 
 def _decoder(encoding, **config):

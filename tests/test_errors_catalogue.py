@@ -337,12 +337,12 @@ CASES = [
     Case(
         "chunked attention with an encoding that needs the full map",
         ValueError,
-        r"encoding Shaw needs the full logit map \(needs_dense\), but block_size=2 was "
-        r"requested",
+        r"block_size=2 asks for the chunked backend, but this encoding's contextual term needs "
+        r"the full \[B, H, L, S\] logit map \(needs_dense\)",
         lambda tmp: _init(
             MultiHeadAttention(num_heads=2, encoding=pj.encodings.get("shaw"), block_size=2)
         ),
-        "needs the full logit map",
+        "contextual term needs the full",
     ),
     # --- causal-only encodings and Multi-Token Attention ----------------------------------
     Case(

@@ -128,12 +128,12 @@ def test_attendable_keys_against_a_count():
     q_positions = rng.integers(0, 12, (3, 5)).astype(np.int32)
     k_positions = rng.integers(0, 12, (3, 7)).astype(np.int32)
     padding = rng.random((3, 7)) < 0.7
-    causal = pj.attention.core.attendable_keys(
+    causal = pj.attention.ops.attendable_keys(
         jnp.asarray(q_positions), jnp.asarray(k_positions), causal=True, padding_mask=padding
     )
     want = ((k_positions[:, None, :] <= q_positions[:, :, None]) & padding[:, None, :]).sum(-1)
     np.testing.assert_array_equal(causal, want)
-    both = pj.attention.core.attendable_keys(
+    both = pj.attention.ops.attendable_keys(
         jnp.asarray(q_positions), jnp.asarray(k_positions), causal=False, padding_mask=padding
     )
     np.testing.assert_array_equal(both, np.broadcast_to(padding.sum(-1)[:, None], (3, 5)))

@@ -217,6 +217,9 @@ def test_pad_batch_keeps_the_examples_and_marks_the_padding():
     assert np.asarray(padded["padding_mask"][:, :6]).all()
     assert not np.asarray(padded["padding_mask"][:, 6:]).any()
     assert not np.asarray(padded["weights"][:, 6:]).any()
-    assert pad_batch(batch, 6) is not batch and "padding_mask" not in pad_batch(batch, 6)
+    # At its own width a batch gains only the mask (one structure for every width).
+    same = pad_batch(batch, 6)
+    assert np.asarray(same.pop("padding_mask")).all()
+    assert all(np.array_equal(same[k], batch[k]) for k in batch)
     with pytest.raises(ValueError, match="cannot pad inputs of width 6 to 5"):
         pad_batch(batch, 5)

@@ -29,7 +29,7 @@ Result (2-core CPU shared with other jobs, so times are noisy; block size 256):
   | fire | 16384 | chunked | 0.95 | 19.9 |
 
 Flags: ``--encodings alibi,t5,fire``, ``--long 16384``, ``--short 2048``, ``--repeats 3``,
-``--block-size`` (default: ``posenc_jax.attention.core.default_block_size``); ``--smoke``
+``--block-size`` (default: ``posenc_jax.attention.chunked.default_block_size``); ``--smoke``
 runs tiny lengths in seconds (for checking the script).
 
 ``--level op`` measures the attention operation alone instead (B = 1, H = 8, K = 32, causal,
@@ -64,7 +64,7 @@ def _tile_edge(implementation: str, block_size: int | None, batch: int, heads: i
     """The chunked path's tile edge (the package default unless given); None otherwise."""
     if implementation != "chunked":
         return None
-    from posenc_jax.attention.core import default_block_size
+    from posenc_jax.attention.chunked import default_block_size
 
     return block_size or default_block_size(batch, heads)
 

@@ -44,7 +44,7 @@ import posenc_jax as pj
 from experiments.benchmarks.flops import transformer_flops
 from experiments.benchmarks.matmul_peak import measure_peak
 from experiments.benchmarks.report import write_json
-from posenc_jax.attention.core import choose_implementation
+from posenc_jax.attention.router import choose_implementation
 from posenc_jax.data import get_task
 from posenc_jax.train import OptimizerConfig, RunSpec
 from posenc_jax.train.loop import compiled_init, compiled_step, run_keys

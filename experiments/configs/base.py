@@ -23,6 +23,9 @@ def get_config() -> ConfigDict:
     # ... and at every length from N to this multiple of N ([N, 2N], the NoPE paper's
     # test range); 0 for the multipliers only.
     c.eval_every_length_to = 2
+    # Evaluation batches of lengths up to this multiple of N are padded to its width and
+    # share one compiled program (0: every length at its own width).
+    c.eval_pad_to = 2
     c.eval_examples = 128
     c.eval_batch_size = 64
     # Decoder tasks: also generate the answer greedily with a key/value cache.

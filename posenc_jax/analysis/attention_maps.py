@@ -4,9 +4,9 @@ The attention modules return only their outputs, so the weights are recomputed: 
 runs once under :func:`flax.linen.intercept_methods`, which records for each
 :class:`~posenc_jax.attention.MultiHeadAttention` the queries and keys as they reach the dot
 product (after the encoding's ``rotate`` hook), the encoding's bias and contextual terms,
-its positions and masks; the weights then follow from the same pure functions the dense
-attention path uses (:mod:`posenc_jax.attention.core`). A test checks that these weights
-times the layer's values reproduce the layer's own attention output.
+its positions and masks; the weights then follow from the function the dense attention
+backend forms them with (:func:`posenc_jax.attention.dense.dense_weights`). A test checks
+that these weights times the layer's values reproduce the layer's own attention output.
 """
 
 from typing import Any
@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax._checks import as_batched_positions
-from posenc_jax.attention import core
+from posenc_jax.attention.dense import dense_weights
 from posenc_jax.attention.multi_head import MultiHeadAttention
+from posenc_jax.attention.ops import as_window, temperature_factor
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.models.transformer import Transformer, TransformerConfig
 from posenc_jax.typing import Array
@@ -85,26 +86,34 @@ def _weights(record: dict[str, Any]) -> Array:
     if k_positions is None and self_attention:
         k_positions = q_positions
     k_positions = as_batched_positions(k_positions, batch, k_len, "k_positions")
-    mask = kwargs.get("mask")
     padding_mask = kwargs.get("padding_mask")
     if padding_mask is not None:
-        key_mask = padding_mask[:, None, None, :].astype(jnp.bool_)
-        mask = key_mask if mask is None else jnp.logical_and(mask, key_mask)
-    allowed = core.allowed_mask(q_positions, k_positions, mask=mask, causal=module.causal)
-    logits = core.dense_logits(
+        padding_mask = padding_mask.astype(jnp.bool_)
+    window = as_window(module.window)
+    logit_factor = None
+    if module.temperature is not None:
+        logit_factor = temperature_factor(
+            module.temperature,
+            q_positions,
+            k_positions,
+            causal=module.causal,
+            padding_mask=padding_mask,
+            window=window,
+        )
+    return dense_weights(
         q,
         k,
-        scale=head_dim**-0.5,
+        bias_fn=record.get("bias_fn"),
+        mask=kwargs.get("mask"),
+        causal=module.causal,
         q_positions=q_positions,
         k_positions=k_positions,
-        allowed=allowed,
-        bias_fn=record.get("bias_fn"),
+        scale=head_dim**-0.5,
+        logit_factor=logit_factor,
+        padding_mask=padding_mask,
+        window=window,
         contextual=record.get("contextual"),
     )
-    if module.temperature is not None:
-        factor = core.checked_logit_factor(module.temperature(q_positions, k_len), (batch, q_len))
-        logits = logits * factor[:, None, :, None]
-    return core.masked_softmax(logits, allowed)
 
 
 def attention_weights(

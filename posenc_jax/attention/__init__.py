@@ -1,8 +1,15 @@
-"""Attention: the dot-product core over explicit positions and the multi-head module."""
+"""Attention: the dot-product core over explicit positions and the multi-head modules.
 
-from posenc_jax.attention.core import dot_product_attention, masked_softmax
+Layout: ``ops`` (shared operations), the backends ``dense``, ``chunked`` and ``fused``,
+``router`` (the one function that picks a backend and explains refusals), ``core``
+(``dot_product_attention``, the entry point), ``multi_head`` and ``multi_token`` (the
+modules; Multi-Token Attention is multi-head attention plus processors of the maps).
+"""
+
+from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.multi_head import MultiHeadAttention
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
+from posenc_jax.attention.ops import Window, masked_softmax
 from posenc_jax.attention.temperature import AttentionTemperature
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "MTAConfig",
     "MultiHeadAttention",
     "MultiTokenAttention",
+    "Window",
     "dot_product_attention",
     "masked_softmax",
 ]

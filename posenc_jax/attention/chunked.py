@@ -7,11 +7,12 @@ running weighted sum of values, rescaling them by ``exp(m_old - m_new)`` wheneve
 maximum grows (Milakov & Gimelshein 2018). The bias is computed per tile from the tile's
 positions, so a position bias costs one tile of memory, not one map.
 
-* Causal key blocks that no query of the block may see (every key position is after every
-  query position, for every batch row) are skipped, and blocks that every query sees
-  whole (every key position at or before every query position) skip the causal mask;
-  ``lax.switch`` picks per block. Causality is read from the positions, so it stays right
-  for offsets, caches and randomized positions.
+* Key blocks that no query of the block may see (causally every key position is after
+  every query position, or the whole block is outside the attention window, for every
+  batch row) are skipped, and blocks that every query sees whole skip the position mask;
+  ``lax.switch`` picks per block. Causality and windows are read from the positions, so
+  they stay right for offsets, caches and randomized positions, and a window of w keys
+  costs O(L w) work, not O(L^2).
 * Lengths that are not multiples of the block are padded; padded keys are masked and
   padded query rows are dropped.
 * q, k and v are cut into head-major tiles ``[n, B, heads, block, K]`` once, the layout
@@ -36,7 +37,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.attention.core import (
+from posenc_jax.attention.ops import (
+    Window,
     allowed_mask,
     checked_bias,
     grouped_logits,
@@ -45,12 +47,46 @@ from posenc_jax.attention.core import (
 )
 from posenc_jax.typing import Array, BiasFn
 
+#: Tile edges the chunked path picks from when none is given: the largest whose float32
+#: logits ``[B, H, edge, edge]`` take at most :data:`TILE_BYTES` (the smallest otherwise).
+BLOCK_SIZES = (256, 128)
+
+#: About what one tile of logits may take. Measured on CPU with 8 heads: training at
+#: L = 1024, batch 4, a step with ALiBi took 0.89 s with tiles of 128 (2 MiB) and 1.06-1.10 s
+#: with 256 (8 MiB); evaluating at L = 16,384, batch 1, 9.9 s with 256 (2 MiB) and 12.1 s
+#: with 128 (experiments/benchmarks/NOTES.md).
+TILE_BYTES = 2 * 2**20
+
+
+def default_block_size(batch: int, num_heads: int) -> int:
+    """The chunked path's tile edge for ``batch`` rows of ``num_heads`` heads."""
+    for edge in BLOCK_SIZES:
+        if 4 * batch * num_heads * edge * edge <= TILE_BYTES:
+            return edge
+    return BLOCK_SIZES[-1]
+
+
+def unsupported(*, has_contextual: bool, has_processors: bool) -> str | None:
+    """Why the chunked backend cannot run a call, or None: it never holds the full map."""
+    if has_contextual:
+        return (
+            "this encoding's contextual term needs the full [B, H, L, S] logit map "
+            "(needs_dense), so it cannot run chunked"
+        )
+    if has_processors:
+        return (
+            "processors of the full logit or weight map (Multi-Token Attention's "
+            "convolution and head mixing) run dense only"
+        )
+    return None
+
+
 # Padding positions get extreme values in the block-kind test so they never decide a
 # block's kind.
 _INT_MIN = jnp.iinfo(jnp.int32).min
 _INT_MAX = jnp.iinfo(jnp.int32).max
 
-# A causal key block's kind, per query block (``_key_block_kinds``).
+# A key block's kind under causality and the window, per query block (``_key_block_kinds``).
 _SKIP, _WHOLE, _PARTIAL = 0, 1, 2
 
 
@@ -68,6 +104,7 @@ def chunked_attention(
     block_size: int,
     logit_factor: Array | None = None,
     padding_mask: Array | None = None,
+    window: Window | None = None,
 ) -> Array:
     """Attention computed tile by tile; same result as the dense path.
 
@@ -90,6 +127,8 @@ def chunked_attention(
       logit_factor: float32 ``[B, L]`` multiplying each query's logit row, or None.
       padding_mask: boolean ``[B, S]``, False on padded keys, or None. It is cut into key
         tiles with the keys (no ``[L, S]`` mask is built).
+      window: a :class:`~posenc_jax.attention.ops.Window`, or None; tiles outside it are
+        skipped.
 
     Returns:
       ``[B, L, H, K]`` in q's dtype; rows with no allowed key are zeros.
@@ -155,8 +194,10 @@ def chunked_attention(
             )
 
     kinds = None
-    if causal:
-        kinds = _key_block_kinds(q_positions, k_positions, q_block, k_block, q_pad, k_pad)
+    if causal or window is not None:
+        kinds = _key_block_kinds(
+            q_positions, k_positions, q_block, k_block, q_pad, k_pad, causal, window
+        )
 
     # The bias function's learned parameters (T5's table, FIRE's MLP) become explicit
     # arguments, so that the hand-written backward pass can return their gradients.
@@ -165,7 +206,7 @@ def chunked_attention(
         bias_of, bias_params = jax.closure_convert(
             bias_fn, q_tiles["positions"][0], k_tiles["positions"][0]
         )
-    plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2])
+    plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2], causal=causal, window=window)
     scale = jnp.asarray(scale, jnp.float32)
     out = _flash(plan, q_tiles, k_tiles, scale, tuple(bias_params), mask_tiles, kinds)
     # [nq, B, H, q_block, K] -> [B, nq, q_block, H, K]
@@ -176,23 +217,31 @@ def chunked_attention(
 
 class _Plan(NamedTuple):
     """What every tile shares: the closure-converted bias function
-    ``bias_of(q_positions, k_positions, *bias_params)`` (or None) and G."""
+    ``bias_of(q_positions, k_positions, *bias_params)`` (or None), G, the direction and the
+    window."""
 
     bias_of: Callable | None
     num_kv_heads: int
+    causal: bool = False
+    window: Window | None = None
 
 
-def _tile_logits(scale, q_tile, k_tile, bias, causal):
+def _tile_logits(plan, scale, q_tile, k_tile, bias, masked):
     """``(scores, z, logits, allowed)`` of one tile: ``scores = q.k``, ``z = scores * scale
     + bias``, ``logits`` is ``z`` times the row factor, ``allowed`` the boolean
-    ``[B, 1 or H, l, s]`` (or None); ``causal`` says whether the tile needs the causal mask."""
+    ``[B, 1 or H, l, s]`` (or None); ``masked`` says whether the tile needs the mask of
+    causality and the window (a tile every query sees whole does not)."""
     scores = grouped_logits(q_tile["q"], k_tile["k"], head_major=True)
     z = scores * scale
     if bias is not None:
         z = z + checked_bias(bias, z.shape)
     logits = z * q_tile["factor"][:, None, :, None] if "factor" in q_tile else z
     allowed = allowed_mask(
-        q_tile["positions"], k_tile["positions"], mask=k_tile.get("mask"), causal=causal
+        q_tile["positions"],
+        k_tile["positions"],
+        mask=k_tile.get("mask"),
+        causal=plan.causal and masked,
+        window=plan.window if masked else None,
     )
     if "valid" in k_tile:
         valid = k_tile["valid"]  # [s], or [B, s] with a padding mask
@@ -202,10 +251,10 @@ def _tile_logits(scale, q_tile, k_tile, bias, causal):
 
 
 def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
-    """Scans ``tile_fn(carry, k_tile, causal) -> (carry, out)`` over the key blocks of one
-    query block. ``kinds_row`` (None when not causal) holds each block's kind: a
-    ``_SKIP`` block keeps the carry and outputs zeros, a ``_WHOLE`` block runs without the
-    causal mask, a ``_PARTIAL`` block with it."""
+    """Scans ``tile_fn(carry, k_tile, masked) -> (carry, out)`` over the key blocks of one
+    query block. ``kinds_row`` (None without causality and window) holds each block's
+    kind: a ``_SKIP`` block keeps the carry and outputs zeros, a ``_WHOLE`` block runs
+    without the position mask, a ``_PARTIAL`` block with it."""
 
     def key_step(carry, xs):
         k_tile, mask_tile, kind = xs
@@ -239,10 +288,10 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
         q_tile, mask_row, kinds_row = xs
         batch, num_heads, q_block, head_dim = q_tile["q"].shape
 
-        def tile(carry, k_tile, causal):
+        def tile(carry, k_tile, masked):
             row_max, row_sum, acc = carry
             bias = _bias(plan, q_tile, k_tile, bias_params)
-            _, _, logits, allowed = _tile_logits(scale, q_tile, k_tile, bias, causal)
+            _, _, logits, allowed = _tile_logits(plan, scale, q_tile, k_tile, bias, masked)
             if allowed is not None:
                 logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
             new_max = jnp.maximum(row_max, jnp.max(logits, axis=-1))
@@ -299,14 +348,14 @@ def _flash_bwd(plan, residuals, d_out):
         q_tile, d_out_tile, lse_tile, d_row, mask_row, kinds_row = xs
         q_f32 = q_tile["q"].astype(jnp.float32)
 
-        def tile(carry, k_tile, causal):
+        def tile(carry, k_tile, masked):
             dq, d_factor, d_params = carry
             bias, bias_vjp = None, None
             if plan.bias_of is not None:
                 bias, bias_vjp = jax.vjp(
                     lambda *params: _bias(plan, q_tile, k_tile, params), *bias_params
                 )
-            scores, z, logits, allowed = _tile_logits(scale, q_tile, k_tile, bias, causal)
+            scores, z, logits, allowed = _tile_logits(plan, scale, q_tile, k_tile, bias, masked)
             p = jnp.exp(logits - lse_tile[..., None])
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
@@ -368,15 +417,22 @@ def _key_gradient(weights: Array, x: Array, num_kv_heads: int) -> Array:
 
 
 def _key_block_kinds(
-    q_positions: Array, k_positions: Array, q_block: int, k_block: int, q_pad: int, k_pad: int
+    q_positions: Array,
+    k_positions: Array,
+    q_block: int,
+    k_block: int,
+    q_pad: int,
+    k_pad: int,
+    causal: bool,
+    window: Window | None,
 ) -> Array:
     """Int32 ``[n_q_blocks, n_k_blocks]``: each block pair's ``_SKIP``, ``_WHOLE`` or
-    ``_PARTIAL`` under causality by positions.
+    ``_PARTIAL`` under causality and the window, by positions.
 
-    A block is skipped when, in every batch row, its smallest key position is after the
-    query block's largest query position; it is whole when, in every batch row, its largest
-    key position is at most the smallest query position. Padded rows and columns (dropped
-    or masked anyway) count as neither.
+    From each block's smallest and largest positions (in every batch row): a block is
+    skipped when some constraint lets no (query, key) pair of it in, and whole when every
+    constraint lets every pair in. Padded rows and columns (dropped or masked anyway)
+    count as neither.
     """
     batch = q_positions.shape[0]
 
@@ -388,6 +444,37 @@ def _key_block_kinds(
     q_min = per_block(q_positions, q_pad, q_block, _INT_MAX, jnp.min)[:, :, None]
     k_min = per_block(k_positions, k_pad, k_block, _INT_MAX, jnp.min)[:, None, :]
     k_max = per_block(k_positions, k_pad, k_block, _INT_MIN, jnp.max)[:, None, :]
-    skip = jnp.all(k_min > q_max, axis=0)
-    whole = jnp.all(k_max <= q_min, axis=0)
+    none_in, all_in = [], []
+    if causal:
+        none_in.append(k_min > q_max)
+        all_in.append(k_max <= q_min)
+    if window is not None:
+        w = window.size
+        if window.kind == "sliding":
+            # Allowed: q - w < k (and k < q + w when bidirectional).
+            none_in.append(k_max <= q_min - w)
+            all_in.append(k_min > q_max - w)
+            if not causal:
+                none_in.append(k_min >= q_max + w)
+                all_in.append(k_max < q_min + w)
+        else:
+            none_in.append((k_max // w < q_min // w) | (k_min // w > q_max // w))
+            same = (k_min // w == k_max // w) & (q_min // w == q_max // w)
+            all_in.append(same & (k_min // w == q_min // w))
+    skip = jnp.all(_any(none_in), axis=0)
+    whole = jnp.all(_every(all_in), axis=0)
     return jnp.where(skip, _SKIP, jnp.where(whole, _WHOLE, _PARTIAL)).astype(jnp.int32)
+
+
+def _any(conditions):
+    out = conditions[0]
+    for condition in conditions[1:]:
+        out = out | condition
+    return out
+
+
+def _every(conditions):
+    out = conditions[0]
+    for condition in conditions[1:]:
+        out = out & condition
+    return out

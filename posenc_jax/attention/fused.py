@@ -26,8 +26,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.attention.chunked import chunked_attention
-from posenc_jax.attention.core import default_block_size
+from posenc_jax.attention.chunked import chunked_attention, default_block_size
+from posenc_jax.attention.ops import Window
 from posenc_jax.typing import Array
 
 #: ``implementation`` values of the core that run here, and the value each passes to
@@ -82,6 +82,30 @@ def cudnn_unsupported(
     return None
 
 
+def unsupported(
+    *, has_bias: bool, has_contextual: bool, has_mask: bool, has_processors: bool, window
+) -> str | None:
+    """Why ``jax.nn.dot_product_attention`` cannot compute a call, or None: it takes plain
+    or causal attention and a sliding window, nothing added to the logits."""
+    extra = [
+        name
+        for name, present in (
+            ("a position bias", has_bias),
+            ("a contextual term", has_contextual),
+            ("a mask", has_mask),
+            ("processors of the logit map", has_processors),
+            ("a chunked local window", window is not None and window.kind != "sliding"),
+        )
+        if present
+    ]
+    if extra:
+        return (
+            "it runs jax.nn.dot_product_attention on plain or causal attention (with a "
+            f"sliding window), but this call has {' and '.join(extra)}"
+        )
+    return None
+
+
 def positions_follow_indices(q_positions: Array, k_positions: Array) -> Array:
     """Scalar bool: queries and keys share one strictly increasing sequence per row, so
     ``k_position[j] <= q_position[i]`` holds exactly when ``j <= i``."""
@@ -103,12 +127,15 @@ def fused_attention(
     scale: float | Array,
     logit_factor: Array | None,
     implementation: str,
+    window: Window | None = None,
 ) -> Array:
     """``softmax(logit_factor * scale * q k^T) v`` through ``jax.nn.dot_product_attention``.
 
     Args are the core's (``posenc_jax.attention.core.dot_product_attention``) after its
-    checks, with ``logit_factor [B, L]`` its temperature and ``implementation`` a key of
-    :data:`FUSED_IMPLEMENTATIONS`. Returns ``[B, L, H, K]`` in q's dtype.
+    checks, with ``logit_factor [B, L]`` its temperature, ``implementation`` a key of
+    :data:`FUSED_IMPLEMENTATIONS` and ``window`` None or a sliding window (the kernel's
+    ``local_window_size``, by index: it holds where positions follow the indices).
+    Returns ``[B, L, H, K]`` in q's dtype.
     """
 
     def by_positions():
@@ -118,17 +145,21 @@ def fused_attention(
             v,
             bias_fn=None,
             mask=None,
-            causal=True,
+            causal=causal,
             q_positions=q_positions,
             k_positions=k_positions,
             scale=scale,
             block_size=default_block_size(q.shape[0], q.shape[2]),
             logit_factor=logit_factor,
+            window=window,
         )
 
-    if causal and q_positions.shape != k_positions.shape:  # e.g. decoding against a cache
-        return by_positions()
+    if (causal or window is not None) and q_positions.shape != k_positions.shape:
+        return by_positions()  # e.g. decoding against a cache
     factor = scale if logit_factor is None else scale * logit_factor[:, :, None, None]
+    local = None
+    if window is not None:
+        local = (window.size - 1, 0 if causal else window.size - 1)
     attend = functools.partial(
         jax.nn.dot_product_attention,
         (q.astype(jnp.float32) * factor).astype(q.dtype),
@@ -136,9 +167,13 @@ def fused_attention(
         v,
         scale=1.0,
         implementation=FUSED_IMPLEMENTATIONS[implementation],
+        local_window_size=local,
     )
-    if not causal:
+    if not causal and window is None:
         return attend()
-    by_indices = functools.partial(attend, is_causal=True)
+    by_indices = functools.partial(attend, is_causal=causal)
     follows = positions_follow_indices(q_positions, k_positions)
+    if window is not None:
+        # By index a window holds only for consecutive positions (p_{i+1} = p_i + 1).
+        follows = jnp.logical_and(follows, jnp.all(q_positions[:, 1:] - q_positions[:, :-1] == 1))
     return jax.lax.cond(follows, by_indices, by_positions)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention.core import dot_product_attention
+from posenc_jax.attention.ops import Window, as_window
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.context import HookContext
@@ -149,10 +150,14 @@ class MultiHeadAttention(nn.Module):
     Self-attention when called with ``x`` only; encoder-decoder cross-attention when a
     ``context`` is given (queries from ``x``, keys and values from ``context``). The
     encoding's ``rotate``, ``bias_fn`` and ``contextual`` hooks are applied with the
-    explicit positions; the module never asks which encoding it holds, only what it needs
-    (``needs_dense``, ``causal_only``). Cross-attention in the original
-    Transformer carries no position (source and target positions are not comparable), so
-    models build it with ``encoding=None``.
+    explicit positions and the hook context; the module never asks which encoding it holds,
+    only what it needs (``causal_only``). Cross-attention in the original Transformer
+    carries no position (source and target positions are not comparable), so models build
+    it with ``encoding=None``.
+
+    :class:`~posenc_jax.attention.MultiTokenAttention` is this module with processors of
+    the logit and weight maps and a normalization of the output: a subclass overrides
+    :meth:`map_terms` and :meth:`finish` and shares everything else.
 
     Attributes:
       num_heads: query heads H.
@@ -167,19 +172,21 @@ class MultiHeadAttention(nn.Module):
       temperature: an :class:`AttentionTemperature` multiplying the logits by a
         length-dependent factor (log-length scaling); None (default) for none.
       block_size: tile edge of chunked attention; giving one asks for the chunked path.
-      implementation: "auto" (default: cuDNN on a GPU for half-precision attention
-        without a bias, else chunked for long sequences and dense otherwise; always dense
-        for encodings that need the full logit map), "dense", "chunked", "jax" or "cudnn";
-        see :func:`~posenc_jax.attention.core.dot_product_attention`.
+      implementation: "auto" (default), "dense", "chunked", "jax" or "cudnn"; the router
+        (:mod:`posenc_jax.attention.router`) decides and explains any refusal.
       decode: keep a key/value cache (Flax collection "cache") for autoregressive
         decoding. The first call (``init``) sizes the cache to its input length; each later
         call appends its keys, values and positions and attends to everything cached. The
-        cache offset is nothing but the positions passed in.
+        cache offset is nothing but the positions passed in. A windowed layer keeps only
+        the last ``window`` keys, in a ring buffer whose cached positions say what is where.
       shared_encoding: ``encoding`` is already bound elsewhere (e.g. once per stack) and
         every layer given it reads the same parameters, as T5 shares its bias table
         across layers; False (default) gives this layer its own copy.
       layer_index: 0-based index of this layer in its stack, passed to the encoding's
         hooks in their context.
+      window: a :class:`~posenc_jax.attention.ops.Window` (sliding or chunked local) or
+        an int w (a sliding window of w keys: positions ``p - w < q <= p`` when causal);
+        None (default) attends every key.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -202,6 +209,7 @@ class MultiHeadAttention(nn.Module):
     decode: bool = False
     shared_encoding: bool = False
     layer_index: int = 0
+    window: Window | int | None = None
 
     @nn.compact
     def __call__(
@@ -228,6 +236,7 @@ class MultiHeadAttention(nn.Module):
         Returns:
           ``[B, L, out_features]``.
         """
+        self.check_structure(self_attention=context is None)
         inputs = project_inputs(
             self,
             x,
@@ -238,8 +247,9 @@ class MultiHeadAttention(nn.Module):
             padding_mask=padding_mask,
         )
         q, k, v = inputs.q, inputs.k, inputs.v
-        q_positions, k_positions, mask = inputs.q_positions, inputs.k_positions, inputs.mask
+        q_positions, k_positions = inputs.q_positions, inputs.k_positions
         head_dim = q.shape[-1]
+        window = as_window(self.window)
         encoding = self._bound_encoding()
         bias_fn = contextual = None
         if encoding is not None:
@@ -250,7 +260,7 @@ class MultiHeadAttention(nn.Module):
                     "decode=True keeps a cache for causal self-attention only, without a "
                     "padding_mask (express padding through positions)."
                 )
-            k, v, k_positions = self._cached(k, v, k_positions)
+            k, v, k_positions = self._cached(k, v, k_positions, window)
         if encoding is not None:
             bias_fn = encoding.bias_fn(
                 num_heads=self.num_heads, causal=self.causal, context=inputs.context
@@ -261,67 +271,91 @@ class MultiHeadAttention(nn.Module):
                 causal=self.causal,
                 context=inputs.context,
             )
+        terms = self.map_terms(inputs)
         out = dot_product_attention(
             q,
             k,
             v,
             bias_fn=bias_fn,
-            mask=mask,
+            mask=terms.get("mask", inputs.mask),
             causal=self.causal,
             q_positions=q_positions,
             k_positions=k_positions,
             block_size=self.block_size,
             contextual=contextual,
             temperature=self.temperature,
-            implementation=self._implementation(),
+            implementation=self.implementation,
             padding_mask=inputs.padding_mask,
+            window=window,
+            logit_processor=terms.get("logit_processor"),
+            weight_processor=terms.get("weight_processor"),
         )
-        return project_output(self, out, x.shape[-1])
+        return project_output(self, self.finish(out, x.shape[-1]), x.shape[-1])
 
-    def _cached(self, k: Array, v: Array, k_positions: Array) -> tuple[Array, Array, Array]:
-        """Writes this call's keys, values and positions at the cache index; returns the cache."""
+    def check_structure(self, *, self_attention: bool) -> None:
+        """Trace-time errors for a layer its fields cannot make; a subclass adds its own."""
+
+    def map_terms(self, inputs: AttentionInputs) -> dict:
+        """What this layer adds to the attention call besides the encoding's terms: a
+        ``mask`` (replacing the caller's), a ``logit_processor`` and a
+        ``weight_processor`` of the full maps. Plain multi-head attention adds nothing."""
+        del inputs
+        return {}
+
+    def finish(self, out: Array, features: int) -> Array:
+        """The attention output ``[B, L, H, K]`` before the output projection."""
+        del features
+        return out
+
+    def _cached(
+        self, k: Array, v: Array, k_positions: Array, window: Window | None
+    ) -> tuple[Array, Array, Array]:
+        """The keys, values and positions this call attends, with the cache updated.
+
+        A full cache writes this call's keys at the cache index and returns the cache. A
+        windowed layer's cache is a ring buffer of ``window.size`` slots: the call attends
+        the ring as it was plus its own keys, then writes its last ``window.size`` keys at
+        slots ``index mod size`` (positions are data, so where a key sits does not matter).
+        """
         initialized = self.has_variable("cache", "cached_key")
-        key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-        value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        capacity = k.shape[1] if window is None else window.size
+        shape = (k.shape[0], capacity) + k.shape[2:]
+        key = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
+        value = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
         positions = self.variable(
             "cache",
             "cached_positions",
             jnp.full,
-            k_positions.shape,
+            shape[:2],
             EMPTY_CACHE_POSITION,
             jnp.int32,
         )
         index = self.variable("cache", "cache_index", jnp.zeros, (), jnp.int32)
         if not initialized:
             return k, v, k_positions
-        capacity, length = key.value.shape[1], k.shape[1]
+        length = k.shape[1]
+        start = index.value
+        index.value = start + length
+        if window is not None:
+            attended = (
+                jnp.concatenate([key.value, k], axis=1),
+                jnp.concatenate([value.value, v], axis=1),
+                jnp.concatenate([positions.value, k_positions], axis=1),
+            )
+            kept = min(length, capacity)
+            slots = (start + length - kept + jnp.arange(kept)) % capacity
+            key.value = key.value.at[:, slots].set(k[:, length - kept :])
+            value.value = value.value.at[:, slots].set(v[:, length - kept :])
+            positions.value = positions.value.at[:, slots].set(k_positions[:, length - kept :])
+            return attended
         if length > capacity:
             raise ValueError(f"{length} new tokens do not fit a cache of {capacity} positions.")
-        start = index.value
         key.value = jax.lax.dynamic_update_slice_in_dim(key.value, k, start, axis=1)
         value.value = jax.lax.dynamic_update_slice_in_dim(value.value, v, start, axis=1)
         positions.value = jax.lax.dynamic_update_slice_in_dim(
             positions.value, k_positions, start, axis=1
         )
-        index.value = start + length
         return key.value, value.value, positions.value
-
-    def _implementation(self) -> str:
-        """The attention implementation, dense whenever the encoding needs the full map."""
-        if self.encoding is None or not self.encoding.needs_dense:
-            return self.implementation
-        if self.block_size is not None or self.implementation not in ("auto", "dense"):
-            request = (
-                f"implementation={self.implementation!r}"
-                if self.block_size is None
-                else f"block_size={self.block_size}"
-            )
-            raise ValueError(
-                f"encoding {type(self.encoding).__name__} needs the full logit map "
-                f"(needs_dense), but {request} was requested; use implementation='auto' "
-                "or 'dense' with block_size=None."
-            )
-        return "dense"
 
     def _bound_encoding(self) -> PositionalEncoding | None:
         return bind_layer_encoding(

@@ -31,36 +31,19 @@ cross-correlation)::
 
 The paper's theta is W flipped on both axes: ``theta[i', j'] = W[c_q-1-i', (c_k-1)/2-j']``.
 
-Memory: the convolution needs the whole ``[B, H, L, S]`` logit and weight maps, so this
-module is always dense, O(L^2) per head; a chunked path (``block_size``) is an error.
+Memory: the convolution needs the whole ``[B, H, L, S]`` logit and weight maps, so a
+layer with it runs dense, O(L^2) per head; a chunked path (``block_size``) is an error.
 """
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import is_integer
-from posenc_jax.attention.core import (
-    allowed_mask,
-    attendable_keys,
-    check_mask,
-    check_qkv,
-    checked_logit_factor,
-    dense_logits,
-    masked_softmax,
-    weighted_values,
-)
-from posenc_jax.attention.multi_head import (
-    bind_layer_encoding,
-    project_inputs,
-    project_output,
-)
-from posenc_jax.attention.temperature import AttentionTemperature
-from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.attention.multi_head import MultiHeadAttention
 from posenc_jax.typing import Array
 
 GROUP_NORM_KINDS = ("depth", "gate")
@@ -230,13 +213,15 @@ def mix_heads(maps: Array, kernel: Array) -> Array:
     return mixed.reshape(batch, num_heads, q_len, k_len)
 
 
-class MultiTokenAttention(nn.Module):
+class MultiTokenAttention(MultiHeadAttention):
     """Multi-head attention with key-query convolution, head mixing and group norm.
 
-    A drop-in replacement for :class:`~posenc_jax.attention.MultiHeadAttention`: the same
-    call signature, the same projection parameters ("query", "key", "value", "out") and the
-    same use of the encoding (a per-layer clone whose ``rotate``, ``bias_fn`` and
-    ``contextual`` hooks are called; the module never asks which encoding it holds).
+    :class:`~posenc_jax.attention.MultiHeadAttention` with processors of the logit map
+    (pre-softmax convolution and head mixing) and of the weights (post-softmax ones) and a
+    normalization of the heads' outputs: the same call signature, the same projection
+    parameters ("query", "key", "value", "out"), the same use of the encoding and the same
+    dense attention core, which runs the processors between the logits and the softmax and
+    after it.
 
     The convolution runs along the sequence axis, so it is defined for causal
     self-attention only; building a non-causal or cross-attention layer with a convolution
@@ -244,176 +229,30 @@ class MultiTokenAttention(nn.Module):
     (``k_position <= q_position``) *and* is not later in the sequence, which is the same
     thing for increasing positions and keeps the convolution causal whatever the positions.
 
-    Memory is O(L^2) per head (the full maps are materialized, as in the paper); there is no
-    chunked path.
+    Memory is O(L^2) per head (the full maps are materialized, as in the paper): a layer
+    with a convolution or head mixing runs dense, and asking for tiles is an error.
 
-    Attributes:
-      num_heads: query heads H (kernels are per query head).
-      num_kv_heads: key/value heads G (default H).
-      head_dim: K (default ``D // H``).
-      out_features: output width (default D).
-      causal: forbid attending to later keys; required when the layer convolves.
-      encoding: a :class:`PositionalEncoding`, or None.
+    Attributes (besides MultiHeadAttention's):
       config: the :class:`MTAConfig`.
       layer_index: 0-based index of this layer; decides (with ``config.conv_layers``)
         whether it convolves, and sets the depth factor of ``group_norm="depth"``.
-      use_bias, dtype, param_dtype, kernel_init: as in MultiHeadAttention.
       temperature: an :class:`AttentionTemperature` whose per-query factor multiplies the
         logits right before the softmax (after the convolution and head mixing, so it
         stays a softmax temperature); None for none.
-      block_size: must be None, and ``implementation`` "auto" or "dense": MTA has no
-        chunked path, and these are present so that a request for tiles fails loudly
-        instead of being ignored.
-      shared_encoding: as in MultiHeadAttention (one encoding bound per stack).
 
     References:
       Golovneva, Wang, Weston & Sukhbaatar, "Multi-Token Attention", arXiv:2504.00927,
       2025; official code facebookresearch/RAM ``projects/mta/mta_transformer.py``.
     """
 
-    num_heads: int
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    out_features: int | None = None
-    causal: bool = False
-    encoding: PositionalEncoding | None = None
     config: MTAConfig = MTAConfig()
-    layer_index: int = 0
-    use_bias: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    kernel_init: Any = nn.initializers.lecun_normal()
-    temperature: AttentionTemperature | None = None
-    block_size: int | None = None
-    implementation: str = "auto"
-    shared_encoding: bool = False
 
-    @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        context: Array | None = None,
-        *,
-        q_positions: Array | None = None,
-        k_positions: Array | None = None,
-        mask: Array | None = None,
-        padding_mask: Array | None = None,
-    ) -> Array:
-        """Attends from ``x [B, L, D]`` to ``context [B, S, D]`` (default: ``x``).
-
-        Args:
-          x: query inputs ``[B, L, D]``.
-          context: key/value inputs ``[B, S, D]``; None for self-attention (required when
-            this layer convolves).
-          q_positions: ``[B, L]`` or ``[L]`` integer positions of the queries.
-          k_positions: positions of the keys; default ``q_positions`` in self-attention,
-            ``arange(S)`` in cross-attention.
-          mask: boolean, broadcastable to ``[B, H, L, S]``; True where attending is allowed.
-          padding_mask: boolean ``[B, S]``; False marks padded keys.
-
-        Returns:
-          ``[B, L, out_features]``. A query with no attendable key gets a zero attention
-          output (before the output projection), with finite gradients.
-
-        Raises:
-          ValueError: for a ``block_size``, a convolution in a non-causal or cross-attention
-            layer, head groups that do not divide H, or inconsistent shapes.
-        """
-        cfg = self.config
-        self._check_structure(context is None)
-        inputs = project_inputs(
-            self,
-            x,
-            context,
-            q_positions=q_positions,
-            k_positions=k_positions,
-            mask=mask,
-            padding_mask=padding_mask,
-        )
-        q, k, v = inputs.q, inputs.k, inputs.v
-        q_positions, k_positions, mask = inputs.q_positions, inputs.k_positions, inputs.mask
-        batch, q_len, features = x.shape
-        k_len, head_dim = k.shape[1], k.shape[-1]
-        check_mask(mask, batch, self.num_heads, q_len, k_len)
-        encoding = self._bound_encoding()
-        bias_fn = contextual = None
-        if encoding is not None:
-            hook_context = inputs.context
-            q, k = encoding.rotate(q, k, q_positions, k_positions, context=hook_context)
-            bias_fn = encoding.bias_fn(
-                num_heads=self.num_heads, causal=self.causal, context=hook_context
-            )
-            contextual = encoding.contextual(
-                num_heads=self.num_heads,
-                head_dim=head_dim,
-                causal=self.causal,
-                context=hook_context,
-            )
-        check_qkv(q, k, v)
-
-        convolves = cfg.convolves(self.layer_index)
-        allowed = allowed_mask(
-            q_positions,
-            k_positions,
-            mask=mask,
-            causal=self.causal,
-            padding_mask=inputs.padding_mask,
-        )
-        if convolves:
-            sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
-            allowed = jnp.logical_and(allowed, sequence_order)
-
-        logits = dense_logits(
-            q,
-            k,
-            scale=head_dim**-0.5,
-            q_positions=q_positions,
-            k_positions=k_positions,
-            allowed=allowed,
-            bias_fn=bias_fn,
-            contextual=contextual,
-        )
-
-        # Pre-softmax: Conv(Mask_0(.)), then head mixing, then Mask_-inf inside the softmax.
-        if convolves and cfg.pre_softmax_kernel is not None:
-            kernel = self._conv_kernel("pre_softmax_kernel", cfg.pre_softmax_kernel)
-            logits = key_query_convolution(_mask_zero(logits, allowed), kernel)
-        if cfg.pre_softmax_head_group is not None:
-            kernel = self._head_kernel("pre_softmax_head_mix", cfg.pre_softmax_head_group)
-            logits = mix_heads(_mask_zero(logits, allowed), kernel)
-        if self.temperature is not None:
-            num_keys = attendable_keys(
-                q_positions, k_positions, causal=self.causal, padding_mask=inputs.padding_mask
-            )
-            factor = checked_logit_factor(self.temperature(q_positions, num_keys), (batch, q_len))
-            logits = logits * factor[:, None, :, None]
-        weights = masked_softmax(logits, allowed)
-        # Post-softmax: Mask_0(Conv(.)), then head mixing; rows are not renormalized.
-        if convolves and cfg.post_softmax_kernel is not None:
-            kernel = self._conv_kernel("post_softmax_kernel", cfg.post_softmax_kernel)
-            weights = _mask_zero(key_query_convolution(weights, kernel), allowed)
-        if cfg.post_softmax_head_group is not None:
-            kernel = self._head_kernel("post_softmax_head_mix", cfg.post_softmax_head_group)
-            # Re-masked so that a head-specific mask is never mixed into another head.
-            weights = _mask_zero(mix_heads(weights, kernel), allowed)
-
-        out = jnp.swapaxes(weighted_values(weights, v), 1, 2)
-        if contextual is not None and contextual.values is not None:
-            out = out + contextual.values(weights, q_positions, k_positions)
-        if cfg.group_norm is not None:
-            out = self._group_norm(out, features)
-        out = out.astype(q.dtype)
-        return project_output(self, out, features)
-
-    def _check_structure(self, self_attention: bool) -> None:
+    def check_structure(self, *, self_attention: bool) -> None:
         """Trace-time errors for requests MTA cannot honour."""
-        if self.block_size is not None or self.implementation not in ("auto", "dense"):
+        if self.decode:
             raise ValueError(
-                f"block_size={self.block_size}, implementation={self.implementation!r}: "
-                "MultiTokenAttention convolves the full [B, H, L, S] logit and weight maps, "
-                "so it is dense only (memory O(L^2) per head); pass block_size=None and "
-                "implementation 'auto' or 'dense', or use MultiHeadAttention for chunked "
-                "attention."
+                "decode=True needs multi-head attention: a key/value cache for Multi-Token "
+                "Attention would also need past score rows."
             )
         if self.layer_index < 0:
             raise ValueError(f"layer_index must be >= 0 (0-based), got {self.layer_index}.")
@@ -437,6 +276,64 @@ class MultiTokenAttention(nn.Module):
                     f"MTAConfig.{name}={size} must divide num_heads={self.num_heads} (heads "
                     "are mixed within groups of consecutive heads)."
                 )
+
+    def map_terms(self, inputs) -> dict:
+        """The sequence-order mask of a convolving layer and the four processors.
+
+        Pre-softmax: ``Conv(Mask_0(.))``, then head mixing, then ``Mask_-inf`` inside the
+        softmax. Post-softmax: ``Mask_0(Conv(.))``, then head mixing (re-masked, so a
+        head-specific mask is never mixed into another head); rows are not renormalized.
+        """
+        cfg = self.config
+        convolves = cfg.convolves(self.layer_index)
+        mask = inputs.mask
+        if convolves:
+            q_len, k_len = inputs.q.shape[1], inputs.k.shape[1]
+            sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
+            mask = sequence_order if mask is None else jnp.logical_and(mask, sequence_order)
+
+        def kernel(name, size):
+            return self._conv_kernel(name, size) if convolves and size is not None else None
+
+        def head_kernel(name, group):
+            return None if group is None else self._head_kernel(name, group)
+
+        pre = (
+            kernel("pre_softmax_kernel", cfg.pre_softmax_kernel),
+            head_kernel("pre_softmax_head_mix", cfg.pre_softmax_head_group),
+        )
+        post = (
+            kernel("post_softmax_kernel", cfg.post_softmax_kernel),
+            head_kernel("post_softmax_head_mix", cfg.post_softmax_head_group),
+        )
+
+        def logits_fn(logits, allowed):
+            conv, heads = pre
+            if conv is not None:
+                logits = key_query_convolution(_mask_zero(logits, allowed), conv)
+            if heads is not None:
+                logits = mix_heads(_mask_zero(logits, allowed), heads)
+            return logits
+
+        def weights_fn(weights, allowed):
+            conv, heads = post
+            if conv is not None:
+                weights = _mask_zero(key_query_convolution(weights, conv), allowed)
+            if heads is not None:
+                weights = _mask_zero(mix_heads(weights, heads), allowed)
+            return weights
+
+        return {
+            "mask": mask,
+            "logit_processor": logits_fn if any(p is not None for p in pre) else None,
+            "weight_processor": weights_fn if any(p is not None for p in post) else None,
+        }
+
+    def finish(self, out: Array, features: int) -> Array:
+        """Group normalization of each head's output (or nothing without it)."""
+        if self.config.group_norm is None:
+            return out
+        return self._group_norm(out, features).astype(out.dtype)
 
     def _conv_kernel(self, name: str, size: tuple[int, int]) -> Array:
         """``[H, c_q, c_k]`` kernel, 1 at the current query and the centre key (identity)."""
@@ -482,11 +379,6 @@ class MultiTokenAttention(nn.Module):
             gate = jax.nn.sigmoid(gate_logits + gate_bias.astype(jnp.float32))
             normed = normed * gate[..., None]
         return normed
-
-    def _bound_encoding(self) -> PositionalEncoding | None:
-        return bind_layer_encoding(
-            self, self.encoding, causal=self.causal, shared=self.shared_encoding
-        )
 
 
 def _mask_zero(maps: Array, allowed: Array | None) -> Array:

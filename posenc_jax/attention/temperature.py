@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from posenc_jax.typing import Array
 
-TEMPERATURE_KINDS = ("log_length", "log_position")
+TEMPERATURE_KINDS = ("log_length", "log_position", "log_floor")
 
 
 def log_length_scale(num_keys: int, *, training_length: int | None = None) -> float:
@@ -62,6 +62,20 @@ def log_position_scale(q_positions: Array, training_length: int) -> Array:
     return jnp.where(count > training_length, factor, 1.0)
 
 
+def log_floor_scale(q_positions: Array, *, floor_scale: int, scale: float) -> Array:
+    """Llama 4's ``1 + scale * ln(1 + floor((p + 1) / floor_scale))`` per query, float32.
+
+    1 for positions below ``floor_scale - 1``, then growing by steps of ``floor_scale``.
+
+    References:
+      Meta, Llama 4 (``attn_temperature_tuning`` on its NoPE layers: Hugging Face
+      ``modeling_llama4.py``, ``floor_scale`` 8192, ``attn_scale`` 0.1); Nakanishi,
+      "Scalable-Softmax Is Superior for Attention", arXiv 2501.19399, 2025.
+    """
+    count = jnp.asarray(q_positions, jnp.float32) + 1.0
+    return 1.0 + scale * jnp.log1p(jnp.floor(count / floor_scale))
+
+
 @dataclasses.dataclass(frozen=True)
 class AttentionTemperature:
     """Which length-dependent factor multiplies the attention logits.
@@ -72,16 +86,22 @@ class AttentionTemperature:
 
     Attributes:
       kind: "log_length" (``ln n``, n the number of keys; ``log_N(n)`` when
-        ``training_length`` is set) or "log_position" (``log_N(p + 1)`` for query positions
-        p past the training length N, 1 before; ``training_length`` is required).
+        ``training_length`` is set), "log_position" (``log_N(p + 1)`` for query positions
+        p past the training length N, 1 before; ``training_length`` is required) or
+        "log_floor" (Llama 4: ``1 + scale * ln(1 + floor((p + 1) / floor_scale))``).
       training_length: N.
+      floor_scale: the step of "log_floor" (8192 in Llama 4).
+      scale: the strength of "log_floor" (0.1 in Llama 4).
 
     References:
-      Chiang & Cholak, ACL 2022; Qwen-1 ``use_logn_attn``.
+      Chiang & Cholak, ACL 2022; Qwen-1 ``use_logn_attn``; Llama 4 (Hugging Face
+      ``modeling_llama4.py``).
     """
 
     kind: str = "log_position"
     training_length: int | None = None
+    floor_scale: int = 8192
+    scale: float = 0.1
 
     def __post_init__(self):
         if self.kind not in TEMPERATURE_KINDS:
@@ -95,6 +115,10 @@ class AttentionTemperature:
             )
         if self.training_length is not None:
             _check_training_length(self.training_length)
+        if not isinstance(self.floor_scale, int) or self.floor_scale <= 0:
+            raise ValueError(f"floor_scale must be a positive integer, got {self.floor_scale!r}.")
+        if not math.isfinite(self.scale):
+            raise ValueError(f"scale must be finite, got {self.scale!r}.")
 
     def __call__(self, q_positions: Array, num_keys: int | Array) -> Array:
         """Float32 factor ``[..., L]`` for queries at ``q_positions [..., L]``.
@@ -107,6 +131,8 @@ class AttentionTemperature:
         """
         if self.kind == "log_position":
             return log_position_scale(q_positions, self.training_length)
+        if self.kind == "log_floor":
+            return log_floor_scale(q_positions, floor_scale=self.floor_scale, scale=self.scale)
         if isinstance(num_keys, int):
             factor = log_length_scale(num_keys, training_length=self.training_length)
             return jnp.full(jnp.shape(q_positions), factor, jnp.float32)

@@ -161,7 +161,9 @@ def pad_batch(batch: Batch, width: int, *, source_width: int | None = None) -> B
       source_width: the source width to pad to (encoder-decoder tasks); None leaves it.
 
     Returns:
-      The padded batch; the batch itself when nothing is to pad.
+      The padded batch, with ``padding_mask`` (and ``source_padding_mask`` when a
+      ``source_width`` is given) even where nothing needed padding, so that batches
+      padded to one width share one structure (one compiled program).
     """
     padded = dict(batch)
     for name, mask_name, target in (
@@ -173,8 +175,6 @@ def pad_batch(batch: Batch, width: int, *, source_width: int | None = None) -> B
         size, current = batch[name].shape
         if target < current:
             raise ValueError(f"cannot pad {name} of width {current} to {target} tokens.")
-        if target == current:
-            continue
         names = [mask_name] + (["targets", "weights"] if name == "inputs" else [])
         padded.setdefault(mask_name, jnp.ones((size, current), jnp.bool_))
         for key in [name] + names:

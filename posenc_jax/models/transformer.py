@@ -14,17 +14,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
-from posenc_jax.attention.core import IMPLEMENTATIONS
 from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
+from posenc_jax.attention.router import check_request
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.absolute import NoPE
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.context import for_tokens
+from posenc_jax.models.layers import ATTENTION_KINDS, LayerSpec
 from posenc_jax.typing import Array
 
 ARCHITECTURES = ("decoder", "encoder", "encoder_decoder")
-ATTENTION_KINDS = ("multi_head", "multi_token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TransformerConfig:
       attention_temperature: length-dependent logit scaling of the self-attention layers
         (``posenc_jax.attention.temperature.AttentionTemperature``); None for none.
       attention_implementation: "auto", "dense", "chunked", "jax" or "cudnn" (see
-        ``posenc_jax.attention.core``).
+        ``posenc_jax.attention.router``).
       attention_block_size: tile edge of chunked attention (None: the default tile).
       attention: the self-attention module, "multi_head" (:class:`MultiHeadAttention`) or
         "multi_token" (:class:`MultiTokenAttention`, configured by ``mta``; its
@@ -59,6 +59,12 @@ class TransformerConfig:
       share_encoding_across_layers: every layer of a stack reads one set of encoding
         parameters (bound once per stack as ``position_encoding``), as T5 shares its
         relative-bias table; False (default) gives each layer its own.
+      layers: one :class:`~posenc_jax.models.layers.LayerSpec` per layer (its attention's
+        encoding, window, kind, temperature), e.g. from a schedule of
+        :mod:`posenc_jax.models.schedules`; None (default): every layer as the fields
+        above say. In "encoder_decoder" the specs apply to both stacks (which then have
+        the same number of layers). ``encoding`` still chooses the positions and runs the
+        ``embed`` hook once per stack.
     """
 
     vocab_size: int
@@ -78,6 +84,7 @@ class TransformerConfig:
     mta: MTAConfig = dataclasses.field(default_factory=MTAConfig)
     decode: bool = False
     share_encoding_across_layers: bool = False
+    layers: tuple[LayerSpec, ...] | None = None
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -94,27 +101,47 @@ class TransformerConfig:
         check_heads(self.num_heads, self.num_kv_heads or self.num_heads)
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype={self.dtype!r}; valid: 'float32', 'bfloat16'.")
-        if self.attention_implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"attention_implementation={self.attention_implementation!r}; valid: "
-                f"{', '.join(IMPLEMENTATIONS)}."
-            )
-        if self.attention_block_size is not None and self.attention_block_size <= 0:
-            raise ValueError(
-                f"attention_block_size must be positive or None, got {self.attention_block_size}."
-            )
+        check_request(self.attention_implementation, self.attention_block_size)
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention={self.attention!r}; valid: {', '.join(ATTENTION_KINDS)}.")
-        if self.decode and self.attention != "multi_head":
+        if self.layers is not None:
+            self._check_layers()
+        kinds = {self.layer_spec(i).attention or self.attention for i in range(self.num_layers)}
+        if self.decode and kinds != {"multi_head"}:
             raise ValueError(
                 "decode=True needs attention='multi_head': a key/value cache for "
-                f"{self.attention!r} attention would also need past score rows."
+                f"{sorted(kinds - {'multi_head'})[0]!r} attention would also need past score "
+                "rows."
             )
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
                 f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
                 f"got {self.encoding!r}."
             )
+
+    def _check_layers(self) -> None:
+        layers = tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        bad = [spec for spec in layers if not isinstance(spec, LayerSpec)]
+        if bad:
+            raise ValueError(f"layers must hold LayerSpec objects, got {bad[0]!r}.")
+        stacks = {self.num_layers}
+        if self.architecture == "encoder_decoder":
+            stacks.add(self.num_decoder_layers or self.num_layers)
+        if stacks != {len(layers)}:
+            raise ValueError(
+                f"layers has {len(layers)} specs but the stack(s) have {sorted(stacks)} layers; "
+                "give one LayerSpec per layer (in encoder_decoder both stacks take the specs)."
+            )
+        if self.share_encoding_across_layers and any(s.encoding is not None for s in layers):
+            raise ValueError(
+                "share_encoding_across_layers shares the model's encoding; layer specs with "
+                "their own encodings cannot share it."
+            )
+
+    def layer_spec(self, index: int) -> LayerSpec:
+        """The spec of layer ``index`` (0-based): ``layers[index]``, or the default."""
+        return LayerSpec() if self.layers is None else self.layers[index]
 
 
 class _Block(nn.Module):
@@ -131,11 +158,13 @@ class _Block(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
 
-        def attention(name, encoding, causal, temperature=None, multi_token=False):
+        spec = cfg.layer_spec(self.layer_index)
+
+        def attention(name, encoding, causal, temperature=None, multi_token=False, window=None):
             module, extra = MultiHeadAttention, {"decode": cfg.decode and causal}
             if multi_token:
                 module = MultiTokenAttention
-                extra = {"config": cfg.mta}
+                extra = {"config": spec.mta or cfg.mta}
             return module(
                 num_heads=cfg.num_heads,
                 num_kv_heads=cfg.num_kv_heads,
@@ -147,6 +176,7 @@ class _Block(nn.Module):
                 implementation=cfg.attention_implementation,
                 shared_encoding=cfg.share_encoding_across_layers,
                 layer_index=self.layer_index,
+                window=window,
                 name=name,
                 **extra,
             )
@@ -154,10 +184,11 @@ class _Block(nn.Module):
         h = nn.LayerNorm(dtype=dtype, name="attention_norm")(x)
         self_attention = attention(
             "self_attention",
-            self.encoding,
+            self.encoding if spec.encoding is None else spec.encoding,
             self.causal,
-            cfg.attention_temperature,
-            multi_token=cfg.attention == "multi_token",
+            spec.temperature or cfg.attention_temperature,
+            multi_token=(spec.attention or cfg.attention) == "multi_token",
+            window=spec.window,
         )
         x = x + self_attention(h, q_positions=positions, padding_mask=padding_mask)
         if self.cross:

@@ -116,6 +116,7 @@ def greedy_fill(
     inputs: Array,
     positions: Array,
     prompt_lengths: Array,
+    num_steps: Array | int | None = None,
     *,
     source: Array | None = None,
     source_positions: Array | None = None,
@@ -134,32 +135,42 @@ def greedy_fill(
       inputs: ``[B, T]`` teacher-forced inputs (only each row's prompt is read).
       positions: ``[B, T]`` the positions of every input token.
       prompt_lengths: int ``[B]``, each at least 1.
+      num_steps: how many steps to run (default T; may be traced, so a batch whose
+        answers end early stops early without another compilation).
       source, source_positions: encoder inputs of an encoder-decoder model.
 
     Returns:
-      ``[B, T]`` int32: the token predicted at every step (the prediction of target t).
+      ``[B, T]`` int32: the token predicted at every step run (the prediction of target
+      t), zeros after ``num_steps``.
     """
     batch, width = inputs.shape
     if positions.shape != inputs.shape:
         raise ValueError(
             f"positions has shape {positions.shape}; expected the inputs' {inputs.shape}."
         )
-    cache = init_cache(config, batch, width, source=source)
+    num_steps = width if num_steps is None else jnp.minimum(num_steps, width)
     step = functools.partial(
         decode_step, config, params, source=source, source_positions=source_positions
     )
 
-    def next_token(carry, t):
-        cache, predicted = carry
-        token = jnp.where(t < prompt_lengths, inputs[:, t], predicted)
+    def next_token(carry):
+        t, cache, predicted, generated = carry
+        fed = jax.lax.dynamic_index_in_dim(inputs, t, 1, keepdims=False)
+        token = jnp.where(t < prompt_lengths, fed, predicted)
         logits, cache = step(
             cache, token[:, None], jax.lax.dynamic_slice_in_dim(positions, t, 1, 1)
         )
         predicted = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-        return (cache, predicted), predicted
+        generated = jax.lax.dynamic_update_slice_in_dim(generated, predicted[:, None], t, 1)
+        return t + 1, cache, predicted, generated
 
-    _, generated = jax.lax.scan(next_token, (cache, inputs[:, 0]), jnp.arange(width))
-    return generated.T
+    init = (
+        jnp.zeros((), jnp.int32),
+        init_cache(config, batch, width, source=source),
+        inputs[:, 0],
+        jnp.zeros((batch, width), jnp.int32),
+    )
+    return jax.lax.while_loop(lambda carry: carry[0] < num_steps, next_token, init)[3]
 
 
 def answer_spans(weights: np.ndarray) -> np.ndarray | None:
@@ -198,16 +209,18 @@ def greedy_metric_sums(
     starts = answer_spans(batch["weights"])
     if starts is None:
         return None
+    answer = np.asarray(batch["weights"]) > 0
+    last_target = answer.shape[1] - np.argmax(answer[:, ::-1], axis=1)
     generated = greedy_fill(
         config,
         params,
         batch["inputs"],
         positions["positions"],
         jnp.asarray(starts + 1, jnp.int32),
+        jnp.asarray(np.max(last_target), jnp.int32),
         source=batch.get("source"),
         source_positions=positions.get("source_positions"),
     )
-    answer = np.asarray(batch["weights"]) > 0
     right = np.asarray(generated == batch["targets"])
     return {
         "greedy_correct_tokens": float(np.sum(right & answer)),
