@@ -58,7 +58,9 @@ def test_every_backend_equals_the_reference(rng, window, causal, positions):
     bias = -slopes[None, :, None, None] * distance
     want = reference_attention(q, k, v, bias=bias, allowed=allowed)
 
-    def attend(implementation, block_size=None, bias_fn=_alibi()):
+    alibi = _alibi()
+
+    def attend(implementation, block_size=None, bias_fn=alibi):
         return dot_product_attention(
             q,
             k,

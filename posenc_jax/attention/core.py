@@ -23,6 +23,7 @@ from posenc_jax.attention.ops import (
     check_mask,
     check_padding_mask,
     check_qkv,
+    check_separable_bias,
     temperature_factor,
 )
 from posenc_jax.attention.router import choose_implementation
@@ -55,6 +56,7 @@ def dot_product_attention(
     window: Window | int | None = None,
     logit_processor: MapProcessor | None = None,
     weight_processor: MapProcessor | None = None,
+    separable_bias: tuple[Array, Array] | None = None,
 ) -> Array:
     """Multi-head attention ``softmax(tau * (q k^T * scale + bias)) v`` with positions as data.
 
@@ -89,6 +91,12 @@ def dot_product_attention(
         logit map before the temperature and the softmax (dense only).
       weight_processor: ``f(weights [B, H, L, S], allowed) -> weights`` applied after the
         softmax (dense only).
+      separable_bias: ``(u [B, H, L], w [B, H, S])``: per-token terms of a bias
+        ``u_i - w_j`` added like ``bias_fn``'s (the shape of a forget gate's
+        ``c_i - c_j``, Lin et al. 2025). The chunked backend tiles it in O(L + S) memory
+        and returns its gradients from the hand-written backward pass. ``u`` is constant
+        along a query's row, so it changes no softmax weight (its gradient is 0); it keeps
+        the logits bounded, as ``c_i - c_j <= 0`` where ``-c_j`` alone grows with j.
 
     Returns:
       ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
@@ -109,6 +117,7 @@ def dot_product_attention(
     k_len = k.shape[1]
     check_mask(mask, batch, num_heads, q_len, k_len)
     check_padding_mask(padding_mask, batch, k_len)
+    check_separable_bias(separable_bias, batch, num_heads, q_len, k_len)
     if contextual is not None and contextual.causal not in (None, causal):
         raise ValueError(
             f"the contextual term was built for causal={contextual.causal} attention, but "
@@ -128,7 +137,7 @@ def dot_product_attention(
         has_contextual=contextual is not None,
         batch=batch,
         num_heads=num_heads,
-        has_bias=bias_fn is not None,
+        has_bias=bias_fn is not None or separable_bias is not None,
         has_mask=mask is not None or padding_mask is not None,
         has_processors=any(f is not None for f in processors.values()),
         window=window,
@@ -163,6 +172,7 @@ def dot_product_attention(
             mask=mask,
             padding_mask=padding_mask,
             block_size=block_size,
+            separable_bias=separable_bias,
             **shared,
         )
     if path in ("jax", "cudnn"):
@@ -175,6 +185,7 @@ def dot_product_attention(
         mask=mask,
         padding_mask=padding_mask,
         contextual=contextual,
+        separable_bias=separable_bias,
         **processors,
         **shared,
     )

@@ -40,11 +40,13 @@ def dense_weights(
     contextual: Contextual | None = None,
     logit_processor: MapProcessor | None = None,
     weight_processor: MapProcessor | None = None,
+    separable_bias: tuple[Array, Array] | None = None,
 ) -> Array:
     """The attention weights ``[B, H, L, S]`` (float32) of a call; the arguments are the
     core's after its checks (:func:`posenc_jax.attention.core.dot_product_attention`).
 
-    The order: ``scale * q.k`` plus the bias, the contextual term, the logit processor,
+    The order: ``scale * q.k`` plus the bias and the separable bias ``u_i - w_j``, the
+    contextual term, the logit processor,
     the temperature, the masked softmax, the weight processor. Rows with no allowed key
     are zeros.
     """
@@ -65,6 +67,7 @@ def dense_weights(
         allowed=allowed,
         bias_fn=bias_fn,
         contextual=contextual,
+        separable_bias=separable_bias,
     )
     if logit_processor is not None:
         logits = _checked_map(logit_processor(logits, allowed), logits.shape, "logit")

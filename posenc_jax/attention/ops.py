@@ -208,6 +208,18 @@ def check_mask(mask: Array | None, batch: int, heads: int, q_len: int, k_len: in
         raise ValueError(f"mask must be boolean (True = attend), got dtype {mask.dtype}.")
 
 
+def check_separable_bias(separable_bias, batch: int, heads: int, q_len: int, k_len: int):
+    """A separable bias is a pair of float arrays ``u [B, H, L]`` and ``w [B, H, S]``."""
+    if separable_bias is None:
+        return
+    u, w = separable_bias
+    if jnp.shape(u) != (batch, heads, q_len) or jnp.shape(w) != (batch, heads, k_len):
+        raise ValueError(
+            f"separable_bias has shapes {jnp.shape(u)} and {jnp.shape(w)}; expected "
+            f"u [B, H, L] = {[batch, heads, q_len]} and w [B, H, S] = {[batch, heads, k_len]}."
+        )
+
+
 def check_padding_mask(padding_mask: Array | None, batch: int, k_len: int) -> None:
     """A padding mask must be boolean ``[B, S]``."""
     if padding_mask is None:
@@ -321,12 +333,17 @@ def dense_logits(
     allowed: Array | None,
     bias_fn: BiasFn | None = None,
     contextual: Contextual | None = None,
+    separable_bias: tuple[Array, Array] | None = None,
 ) -> Array:
     """The full float32 logit map ``[B, H, L, S]``: ``q.k * scale``, the encoding's bias
-    and its contextual terms (which see the ``allowed`` mask), before any masking."""
+    the per-token separable bias ``u_i - w_j`` and its contextual terms (which see the
+    ``allowed`` mask), before any masking."""
     logits = grouped_logits(q, k) * scale
     if bias_fn is not None:
         logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
+    if separable_bias is not None:
+        u, w = separable_bias
+        logits = logits + u.astype(jnp.float32)[..., :, None] - w.astype(jnp.float32)[..., None, :]
     if contextual is not None:
         k_per_head = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)
         adjusted = contextual.logits(
