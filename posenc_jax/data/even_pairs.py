@@ -2,48 +2,34 @@
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
-from posenc_jax.data._layout import decoder_batch, leading, separator
-from posenc_jax.data.task import Batch, Task, register_task
+from posenc_jax.data._layout import leading
+from posenc_jax.data.parity import Parity
+from posenc_jax.data.task import register_task
 from posenc_jax.typing import Array
-
-PAD, SEPARATOR, ZERO, ONE = 0, 1, 2, 3
 
 
 @register_task("even_pairs")
 @dataclasses.dataclass(frozen=True)
-class EvenPairs(Task):
+class EvenPairs(Parity):
     """``b_1 .. b_n SEP p`` with ``p`` the parity of ``#{i : b_i != b_(i+1)}``.
 
     The count of unequal neighbours is even exactly when the first and last bits agree,
     so a model that finds both ends solves it at every length: a regular task that
     separates encodings which can locate the last token from those which cannot.
 
-    Tokens: 0 padding, 1 separator, 2 bit zero, 3 bit one; the answer is 2 for an even
-    count and 3 for an odd one (class 0 / 1 in Delétang et al.). The decoder reads
-    ``b SEP`` (``n + 1`` tokens) and only the last position is scored.
+    The layout is parity's: tokens 0 padding, 1 separator, 2 bit zero, 3 bit one; the
+    answer is 2 for an even count and 3 for an odd one (class 0 / 1 in Delétang et al.).
+    The decoder reads ``b SEP`` (``n + 1`` tokens) and only the last position is scored.
 
     References:
       Delétang et al., "Neural Networks and the Chomsky Hierarchy", ICLR 2023 (even pairs,
       a regular task).
     """
 
-    @property
-    def vocab_size(self) -> int:
-        return ONE + 1
-
-    def sequence_length(self, length: int) -> int:
-        return length + 1
-
-    def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
-        bits = jax.random.randint(key, (batch_size, length), 0, 2, jnp.int32)
+    def answer_bit(self, bits: Array, lengths: Array | None) -> Array:
         # Pair i is (b_i, b_{i+1}); it counts when both bits belong to the row's string.
-        pairs = leading(None if lengths is None else lengths - 1, length - 1)
+        pairs = leading(None if lengths is None else lengths - 1, bits.shape[1] - 1)
         unequal = jnp.where(pairs, bits[:, 1:] != bits[:, :-1], False)
-        odd = jnp.sum(unequal, axis=1, keepdims=True) % 2
-        return decoder_batch(
-            [(bits + ZERO, lengths), (separator(batch_size, SEPARATOR), None)],
-            [(odd.astype(jnp.int32) + ZERO, None)],
-        )
+        return jnp.sum(unequal, axis=1, keepdims=True) % 2

@@ -34,11 +34,15 @@ class Parity(Task):
     def sequence_length(self, length: int) -> int:
         return length + 1
 
+    def answer_bit(self, bits: Array, lengths: Array | None) -> Array:
+        """The answer ``[B, 1]`` (0 or 1) for ``bits [B, n]``, row b its first
+        ``lengths[b]`` bits: the parity of the ones."""
+        counted = jnp.where(leading(lengths, bits.shape[1]), bits, 0)
+        return jnp.sum(counted, axis=1, keepdims=True) % 2
+
     def _sample(self, key: Array, batch_size: int, length: int, lengths: Array | None) -> Batch:
         bits = jax.random.randint(key, (batch_size, length), 0, 2, jnp.int32)
-        counted = jnp.where(leading(lengths, length), bits, 0)
-        parity = jnp.sum(counted, axis=1, keepdims=True) % 2
         return decoder_batch(
             [(bits + ZERO, lengths), (separator(batch_size, SEPARATOR), None)],
-            [(parity + ZERO, None)],
+            [(self.answer_bit(bits, lengths).astype(jnp.int32) + ZERO, None)],
         )
