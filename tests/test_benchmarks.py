@@ -52,16 +52,20 @@ def test_small_pages_are_reported_on_stderr(tmp_path, monkeypatch, capsys):
     assert written["rows"] == [1] and written["memory_setup"]["huge_pages_for_xla"] is False
 
 
-def test_matmul_peak_smoke_run_writes_its_numbers(tmp_path):
-    out = tmp_path / "peak.json"
+def _smoke_run(module: str, out) -> dict:
+    """Runs a benchmark with ``--smoke`` in a fresh process; returns its JSON."""
     done = subprocess.run(
-        [sys.executable, "-m", "experiments.benchmarks.matmul_peak", "--smoke", f"--out={out}"],
+        [sys.executable, "-m", f"experiments.benchmarks.{module}", "--smoke", f"--out={out}"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_matmul_peak_smoke_run_writes_its_numbers(tmp_path):
+    result = _smoke_run("matmul_peak", tmp_path / "peak.json")
     assert set(result) == {"memory_setup", "matmul", "bandwidth"}
     assert all(peak["peak_flops_per_s"] > 0 for peak in result["matmul"])
 
@@ -77,3 +81,10 @@ def test_the_note_names_the_setting_only_when_it_would_help(tmp_path, monkeypatc
     thp.write_text("[always] madvise never\n")
     monkeypatch.delenv("GLIBC_TUNABLES")
     assert memory_pages.small_pages_note() is None
+
+
+def test_windows_benchmark_smoke_run_reports_the_ratio(tmp_path):
+    result = _smoke_run("windows", tmp_path / "windows.json")
+    assert result["windowed"]["length"] == 256 and result["full"]["length"] == 32
+    ratio = result["windowed"]["tokens_per_s"] / result["full"]["tokens_per_s"]
+    assert result["ratio_windowed_to_full"] == ratio > 0
