@@ -28,6 +28,7 @@ reported, or mixed in, as this configuration's. Rows written before the digests 
 are taken without a check (with a warning).
 """
 
+import functools
 import glob
 import hashlib
 import json
@@ -104,6 +105,18 @@ def padded_length(cfg: ConfigDict, length: int) -> int:
     return top if length <= top else length
 
 
+def greedy_at(cfg: ConfigDict, length: int) -> bool:
+    """Whether greedy decoding scores ``length``: with ``greedy_decoding``, up to
+    ``greedy_decoding_to`` N (0: every length)."""
+    top = cfg.greedy_decoding_to
+    if not (isinstance(top, int) and top >= 0):
+        raise ValueError(
+            f"greedy_decoding_to={top!r}; give a multiple of N (2: the NoPE score's (N, 2N]) "
+            "or 0 for every length."
+        )
+    return bool(cfg.greedy_decoding) and (top == 0 or length <= top * cfg.train_length)
+
+
 def min_train_length(cfg: ConfigDict) -> int | None:
     """The run's shortest training length, None for the single-length protocol."""
     shortest = cfg.min_train_length
@@ -116,8 +129,28 @@ def min_train_length(cfg: ConfigDict) -> int | None:
 
 
 def registered_name(name: str, cfg: ConfigDict) -> str:
-    """The registry name behind a study encoding name (itself, or a declared variant)."""
+    """The registry name behind a study encoding name: itself, a declared variant, or the
+    model-wide encoding of a layer schedule (``encoding_schedules``; NoPE by default)."""
+    if name in cfg.encoding_schedules:
+        return cfg.encoding_schedules[name].get("encoding", "nope")
     return cfg.encoding_variants.get(name, name)
+
+
+def schedule_layers(name: str, cfg: ConfigDict):
+    """The layer specs of a study encoding that is a layer schedule, else None.
+
+    ``encoding_schedules[name]`` holds ``schedule`` (a name of
+    ``posenc_jax.models.schedules``), optionally ``encoding`` (the model-wide encoding that
+    chooses positions and embeds; "nope" by default) and the schedule's own arguments.
+    """
+    if name not in cfg.encoding_schedules:
+        return None
+    entry = dict(cfg.encoding_schedules[name])
+    entry.pop("encoding", None)
+    schedule = entry.pop("schedule", None)
+    if schedule is None:
+        raise ValueError(f"encoding_schedules[{name!r}] needs a 'schedule' name.")
+    return pj.models.schedules.get_schedule(schedule, cfg.model.num_layers, **entry)
 
 
 def build_encoding(
@@ -150,6 +183,7 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
         num_kv_heads=cfg.model.num_kv_heads or None,
         mlp_dim=cfg.model.mlp_dim,
         encoding=encoding,
+        layers=schedule_layers(encoding_name, cfg),
         dtype=cfg.model.dtype,
     )
     optimizer = OptimizerConfig(**cfg.optimizer.to_dict())
@@ -271,6 +305,7 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
 _NOT_STUDY_SETTINGS = (
     "checkpoint_every",
     "encoding_kwargs",
+    "encoding_schedules",
     "encoding_variants",
     "encodings",
     "eval_every_length_to",
@@ -310,11 +345,32 @@ def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> s
         "eval_examples": cfg.eval_examples,
         "eval_batch_size": cfg.eval_batch_size,
         "greedy_decoding": bool(cfg.greedy_decoding),
+        "greedy_decoding_to": cfg.greedy_decoding_to,
         "eval_key_seed": EVAL_KEY_SEED,
     }
     digest = hashlib.sha256(content_digest(spec).encode())
     digest.update(json.dumps(evaluation, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _stored_batches(task, length, num_examples, batch_size, width, data_dir) -> tuple:
+    """The padded batches of one stored evaluation set, read once per process."""
+    # Every encoding reads the same stored examples: a TFDS evaluation set per length.
+    source = build_eval_set(
+        task, length, num_examples=num_examples, seed=EVAL_KEY_SEED, data_dir=data_dir
+    )
+    return tuple(pad_batch(batch, width) for batch in eval_set_batches(source, batch_size))
+
+
+def eval_batches(cfg: ConfigDict, task, length: int, workdir: str) -> tuple:
+    """The evaluation batches of ``task`` at ``length``, padded to their group's width
+    (:func:`padded_length`); every cell of the task reads the same ones."""
+    width = task.sequence_length(padded_length(cfg, length))
+    data_dir = os.path.join(os.path.abspath(workdir), "eval_sets")
+    return _stored_batches(
+        task.held_out(), length, cfg.eval_examples, cfg.eval_batch_size, width, data_dir
+    )
 
 
 def run_cell(
@@ -342,24 +398,11 @@ def run_cell(
     positions_key = jax.random.key(EVAL_KEY_SEED)
     rows = []
     for length in lengths:
-        # Every encoding reads the same stored examples: a TFDS evaluation set per length.
-        source = build_eval_set(
-            spec.task.held_out(),
-            length,
-            num_examples=cfg.eval_examples,
-            seed=EVAL_KEY_SEED,
-            data_dir=os.path.join(workdir, "eval_sets"),
-        )
         key = jax.random.fold_in(positions_key, length)
-        width = spec.task.sequence_length(padded_length(cfg, length))
-
-        def batches(source=source, width=width):
-            for batch in eval_set_batches(source, cfg.eval_batch_size):
-                yield pad_batch(batch, width)
-
-        per_seed = evaluate(spec, state.params, batches(), key=key, length=length)
-        if cfg.greedy_decoding and spec.model.architecture != "encoder":
-            greedy = evaluate_greedy(spec, state.params, batches(), key=key)
+        batches = eval_batches(cfg, spec.task, length, workdir)
+        per_seed = evaluate(spec, state.params, batches, key=key, length=length)
+        if greedy_at(cfg, length) and spec.model.architecture != "encoder":
+            greedy = evaluate_greedy(spec, state.params, batches, key=key)
             if greedy is not None:
                 per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
         for seed, metrics in zip(seeds, per_seed, strict=True):

@@ -167,7 +167,8 @@ def summary_scores(rows: list[dict]) -> dict:
     accuracy over their examples. Returns ``{"rpe": {seed: score}, "nope": {seed:
     score}}``; a score without a length to average over is left out.
     """
-    exact = exact_match_metric(rows)
+    nope_rows = [r for r in rows if r["train_length"] < r["eval_length"] <= 2 * r["train_length"]]
+    exact = exact_match_metric(nope_rows)
     per_seed = defaultdict(lambda: {"rpe": [], "nope": []})
     for r in rows:
         n, length = r["train_length"], r["eval_length"]
@@ -229,7 +230,9 @@ def markdown_table(
         if greedy.get(task):
             columns += " / greedy-decoding exact match"
         trained = f"trained on lengths {shortest}..{n}" if shortest != n else f"trained at {n}"
-        nope_exact = "greedy exact match" if greedy.get(task) else "exact match"
+        in_range = [r for r in task_rows if n < r["eval_length"] <= 2 * n]
+        greedy_nope = exact_match_metric(in_range) == "greedy_sequence_accuracy"
+        nope_exact = "greedy exact match" if greedy_nope else "exact match"
         lines.append(f"### {task} (N = {n}, {trained})\n")
         lines.append(
             f"RPE score: mean per-token accuracy over lengths > N (Ruoss et al. 2023). NoPE "

@@ -75,3 +75,32 @@ def test_decode_errors():
         greedy_decode(config, {}, jnp.ones((1, 3), jnp.int32), jnp.ones((1, 3), jnp.int32), 4)
     with pytest.raises(ValueError, match="attention='multi_head'"):
         dataclasses.replace(config, attention="multi_token", decode=True)
+
+
+def test_greedy_decoding_of_answers_at_different_offsets(rng):
+    """A padded batch of copy examples of lengths 5 and 3: each row is decoded from its own
+    prompt, exactly as the same example alone with greedy_decode's prefill."""
+    from posenc_jax.data import get_task
+    from posenc_jax.train.decode import answer_spans, greedy_fill, greedy_metric_sums
+
+    config, model = _model("alibi")
+    task = get_task("copy", alphabet_size=10)
+    batch = task.sample(jax.random.key(3), 6, 5, min_length=1)
+    lengths = np.asarray(batch["padding_mask"]).sum(1)
+    assert len(set(lengths.tolist())) > 1  # rows of different lengths
+    params = model.init(jax.random.key(0), batch["inputs"])["params"]
+    positions = jnp.broadcast_to(jnp.arange(batch["inputs"].shape[1]), batch["inputs"].shape)
+    starts = answer_spans(batch["weights"])
+    generated = np.asarray(
+        greedy_fill(config, params, batch["inputs"], positions, jnp.asarray(starts + 1))
+    )
+    for row, start in enumerate(starts):
+        n = lengths[row] // 2  # a copy example of length n has 2n real input tokens
+        prompt = batch["inputs"][row : row + 1, : start + 1]
+        alone = greedy_decode(config, params, prompt, positions[:1, : start + n], n)
+        np.testing.assert_array_equal(generated[row, start : start + n], alone[0])
+    sums = greedy_metric_sums(config, params, batch, {"positions": positions})
+    answer = np.asarray(batch["weights"]) > 0
+    right = (generated == np.asarray(batch["targets"])) | ~answer
+    assert sums["greedy_correct_sequences"] == np.all(right, axis=1).sum()
+    assert sums["greedy_tokens"] == answer.sum()

@@ -42,6 +42,10 @@ def test_summary_scores_by_hand():
     # NoPE: mean greedy exact match over (N, 2N] = (4, 8]: lengths 5 and 8.
     assert scores["nope"][0] == pytest.approx((0.4 + 0.2) / 2)
     assert scores["nope"][1] == pytest.approx((0.6 + 0.4) / 2)
+    # Greedy decoding only in (N, 2N] (greedy_decoding_to = 2) still gives the greedy score.
+    beyond = [{**r, "greedy_sequence_accuracy": None} if r["eval_length"] > 8 else r for r in ROWS]
+    beyond = [{k: v for k, v in r.items() if v is not None} for r in beyond]
+    assert summary_scores(beyond)["nope"] == summary_scores(ROWS)["nope"]
     # Without greedy decoding, the teacher-forced exact match.
     teacher_forced = [{k: v for k, v in r.items() if not k.startswith("greedy")} for r in ROWS]
     assert summary_scores(teacher_forced)["nope"][0] == pytest.approx((0.5 + 0.25) / 2)

@@ -11,6 +11,10 @@ def get_config() -> ConfigDict:
     # Study names for registered encodings with other hyperparameters:
     # {"randomized_rope": "randomized"} plus encoding_kwargs["randomized_rope"] = {...}.
     c.encoding_variants = ConfigDict({})
+    # Study names for models whose layers follow a schedule of posenc_jax.models.schedules:
+    # {"rope_nope_hybrid": {"schedule": "smollm3", "base": 10000.0}} (the model-wide
+    # encoding, which chooses positions, is NoPE unless the entry gives "encoding").
+    c.encoding_schedules = ConfigDict({})
     c.tasks = ("copy",)
     c.task_kwargs = ConfigDict({})
     c.seeds = (0, 1)
@@ -30,6 +34,9 @@ def get_config() -> ConfigDict:
     c.eval_batch_size = 64
     # Decoder tasks: also generate the answer greedily with a key/value cache.
     c.greedy_decoding = True
+    # ... at lengths up to this multiple of N (0: every evaluated length). The NoPE score
+    # reads (N, 2N]; greedy decoding is sequential, the slowest part of an evaluation.
+    c.greedy_decoding_to = 0
 
     c.model = ConfigDict()
     c.model.d_model = 64
