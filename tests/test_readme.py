@@ -22,3 +22,13 @@ def test_python_example_runs():
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["logits"].shape == (2, 16, 32)
+
+
+def test_layers_example_runs():
+    """The second example: windows, a Hugging Face schedule, padding."""
+    example = re.findall(r"```python\n(.*?)```", _readme(), re.S)[1]
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["layers_logits"].shape == (2, 16, 256)
+    kinds = [spec.window is not None for spec in namespace["config"].layers]
+    assert kinds == [True] * 5 + [False]
