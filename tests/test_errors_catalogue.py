@@ -88,6 +88,20 @@ def _learned_known_positions_inside_jit():
     return jax.jit(lambda x: learned.apply(params, "embed", x, known))(x)
 
 
+def _decode_past_the_cache(positions):
+    """A cache of 4 positions, filled, then fed one more token at ``positions``."""
+    layer = MultiHeadAttention(num_heads=2, causal=True, decode=True)
+    x = jnp.zeros((1, 4, 8))
+    variables = layer.init(KEY, x)
+    _, filled = layer.apply(variables, x, mutable=["cache"])
+    return layer.apply(
+        {"params": variables["params"], **filled},
+        x[:, :1],
+        q_positions=jnp.asarray(positions),
+        mutable=["cache"],
+    )
+
+
 def _study_config(**overrides):
     config = smoke.get_config()
     for key, value in overrides.items():
@@ -177,8 +191,8 @@ CASES = [
     ),
     Case(
         "learned position past the table (traced positions, when run)",
-        Exception,
-        r"asked for position 9, but it represents positions 0\.\.3",
+        jax.errors.JaxRuntimeError,
+        r"learned position table was asked for position 9, but it represents positions 0\.\.3",
         lambda tmp: _learned_embed(jnp.array([[0, 9]]), jit=True),
         "was asked for position",
     ),
@@ -343,6 +357,22 @@ CASES = [
             MultiHeadAttention(num_heads=2, encoding=pj.encodings.get("shaw"), block_size=2)
         ),
         "contextual term needs the full",
+    ),
+    Case(
+        "decoding past the end of a key/value cache",
+        ValueError,
+        r"the key/value cache holds 4 positions and 4 are written; 1 more do not fit\. "
+        r"Initialize the cache with at least 5 positions",
+        lambda tmp: _decode_past_the_cache(positions=[4]),
+        "key/value cache holds",
+    ),
+    Case(
+        "decoding at the empty cache slots' position",
+        ValueError,
+        r"decoding with a key/value cache takes positions below 1073741824 \(2\*\*30 marks an "
+        r"empty slot\), got 1073741824",
+        lambda tmp: _decode_past_the_cache(positions=[2**30]),
+        "takes positions below",
     ),
     # --- causal-only encodings and Multi-Token Attention ----------------------------------
     Case(

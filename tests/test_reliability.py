@@ -503,3 +503,41 @@ def test_known_positions_inside_jit_are_checked_on_the_host():
     outside = jnp.array([[0, 9]])
     with pytest.raises(ValueError, match="position 9, but it represents positions 0..3"):
         jax.jit(lambda x: learned.apply(params, "embed", x, outside))(x)
+
+
+def _learned_table_apply():
+    learned = pj.encodings.get("learned", max_length=4)
+    x = jnp.zeros((1, 2, 8))
+    params = learned.init(jax.random.key(0), "embed", x, jnp.array([[0, 1]]))
+    return lambda positions: learned.apply(params, "embed", x, positions)
+
+
+# Each applies the table to a stack of two position arrays [2, 1, 2].
+_TRANSFORMS = {
+    "jit": lambda embed: jax.jit(lambda stack: [embed(stack[0]), embed(stack[1])]),
+    "vmap": lambda embed: jax.jit(jax.vmap(embed)),
+    "vmap of vmap": lambda embed: jax.jit(lambda stack: jax.vmap(jax.vmap(embed))(stack[:, None])),
+    "scan": lambda embed: jax.jit(
+        lambda stack: jax.lax.scan(lambda carry, p: (carry, embed(p)), 0, stack)[1]
+    ),
+    "grad": lambda embed: jax.jit(
+        lambda stack: jax.grad(lambda s: jnp.sum(s * embed(stack[0]) + s * embed(stack[1])))(1.0)
+    ),
+}
+
+
+@pytest.mark.parametrize("transform", sorted(_TRANSFORMS))
+def test_traced_positions_are_checked_when_run(transform):
+    """Under jit, vmap, scan and grad a position past the table is an error whose message
+    names the position and the table, and positions inside it raise nothing: a batched
+    check must neither report the good element (a vmapped lax.cond runs both branches)
+    nor miss the bad one."""
+    run = _TRANSFORMS[transform](_learned_table_apply())
+    good = jnp.array([[[0, 1]], [[2, 3]]])
+    jax.block_until_ready(run(good))
+    with pytest.raises(
+        jax.errors.JaxRuntimeError,
+        match=r"learned position table was asked for position 9, but it represents "
+        r"positions 0\.\.3 only",
+    ):
+        jax.block_until_ready(run(good.at[1, 0, 1].set(9)))

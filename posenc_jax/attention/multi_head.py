@@ -1,12 +1,13 @@
 """Multi-head attention as a Flax linen module that calls an encoding's hooks."""
 
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from posenc_jax._checks import as_batched_positions
+from posenc_jax._checks import as_batched_positions, check_values
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.ops import Window, as_window
 from posenc_jax.attention.temperature import AttentionTemperature
@@ -316,6 +317,12 @@ class MultiHeadAttention(nn.Module):
         windowed layer's cache is a ring buffer of ``window.size`` slots: the call attends
         the ring as it was plus its own keys, then writes its last ``window.size`` keys at
         slots ``index mod size`` (positions are data, so where a key sits does not matter).
+
+        Raises:
+          ValueError: the call's keys do not fit the full cache's free slots: at trace
+            time when the cache index is known, else when the computation runs (a write
+            past the end would overwrite the last slot, as ``dynamic_update_slice`` clamps
+            its start).
         """
         initialized = self.has_variable("cache", "cached_key")
         capacity = k.shape[1] if window is None else window.size
@@ -336,6 +343,15 @@ class MultiHeadAttention(nn.Module):
         length = k.shape[1]
         start = index.value
         index.value = start + length
+        # A full cache's own size (this call's length sized it at initialization only); a
+        # ring buffer has no end.
+        room = None if window is not None else key.value.shape[1]
+        check_values(
+            functools.partial(_cache_write_is_bad, length, room),
+            functools.partial(_explain_cache_write, length, room),
+            start,
+            jnp.max(k_positions),
+        )
         if window is not None:
             attended = (
                 jnp.concatenate([key.value, k], axis=1),
@@ -348,8 +364,6 @@ class MultiHeadAttention(nn.Module):
             value.value = value.value.at[:, slots].set(v[:, length - kept :])
             positions.value = positions.value.at[:, slots].set(k_positions[:, length - kept :])
             return attended
-        if length > capacity:
-            raise ValueError(f"{length} new tokens do not fit a cache of {capacity} positions.")
         key.value = jax.lax.dynamic_update_slice_in_dim(key.value, k, start, axis=1)
         value.value = jax.lax.dynamic_update_slice_in_dim(value.value, v, start, axis=1)
         positions.value = jax.lax.dynamic_update_slice_in_dim(
@@ -361,3 +375,24 @@ class MultiHeadAttention(nn.Module):
         return bind_layer_encoding(
             self, self.encoding, causal=self.causal, shared=self.shared_encoding
         )
+
+
+def _cache_write_is_bad(length: int, room: int | None, start, last_position):
+    """Whether ``length`` keys written at slot ``start`` overrun a cache of ``room`` slots
+    (None: a ring buffer, which has no end), or a position reaches the empty-slot marker."""
+    past_the_end = False if room is None else start + length > room
+    return (last_position >= EMPTY_CACHE_POSITION) | past_the_end
+
+
+def _explain_cache_write(length: int, room: int | None, start, last_position) -> str:
+    if last_position >= EMPTY_CACHE_POSITION:
+        return (
+            f"decoding with a key/value cache takes positions below {EMPTY_CACHE_POSITION} "
+            f"(2**30 marks an empty slot), got {int(last_position)}; offset the positions "
+            "(relative encodings see only their differences)."
+        )
+    return (
+        f"the key/value cache holds {room} positions and {int(start)} are written; "
+        f"{length} more do not fit. Initialize the cache with at least "
+        f"{int(start) + length} positions (the first call, or init_cache's max_length)."
+    )

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posenc_jax._checks import check_base, check_int32_positions, is_concrete
+from posenc_jax._checks import check_base, check_int32_positions, check_values, is_concrete
 from posenc_jax.functional.rope_scaling import RopeScaling
 from posenc_jax.typing import Array
 
@@ -454,20 +454,19 @@ def _check_xpos_offsets(
 ) -> None:
     narrow = jnp.finfo(dtype).max < jnp.finfo(jnp.float32).max
 
-    def check(q_far, k_far):
-        far = max(int(q_far), int(k_far))
-        if far > limit:
-            raise ValueError(
-                f"xPos position {far} is too large: zeta^(-position/{scale_base:g}) leaves "
-                f"{dtype.name}'s range beyond {limit}. Use a larger scale_base or shorter "
-                "sequences (the paper attends blockwise for long inputs)"
-                + (", or compute in bfloat16 or float32." if narrow else ".")
-            )
+    def explain(q_far, k_far):
+        return (
+            f"xPos position {max(int(q_far), int(k_far))} is too large: "
+            f"zeta^(-position/{scale_base:g}) leaves {dtype.name}'s range beyond {limit}. Use "
+            "a larger scale_base or shorter sequences (the paper attends blockwise for long "
+            "inputs)" + (", or compute in bfloat16 or float32." if narrow else ".")
+        )
 
     if q_offsets.size == 0 or k_offsets.size == 0:
         return
-    q_far, k_far = jnp.max(jnp.abs(q_offsets)), jnp.max(jnp.abs(k_offsets))
-    if is_concrete(q_far) and is_concrete(k_far):
-        check(q_far, k_far)
-    else:
-        jax.debug.callback(check, q_far, k_far)
+    check_values(
+        lambda q_far, k_far: (q_far > limit) | (k_far > limit),
+        explain,
+        jnp.max(jnp.abs(q_offsets)),
+        jnp.max(jnp.abs(k_offsets)),
+    )
