@@ -97,6 +97,23 @@ if mode == "reference_then_kill":
 
     train(_spec(), [0], loop=LOOP, workdir=workdir, on_step=kill_after_checkpoint)
     sys.exit("not reached")
+if mode == "reference_then_kill_while_saving":
+    reference, _ = train(_spec(), [0], loop=LOOP, workdir=os.path.join(out, "reference"))
+    save_params(reference, os.path.join(out, "reference.npz"))
+    from orbax.checkpoint._src.path import atomicity
+
+    commit = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def kill_before_committing_step_4(self, *args, **kwargs):
+        # Every file of step 4 is written into its temporary directory; the rename that
+        # commits it has not happened.
+        if self.get_final().name == "4":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await commit(self, *args, **kwargs)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = kill_before_committing_step_4
+    train(_spec(), [0], loop=LOOP, workdir=workdir)
+    sys.exit("not reached")
 state, _ = train(_spec(), [0], loop=LOOP, workdir=workdir)
 save_params(state, os.path.join(out, "resumed.npz"))
 """
@@ -123,6 +140,28 @@ def test_sigkill_after_a_checkpoint_then_restart_is_bitwise_exact(tmp_path):
     for name in reference.files:
         assert reference[name].tobytes() == final[name].tobytes(), name
 
+    rows, reference_rows = _metrics_rows(workdir), _metrics_rows(tmp_path / "reference")
+    assert [row["step"] for row in rows] == list(range(1, 7))  # none missing, none twice
+    assert rows == reference_rows
+
+
+def test_sigkill_while_a_checkpoint_is_written_then_restart_is_bitwise_exact(tmp_path):
+    """Killed with step 4's files written but not committed: the run resumes from step 2
+    (the half-saved step is cleaned up) and ends bitwise equal to an uninterrupted run."""
+    workdir = tmp_path / "run"
+    killed = _run_train_script("reference_then_kill_while_saving", workdir, tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoints = workdir / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["2", "4.orbax-checkpoint-tmp"]
+    assert _data_files(checkpoints / "4.orbax-checkpoint-tmp"), "step 4 was not being written"
+
+    resumed = _run_train_script("resume", workdir, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference, final = np.load(tmp_path / "reference.npz"), np.load(tmp_path / "resumed.npz")
+    assert sorted(reference.files) == sorted(final.files)
+    for name in reference.files:
+        assert reference[name].tobytes() == final[name].tobytes(), name
+    assert sorted(os.listdir(checkpoints)) == ["4", "6"]
     rows, reference_rows = _metrics_rows(workdir), _metrics_rows(tmp_path / "reference")
     assert [row["step"] for row in rows] == list(range(1, 7))  # none missing, none twice
     assert rows == reference_rows
