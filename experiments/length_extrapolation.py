@@ -20,6 +20,9 @@ metrics and checkpoints of each group of seeds trained together under
 ``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``. Rows record the package version and git
 commit that wrote them; rows of other code in the same work dir are reported.
 
+One study runs in a work dir at a time (``study.lock`` holds its process id); a second one
+refuses to start.
+
 Each row records two digests: of the settings every cell shares (``study_sha256``: model,
 optimizer, train length, batch, evaluation) and of its cell's run spec and evaluation
 (``config_sha256``). A work dir whose rows, or an interrupted cell's checkpoints, were made
@@ -46,6 +49,7 @@ from experiments.configs import base as base_config
 from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
 from experiments.results import ResultsFile, configured_rows, markdown_table, provenance
+from experiments.study_lock import study_lock
 from posenc_jax._checks import check_writable_dir
 from posenc_jax._digest import content_digest
 from posenc_jax.data import get_task, task_names
@@ -228,9 +232,21 @@ def validate(cfg: ConfigDict) -> None:
 
 
 def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
-    """Runs every unfinished (task, encoding) cell; returns the Markdown table."""
+    """Runs every unfinished (task, encoding) cell; returns the Markdown table.
+
+    Raises:
+      WorkDirInUseError: another study process runs in ``workdir`` (its lock file).
+      DamagedResultsError: a line of results.jsonl is not a whole row.
+      ResultsNotWrittenError: rows could not be written (a full disk); the file is as it
+        was, and a re-run computes the missing rows.
+    """
     validate(cfg)
     check_writable_dir(workdir, "work dir (--workdir)")
+    with study_lock(workdir):
+        return _run_unfinished_cells(cfg, workdir, progress=progress)
+
+
+def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> str:
     results = ResultsFile(workdir)
     lengths = eval_lengths(cfg)
     results.check_study(study_settings_digest(cfg))

@@ -3,9 +3,15 @@
 Rows are written so that an interrupted study loses nothing finished and never writes a
 row twice: a cell's rows are added by rewriting the file to a temporary name and renaming
 it over the old one (atomic on POSIX), and a re-run trains only the seeds that lack a row.
-Rows carry their cell's configuration digest; rows of another configuration are refused.
+A write that fails (a full disk) leaves the file as it was and stops the study with an
+error naming it. Rows carry their cell's configuration digest; rows of another
+configuration are refused. A line that is not a whole row (torn by a crash of another
+writer) is an error naming it, never read as a row; ``python -m experiments.results
+--set_aside_torn_line WORKDIR`` moves a torn last line aside.
 """
 
+import argparse
+import contextlib
 import functools
 import json
 import os
@@ -17,6 +23,16 @@ import numpy as np
 import posenc_jax
 
 KEY_FIELDS = ("encoding", "task", "seed", "eval_length")
+RESULTS_FILE = "results.jsonl"
+
+
+class DamagedResultsError(ValueError):
+    """A line of results.jsonl is not a whole row."""
+
+
+class ResultsNotWrittenError(OSError):
+    """Rows could not be written (a full disk, a read-only file system); the file is as it
+    was before."""
 
 
 def row_key(row: dict) -> tuple:
@@ -27,15 +43,19 @@ class ResultsFile:
     """``results.jsonl`` in a work dir."""
 
     def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "results.jsonl")
+        self.path = os.path.join(workdir, RESULTS_FILE)
         self._rows: list[dict] | None = None  # read once; this object is the only writer
 
     def rows(self) -> list[dict]:
+        """Every row of the file.
+
+        Raises:
+          DamagedResultsError: a line is not a whole row (see :func:`damaged_line`).
+        """
         if self._rows is None:
             self._rows = []
             if os.path.exists(self.path):
-                with open(self.path) as f:
-                    self._rows = [json.loads(line) for line in f if line.strip()]
+                self._rows = _read_rows(self.path)
         return list(self._rows)
 
     def missing_seeds(self, encoding: str, task: str, seeds, lengths) -> list[int]:
@@ -97,14 +117,123 @@ class ResultsFile:
         duplicates = [row_key(r) for r in new_rows if row_key(r) in present]
         if duplicates:
             raise ValueError(f"results already hold rows for {duplicates[:3]}; not writing twice.")
-        tmp = self.path + ".tmp"
+        try:
+            _write_lines(self.path, [json.dumps(row, sort_keys=True) for row in rows + new_rows])
+        except OSError as error:
+            raise ResultsNotWrittenError(
+                error.errno,
+                f"could not write {self.path} ({error.strerror or error}): its {len(rows)} "
+                f"earlier rows are unchanged and none of the {len(new_rows)} new rows was "
+                "written. Free space (or fix the file system) and run the study again: it "
+                "computes the missing rows and writes each once.",
+            ) from error
+        self._rows = rows + new_rows
+
+
+def _write_lines(path: str, lines: list[str]) -> None:
+    """Replaces ``path`` by ``lines`` atomically: written to a temporary file, synced,
+    renamed over it. On any error the file is as it was and the temporary one is gone."""
+    tmp = path + ".tmp"
+    try:
         with open(tmp, "w") as f:
-            for row in rows + new_rows:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+            for line in lines:
+                f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._rows = rows + new_rows
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    # The rename itself reaches the disk with the directory.
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def damaged_line(line: bytes, *, ended: bool) -> str | None:
+    """Why a line of results.jsonl is not a whole row, or None if it is one.
+
+    Args:
+      line: the line's bytes, without its line end.
+      ended: whether a line end follows it. Every row is written with one, so a line
+        without (the file's last) was cut short mid-write, even where it parses.
+    """
+    if not ended:
+        return "it has no line end (a write cut short)"
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"not valid JSON ({error})"
+    if not isinstance(row, dict) or any(field not in row for field in KEY_FIELDS):
+        return f"not a results row (a JSON object with {', '.join(KEY_FIELDS)})"
+    return None
+
+
+def _read_rows(path: str) -> list[dict]:
+    lines, last_ended = _split_lines(path)
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        reason = damaged_line(line, ended=number < len(lines) or last_ended)
+        if reason is not None:
+            raise DamagedResultsError(_damage_message(path, number, len(lines), line, reason))
+        rows.append(json.loads(line))
+    return rows
+
+
+def _split_lines(path: str) -> tuple[list[bytes], bool]:
+    """The file's lines without their line ends, and whether the last one has its end."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if not lines[-1]:  # the file ends with a line end, or is empty
+        return lines[:-1], True
+    return lines, False
+
+
+def _damage_message(path: str, number: int, count: int, line: bytes, reason: str) -> str:
+    shown = line[:80].decode("utf-8", errors="replace") + ("..." if len(line) > 80 else "")
+    message = f"{path}, line {number} of {count}: {reason}: {shown!r}. It is not read as a row. "
+    if number == count:
+        return message + (
+            "A crash mid-write leaves a torn last line; to move it to "
+            f"{path}.torn and go on, run `python -m experiments.results "
+            f"--set_aside_torn_line {os.path.dirname(path)}`, then the study again (it "
+            "computes any row the line held)."
+        )
+    return message + "Only a last line is torn by a crash mid-write: inspect the file."
+
+
+def set_aside_torn_line(workdir: str) -> str | None:
+    """Moves a torn last line of ``workdir``'s results.jsonl to ``results.jsonl.torn``
+    (appended, byte for byte) and leaves the whole rows; returns that file's path, or None
+    when the last line is whole.
+
+    Raises:
+      DamagedResultsError: a line before the last is damaged (not the trace of a crash
+        mid-write; nothing is changed).
+    """
+    path = os.path.join(workdir, RESULTS_FILE)
+    lines, last_ended = _split_lines(path)
+    if not lines or damaged_line(lines[-1], ended=last_ended) is None:
+        _read_rows(path)  # a damaged earlier line is still an error
+        return None
+    for number, line in enumerate(lines[:-1], 1):
+        if line.strip() and damaged_line(line, ended=True) is not None:
+            raise DamagedResultsError(
+                f"{path}, line {number} of {len(lines)} is damaged too; only a torn last "
+                "line is set aside: inspect the file."
+            )
+    torn = path + ".torn"
+    with open(torn, "ab") as f:
+        f.write(lines[-1] + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _write_lines(path, [line.decode("utf-8") for line in lines[:-1]])
+    return torn
 
 
 @functools.lru_cache(maxsize=1)
@@ -273,3 +402,24 @@ def _left_out_line(left_out: int) -> str:
         f"{left_out} row(s) of this work dir belong to encodings, tasks, seeds or lengths "
         "this configuration does not have; they are left out of the table and plots.\n"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Repairs a study's results.jsonl.")
+    parser.add_argument(
+        "--set_aside_torn_line",
+        metavar="WORKDIR",
+        required=True,
+        help="move a torn last line of WORKDIR/results.jsonl to results.jsonl.torn",
+    )
+    workdir = parser.parse_args(argv).set_aside_torn_line
+    path = os.path.join(workdir, RESULTS_FILE)
+    torn = set_aside_torn_line(workdir)
+    if torn is None:
+        print(f"the last line of {path} is whole; nothing to do.")
+    else:
+        print(f"set aside the torn last line of {path} in {torn}.")
+
+
+if __name__ == "__main__":
+    main()

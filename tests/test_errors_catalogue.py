@@ -21,6 +21,9 @@ import pytest
 import posenc_jax as pj
 from experiments.configs import smoke
 from experiments.length_extrapolation import eval_lengths
+from experiments.results import DamagedResultsError, ResultsFile
+from experiments.study_lock import WorkDirInUseError, study_lock
+from posenc_jax._digest import content_digest
 from posenc_jax.attention import MTAConfig, MultiHeadAttention, MultiTokenAttention
 from posenc_jax.data import get_task
 from posenc_jax.data.corpus import local_text_config
@@ -100,6 +103,18 @@ def _decode_past_the_cache(positions):
         q_positions=jnp.asarray(positions),
         mutable=["cache"],
     )
+
+
+def _results_with_a_torn_line(directory):
+    with open(os.path.join(directory, "results.jsonl"), "w") as f:
+        f.write('{"encoding": "nope", "eval_length": 3, "seed": 0, "task": "copy"}\n')
+        f.write('{"encoding": "no')
+    return ResultsFile(directory)
+
+
+def _lock_twice(directory):
+    with study_lock(directory), study_lock(directory):
+        pass
 
 
 def _study_config(**overrides):
@@ -503,6 +518,30 @@ CASES = [
         r"work dir '.*blocker/run' is not a writable directory \(.*\); choose a directory",
         lambda tmp: train(_spec(), [0], workdir=_not_a_directory(tmp)),
         "is not a writable directory",
+    ),
+    Case(
+        "a torn last line in results.jsonl",
+        DamagedResultsError,
+        r"results\.jsonl, line 2 of 2: it has no line end \(a write cut short\): "
+        r"'\{\"encoding\": \"no'\. It is not read as a row",
+        lambda tmp: _results_with_a_torn_line(tmp).rows(),
+        "DamagedResultsError",
+    ),
+    Case(
+        "a second study in a work dir in use",
+        WorkDirInUseError,
+        rf"another study \(process {os.getpid()}\) is running in the work dir '.*'; it holds "
+        r".*study\.lock",
+        lambda tmp: _lock_twice(tmp),
+        "WorkDirInUseError",
+    ),
+    Case(
+        "a spec holding an object known by its address",
+        TypeError,
+        r"cannot digest object by content: it is known only by its printed form "
+        r"'<object object at 0x[0-9a-f]+>', which holds a memory address",
+        lambda tmp: content_digest({"encoding": object()}),
+        "cannot digest X by content",
     ),
 ]
 
