@@ -92,3 +92,29 @@ def test_separable_bias_shapes_are_checked():
         dot_product_attention(
             q, q, q, separable_bias=(jnp.ones((1, 2, 4)),) * 2, implementation="jax"
         )
+
+
+def test_a_contextual_term_sees_the_content_logits_not_the_separable_bias(rng):
+    """CoPE's gates are sigmoid(q.k / sqrt(d)) (Golovneva et al. 2024, Eq. 3), as the
+    contextual hook's contract says (it receives the content logits plus the encoding's
+    own bias): a separable bias added to the same logits is not content. It was added
+    before the contextual term, so it moved CoPE's gates and counts."""
+    import posenc_jax as pj
+    from tests.reference import reference_cope_logits, reference_weights, repeat_kv_heads
+
+    q, k, v, c = _inputs(rng)
+    u, w = 2.0 * c, 2.0 * c + jnp.asarray(rng.standard_normal((B, H, L)), jnp.float32)
+    cope = pj.encodings.get("cope", num_positions=4)
+    embeddings = jnp.asarray(rng.standard_normal((4, K)), jnp.float32)
+    contextual = cope.apply(
+        {"params": {"position_embeddings": embeddings}},
+        method=lambda m: m.contextual(num_heads=H, head_dim=K, causal=True),
+    )
+    got = dot_product_attention(q, k, v, causal=True, contextual=contextual, separable_bias=(u, w))
+    causal = np.tril(np.ones((L, L), bool))[None, None]
+    logits = reference_cope_logits(q, k, embeddings, 4, causal)
+    content = np.einsum("blhk,bshk->bhls", np.asarray(q, np.float64), repeat_kv_heads(k, H))
+    separable = np.asarray(u, np.float64)[..., :, None] - np.asarray(w, np.float64)[..., None, :]
+    weights = reference_weights(q, k, bias=logits - content * K**-0.5 + separable, allowed=causal)
+    want = np.einsum("bhls,bshk->blhk", weights, repeat_kv_heads(v, H))
+    np.testing.assert_allclose(got, want, atol=2e-5)

@@ -45,10 +45,9 @@ def dense_weights(
     """The attention weights ``[B, H, L, S]`` (float32) of a call; the arguments are the
     core's after its checks (:func:`posenc_jax.attention.core.dot_product_attention`).
 
-    The order: ``scale * q.k`` plus the bias and the separable bias ``u_i - w_j``, the
-    contextual term, the logit processor,
-    the temperature, the masked softmax, the weight processor. Rows with no allowed key
-    are zeros.
+    The order: ``scale * q.k`` plus the bias, the contextual term, the separable bias
+    ``u_i - w_j``, the logit processor, the temperature, the masked softmax, the weight
+    processor. Rows with no allowed key are zeros.
     """
     allowed = allowed_mask(
         q_positions,

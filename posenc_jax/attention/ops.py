@@ -335,15 +335,13 @@ def dense_logits(
     contextual: Contextual | None = None,
     separable_bias: tuple[Array, Array] | None = None,
 ) -> Array:
-    """The full float32 logit map ``[B, H, L, S]``: ``q.k * scale``, the encoding's bias
-    the per-token separable bias ``u_i - w_j`` and its contextual terms (which see the
-    ``allowed`` mask), before any masking."""
+    """The full float32 logit map ``[B, H, L, S]``: ``q.k * scale`` and the encoding's
+    bias, its contextual terms (which see those logits and the ``allowed`` mask, as
+    :class:`~posenc_jax.encodings.base.Contextual` says: CoPE's gates are content), then
+    the per-token separable bias ``u_i - w_j``; before any masking."""
     logits = grouped_logits(q, k) * scale
     if bias_fn is not None:
         logits = logits + checked_bias(bias_fn(q_positions, k_positions), logits.shape)
-    if separable_bias is not None:
-        u, w = separable_bias
-        logits = logits + u.astype(jnp.float32)[..., :, None] - w.astype(jnp.float32)[..., None, :]
     if contextual is not None:
         k_per_head = jnp.repeat(k, q.shape[2] // k.shape[2], axis=2)
         adjusted = contextual.logits(
@@ -355,6 +353,9 @@ def dense_logits(
                 f"[B, H, L, S] = {list(logits.shape)}."
             )
         logits = adjusted.astype(jnp.float32)
+    if separable_bias is not None:
+        u, w = separable_bias
+        logits = logits + u.astype(jnp.float32)[..., :, None] - w.astype(jnp.float32)[..., None, :]
     return logits
 
 
