@@ -14,7 +14,13 @@ import pytest
 
 import posenc_jax as pj
 from posenc_jax.attention import MultiHeadAttention, dot_product_attention
-from tests.reference import reference_attention, reference_sinusoidal
+from tests.reference import (
+    reference_attention,
+    reference_cope_logits,
+    reference_shaw_logits,
+    reference_shaw_values,
+    reference_transformer_xl_scores,
+)
 
 BATCH, LEN, HEADS, KV_HEADS, DIM = 2, 9, 4, 2, 8
 
@@ -51,17 +57,10 @@ def _softmax_rows(logits, allowed):
 
 def _reference_shaw(q, k, v, key_table, value_table, q_positions, k_positions, clip, allowed):
     """Eq. 3 and 5 of Shaw et al.: explicit relative vectors a_ij for every pair."""
-    q, k, v = np.asarray(q, np.float64), _per_head(k), _per_head(v)
-    distance = np.asarray(k_positions)[:, None, :] - np.asarray(q_positions)[:, :, None]
-    rows = np.clip(distance, -clip, clip) + clip  # [B, L, S]
-    a_key = np.asarray(key_table, np.float64)[rows]  # [B, L, S, K]
-    a_value = np.asarray(value_table, np.float64)[rows]
-    logits = (
-        np.einsum("blhk,bshk->bhls", q, k) + np.einsum("blhk,blsk->bhls", q, a_key)
-    ) / np.sqrt(q.shape[-1])
+    logits = reference_shaw_logits(q, k, key_table, q_positions, k_positions, clip)
     weights = _softmax_rows(logits, np.broadcast_to(allowed, logits.shape))
-    out = np.einsum("bhls,bshk->blhk", weights, v) + np.einsum("bhls,blsk->blhk", weights, a_value)
-    return logits, out
+    out = np.einsum("bhls,bshk->blhk", weights, _per_head(v))
+    return logits, out + reference_shaw_values(weights, value_table, q_positions, k_positions, clip)
 
 
 def _shaw_params(rng, clip):
@@ -136,19 +135,6 @@ def test_shaw_distances_beyond_clip_share_the_edge_vectors(rng):
 # --- Transformer-XL (Dai et al. 2019) -----------------------------------------------------
 
 
-def _reference_transformer_xl_scores(q, k, u, v_bias, w_r, q_positions, k_positions):
-    """score[i, j] = ((q_i + u).k_j + (q_i + v).(W_R r(i - j))) / sqrt(d), r per pair."""
-    q, k = np.asarray(q, np.float64), _per_head(k)
-    u, v_bias, w_r = (np.asarray(a, np.float64) for a in (u, v_bias, w_r))
-    distance = np.asarray(q_positions)[:, :, None] - np.asarray(k_positions)[:, None, :]
-    r = reference_sinusoidal(distance, w_r.shape[0])  # [B, L, S, D_r]
-    projected = np.einsum("blsd,dhk->blshk", r, w_r)
-    scores = np.einsum("blhk,bshk->bhls", q + u, k) + np.einsum(
-        "blhk,blshk->bhls", q + v_bias, projected
-    )
-    return scores / np.sqrt(q.shape[-1])
-
-
 @pytest.mark.parametrize("offset", [0, 10**6])
 @pytest.mark.parametrize("relative_dim", [None, 12])
 def test_transformer_xl_scores_match_direct_formula(rng, relative_dim, offset):
@@ -166,7 +152,7 @@ def test_transformer_xl_scores_match_direct_formula(rng, relative_dim, offset):
     # scores, unchanged; a float32 product of position and frequency is off by 0.03 there.
     k_positions = offset + np.sort(rng.choice(200, size=(BATCH, LEN), replace=False), axis=-1)
     q_positions = k_positions[:, -5:]
-    want = _reference_transformer_xl_scores(
+    want = reference_transformer_xl_scores(
         q,
         k,
         params["content_bias"],
@@ -209,23 +195,6 @@ def test_transformer_xl_odd_relative_dim_is_an_error():
 # --- CoPE (Golovneva et al. 2024) ---------------------------------------------------------
 
 
-def _reference_cope_logits(q, k, embeddings, num_positions, allowed):
-    """Gates, positions as explicit sums over t = j..i, interpolated embedding *vectors*."""
-    q, k = np.asarray(q, np.float64), _per_head(k)
-    embeddings = np.asarray(embeddings, np.float64)
-    scale = 1.0 / np.sqrt(q.shape[-1])
-    content = np.einsum("blhk,bshk->bhls", q, k)
-    gates = np.where(allowed, 1.0 / (1.0 + np.exp(-content * scale)), 0.0)
-    batch, heads, q_len, k_len = content.shape
-    logits = np.zeros_like(content)
-    for b, h, i, j in np.ndindex(batch, heads, q_len, k_len):
-        position = min(gates[b, h, i, j : i + 1].sum(), num_positions - 1)
-        low, high = int(np.floor(position)), int(np.ceil(position))
-        vector = (position - low) * embeddings[high] + (1 - position + low) * embeddings[low]
-        logits[b, h, i, j] = (content[b, h, i, j] + q[b, i, h] @ vector) * scale
-    return logits
-
-
 def _cope_params(rng, num_positions):
     return {
         "position_embeddings": jnp.asarray(rng.standard_normal((num_positions, DIM)), jnp.float32)
@@ -240,7 +209,7 @@ def test_cope_logits_and_outputs_match_reference(rng, num_positions):
     contextual = _contextual(encoding, params, True)
     q, k, v = _qkv(rng)
     causal = np.tril(np.ones((LEN, LEN), bool))[None, None]
-    want = _reference_cope_logits(q, k, params["position_embeddings"], num_positions, causal)
+    want = reference_cope_logits(q, k, params["position_embeddings"], num_positions, causal)
 
     scale = DIM**-0.5
     k_heads = _per_head(k).astype(np.float32)
@@ -281,8 +250,8 @@ def test_cope_gradient_matches_finite_differences_of_reference(rng):
         plus[index] += step
         minus[index] -= step
         numeric = (
-            np.sum(_reference_cope_logits(q, plus, embeddings, 16, causal) * weights)
-            - np.sum(_reference_cope_logits(q, minus, embeddings, 16, causal) * weights)
+            np.sum(reference_cope_logits(q, plus, embeddings, 16, causal) * weights)
+            - np.sum(reference_cope_logits(q, minus, embeddings, 16, causal) * weights)
         ) / (2 * step)
         np.testing.assert_allclose(grad_k[index], numeric, rtol=1e-3, atol=1e-4)
 
