@@ -120,13 +120,14 @@ class ResultsFile:
         try:
             _write_lines(self.path, [json.dumps(row, sort_keys=True) for row in rows + new_rows])
         except OSError as error:
-            raise ResultsNotWrittenError(
-                error.errno,
+            message = (
                 f"could not write {self.path} ({error.strerror or error}): its {len(rows)} "
                 f"earlier rows are unchanged and none of the {len(new_rows)} new rows was "
                 "written. Free space (or fix the file system) and run the study again: it "
-                "computes the missing rows and writes each once.",
-            ) from error
+                "computes the missing rows and writes each once."
+            )
+            code = () if error.errno is None else (error.errno,)
+            raise ResultsNotWrittenError(*code, message) from error
         self._rows = rows + new_rows
 
 
