@@ -20,6 +20,13 @@ def repeat_kv_heads(x, heads):
     return np.repeat(x, heads // x.shape[2], axis=2)
 
 
+def sum_kv_heads(x, kv_heads):
+    """``[B, S, H, K]`` per query head -> ``[B, S, G, K]``, summed over the query heads that
+    share a key/value head (the transpose of :func:`repeat_kv_heads`)."""
+    heads = x.shape[2]
+    return x.reshape(x.shape[:2] + (kv_heads, heads // kv_heads) + x.shape[3:]).sum(3)
+
+
 def reference_weights(q, k, *, bias=None, allowed=None, scale=None, logit_factor=None):
     """``softmax_j(tau_i (q_i.k_j * scale + bias_ij))`` over the allowed keys, float64
     ``[B, H, L, S]``; a row with no allowed key is zeros.
@@ -83,14 +90,11 @@ def reference_attention_vjp(
     d_z = weights * (d_weights - np.sum(weights * d_weights, axis=-1, keepdims=True))
     if logit_factor is not None:
         d_z = d_z * np.asarray(logit_factor, np.float64)[:, None, :, None]
-
-    def per_kv_head(x):  # [B, S, H, K] -> [B, S, G, K]
-        return x.reshape(x.shape[:2] + (kv_heads, heads // kv_heads) + x.shape[3:]).sum(3)
-
+    d_k = np.einsum("bhls,blhk->bshk", d_z, np.asarray(q, np.float64)) * scale
     return {
         "q": np.einsum("bhls,bshk->blhk", d_z, repeat_kv_heads(k, heads)) * scale,
-        "k": per_kv_head(np.einsum("bhls,blhk->bshk", d_z, np.asarray(q, np.float64)) * scale),
-        "v": per_kv_head(np.einsum("bhls,blhk->bshk", weights, d_out)),
+        "k": sum_kv_heads(d_k, kv_heads),
+        "v": sum_kv_heads(np.einsum("bhls,blhk->bshk", weights, d_out), kv_heads),
         "bias": d_z,
     }
 
