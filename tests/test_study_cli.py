@@ -69,15 +69,26 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe"])
+@pytest.mark.parametrize("preset", ["smoke", "quick", "hybrid", "full", "paper_nope", "paper_rpe"])
 def test_every_preset_is_valid(preset):
-    """Every preset names registered encodings and tasks and builds every cell's model."""
+    """Every preset names registered encodings and tasks, its models trace at the longest
+    evaluation length (``validate``), and each of its tasks traces a training step (shapes
+    only, nothing trained)."""
     import importlib
 
-    from experiments.length_extrapolation import validate
+    import jax
+
+    from experiments.length_extrapolation import cell_spec, validate
+    from posenc_jax.train.loop import compiled_init, compiled_step, run_keys
 
     config = importlib.import_module(f"experiments.configs.{preset}").get_config()
     validate(config)
+    keys = run_keys(list(config.seeds))
+    for task in config.tasks:
+        spec = cell_spec(config, task, config.encodings[0])[0]
+        state = jax.eval_shape(compiled_init(spec), keys)
+        stepped, _ = jax.eval_shape(compiled_step(spec), state, keys)
+        assert jax.tree.structure(stepped) == jax.tree.structure(state), task
     if preset == "quick":
         # What the quick table must show: every hook's family and both naive baselines.
         kept = {"nope", "sinusoidal", "learned", "rope", "alibi", "t5", "fire", "randomized_rope"}
