@@ -8,6 +8,13 @@ in ``[N, 2N]`` and 4N, 8N, and the table shows the accuracies at each length wit
 summary scores of the references: the RPE score (mean per-token accuracy over lengths
 > N) and the NoPE score (exact match over (N, 2N], greedy decoding for decoder tasks).
 
+A language-model task (``char_lm``; presets ``lm_quick`` and ``lm``) is trained on windows of
+N characters of a corpus (``--config.lm.corpus``: a text file, the offline ``python_docs``
+or a TFDS name) and scored in bits per character on its held-out text at every evaluation
+length, in non-overlapping windows (Press et al. 2022) and optionally sliding ones, overall
+and by position in the window; its rows, table section and plots say so
+(``experiments/lm_study.py``).
+
 Command (``make study`` runs the quick preset):
   python -m experiments.length_extrapolation --config experiments/configs/quick.py \
       --workdir runs/quick [--config.train_length=16 --config.seeds='(0,1,2)']

@@ -69,14 +69,17 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe"])
-def test_every_preset_is_valid(preset):
+@pytest.mark.parametrize(
+    "preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe", "lm", "lm_quick"]
+)
+def test_every_preset_is_valid(preset, tmp_path):
     """Every preset names registered encodings and tasks and builds every cell's model."""
     import importlib
 
     from experiments.length_extrapolation import validate
 
     config = importlib.import_module(f"experiments.configs.{preset}").get_config()
+    config.lm.data_dir = str(tmp_path)  # the language-model presets prepare their corpus
     validate(config)
     if preset == "quick":
         # What the quick table must show: every hook's family and both naive baselines.
@@ -84,6 +87,12 @@ def test_every_preset_is_valid(preset):
         assert kept | {"normalized", "integer"} <= set(config.encodings)
         assert {"copy", "reverse"} <= set(config.tasks) and len(config.seeds) >= 2
         assert config.min_train_length == 1
+    if preset.startswith("lm"):
+        # Press et al. 2022: trained at N, evaluated at N .. 8N and beyond, offline.
+        assert config.tasks == ("char_lm",) and config.lm.corpus == "python_docs"
+        assert config.min_train_length == config.train_length
+        assert {1, 2, 4, 8} <= set(config.eval_multipliers) and len(config.seeds) >= 2
+        assert {"sinusoidal", "rope", "t5", "alibi"} <= set(config.encodings)
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():
