@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import subprocess
 
@@ -154,3 +155,40 @@ def test_resume_subset_and_another_configuration(study):
     assert changed.returncode != 0
     assert "another configuration of that cell" in changed.stderr
     assert _rows(workdir) == rows
+
+
+@pytest.mark.parametrize(
+    "setting,value,message",
+    [
+        ("num_buckets", 9, "lm.num_buckets=9; give an integer in 1..train_length=8"),
+        ("sliding_stride", 9, "lm.sliding_stride=9; give 0"),
+        ("sliding_stride", -1, "lm.sliding_stride=-1; give 0"),
+        ("eval_characters", 1, "lm.eval_characters=1"),
+        ("corpus", "", "lm.corpus=''"),
+        ("corpus", "./no_such_corpus.txt", "no_such_corpus.txt' does not exist"),
+        ("validation_fraction", 1.0, "validation_fraction must be in (0, 1), got 1.0"),
+    ],
+)
+def test_bad_lm_settings_fail_before_training(tmp_path, setting, value, message):
+    from experiments.configs.lm_quick import get_config
+    from experiments.length_extrapolation import validate
+
+    config = get_config()
+    config.train_length = config.min_train_length = N
+    config.lm.data_dir = str(tmp_path)
+    config.lm[setting] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate(config)
+
+
+def test_eval_characters_keeps_the_start_of_the_held_out_text(tmp_path):
+    from experiments.configs.lm_quick import get_config
+    from experiments.lm_study import study_task
+
+    corpus, held_out = _corpus(tmp_path)
+    config = get_config()
+    config.lm.corpus, config.lm.data_dir = corpus, str(tmp_path / "tfds")
+    config.lm.eval_characters = 50
+    task = study_task(config, "char_lm")
+    assert task.vocabulary.decode(task.held_out().corpus) == held_out[:50]
+    assert task.vocabulary.decode(task.corpus) + held_out == open(corpus).read()
