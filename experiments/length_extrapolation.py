@@ -8,6 +8,13 @@ in ``[N, 2N]`` and 4N, 8N, and the table shows the accuracies at each length wit
 summary scores of the references: the RPE score (mean per-token accuracy over lengths
 > N) and the NoPE score (exact match over (N, 2N], greedy decoding for decoder tasks).
 
+A language-model task (``char_lm``; presets ``lm_quick`` and ``lm``) is trained on windows of
+N characters of a corpus (``--config.lm.corpus``: a text file, the offline ``python_docs``
+or a TFDS name) and scored in bits per character on its held-out text at every evaluation
+length, in non-overlapping windows (Press et al. 2022) and optionally sliding ones, overall
+and by position in the window; its rows, table section and plots say so
+(``experiments/lm_study.py``).
+
 Command (``make study`` runs the quick preset):
   python -m experiments.length_extrapolation --config experiments/configs/quick.py \
       --workdir runs/quick [--config.train_length=16 --config.seeds='(0,1,2)']
@@ -43,12 +50,13 @@ from tqdm import tqdm
 
 import posenc_jax as pj
 from experiments.configs import base as base_config
+from experiments.lm_study import is_language_model, lm_evaluation_settings, lm_metrics, study_task
 from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
 from experiments.results import ResultsFile, configured_rows, markdown_table, provenance
 from posenc_jax._checks import check_writable_dir
 from posenc_jax._digest import content_digest
-from posenc_jax.data import get_task, task_names
+from posenc_jax.data import task_names
 from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
 from posenc_jax.data.task import pad_batch
 from posenc_jax.train import (
@@ -171,7 +179,7 @@ def build_encoding(
 
 
 def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunSpec, dict]:
-    task = get_task(task_name, **dict(cfg.task_kwargs.get(task_name, {})))
+    task = study_task(cfg, task_name)
     longest = task.sequence_length(max(eval_lengths(cfg)))
     encoding, encoding_kwargs = build_encoding(encoding_name, cfg, longest)
     model = pj.models.TransformerConfig(
@@ -236,7 +244,7 @@ def traced_cells(cfg: ConfigDict, lengths: list[int]) -> list[tuple[str, str]]:
     """
     widest = {}  # (architecture, input name) -> (width, task)
     for task_name in cfg.tasks:
-        task = get_task(task_name, **dict(cfg.task_kwargs.get(task_name, {})))
+        task = study_task(cfg, task_name)
         # A corpus task without held-out text, or too little of it, fails here.
         held_out = task.held_out()
         batch = jax.eval_shape(
@@ -337,6 +345,7 @@ _NOT_STUDY_SETTINGS = (
     "eval_every_length_to",
     "eval_multipliers",
     "eval_pad_to",
+    "lm",
     "log_every",
     "seeds",
     "start_fresh_if_unusable",
@@ -374,6 +383,8 @@ def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> s
         "greedy_decoding_to": cfg.greedy_decoding_to,
         "eval_key_seed": EVAL_KEY_SEED,
     }
+    if is_language_model(spec.task):
+        evaluation["lm"] = lm_evaluation_settings(cfg)
     digest = hashlib.sha256(content_digest(spec).encode())
     digest.update(json.dumps(evaluation, sort_keys=True).encode())
     return digest.hexdigest()
@@ -397,6 +408,18 @@ def eval_batches(cfg: ConfigDict, task, length: int, workdir: str) -> tuple:
     return _stored_batches(
         task.held_out(), length, cfg.eval_examples, cfg.eval_batch_size, width, data_dir
     )
+
+
+def accuracy_metrics(cfg, spec, params, length, key, workdir) -> list[dict]:
+    """Teacher-forced accuracies of every seed at ``length`` on the stored evaluation set,
+    with greedy decoding's where the config asks for it."""
+    batches = eval_batches(cfg, spec.task, length, workdir)
+    per_seed = evaluate(spec, params, batches, key=key, length=length)
+    if greedy_at(cfg, length) and spec.model.architecture != "encoder":
+        greedy = evaluate_greedy(spec, params, batches, key=key)
+        if greedy is not None:
+            per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
+    return per_seed
 
 
 def run_cell(
@@ -425,12 +448,10 @@ def run_cell(
     rows = []
     for length in lengths:
         key = jax.random.fold_in(positions_key, length)
-        batches = eval_batches(cfg, spec.task, length, workdir)
-        per_seed = evaluate(spec, state.params, batches, key=key, length=length)
-        if greedy_at(cfg, length) and spec.model.architecture != "encoder":
-            greedy = evaluate_greedy(spec, state.params, batches, key=key)
-            if greedy is not None:
-                per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
+        if is_language_model(spec.task):
+            per_seed = lm_metrics(cfg, spec, state.params, length, key)
+        else:
+            per_seed = accuracy_metrics(cfg, spec, state.params, length, key, workdir)
         for seed, metrics in zip(seeds, per_seed, strict=True):
             rows.append(
                 {

@@ -192,3 +192,30 @@ def test_load_corpus_by_tfds_name_with_mock_data(tmp_path):
     vocabulary = corpus.vocabulary
     assert vocabulary.decode(corpus.train) == "To be, or not\nto be: caf\u00e9"
     assert vocabulary.decode(corpus.validation) == "that is the question"
+
+
+def test_python_docs_is_held_out_by_paragraph(tmp_path):
+    """The offline corpus: CPython's documentation topics, split like a file, with no
+    paragraph on both sides of the cut (the raw topics repeat whole sections)."""
+    from pydoc_data.topics import topics
+
+    raw = [p.strip() for name in sorted(topics) for p in topics[name].split("\n\n") if p.strip()]
+    assert len(set(raw)) < len(raw)  # "compound" repeats "if", "while", ...: a real risk
+
+    corpus = load_corpus("python_docs", str(tmp_path))
+    train = corpus.vocabulary.decode(corpus.train)
+    validation = corpus.vocabulary.decode(corpus.validation)
+    assert train + validation == corpus_lib.python_docs_text()
+    assert len(validation) == round(0.1 * (len(train) + len(validation)))
+    train_paragraphs = {p.strip() for p in train.split("\n\n")}
+    # The first validation paragraph is the rest of the one the cut went through.
+    held_out = [p.strip() for p in validation.split("\n\n")[1:] if p.strip()]
+    assert len(held_out) > 50
+    assert not [p for p in held_out if p in train_paragraphs]
+    # Every paragraph of the text is a paragraph of the topics, each once.
+    paragraphs = [p.strip() for p in (train + validation).split("\n\n") if p.strip()]
+    assert len(set(paragraphs)) == len(paragraphs) and set(paragraphs) == set(raw)
+    # Another fraction is another build; the text of the interpreter names it.
+    config = corpus_lib.python_docs_config(validation_fraction=0.2)
+    assert config.name.startswith("cpython") and config.name.endswith("_val0p2")
+    assert config.name != corpus_lib.python_docs_config().name

@@ -69,8 +69,10 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "hybrid", "full", "paper_nope", "paper_rpe"])
-def test_every_preset_is_valid(preset):
+@pytest.mark.parametrize(
+    "preset", ["smoke", "quick", "hybrid", "full", "paper_nope", "paper_rpe", "lm", "lm_quick"]
+)
+def test_every_preset_is_valid(preset, tmp_path):
     """Every preset names registered encodings and tasks, its models trace at the longest
     evaluation length (``validate``), and each of its tasks traces a training step (shapes
     only, nothing trained)."""
@@ -82,6 +84,7 @@ def test_every_preset_is_valid(preset):
     from posenc_jax.train.loop import compiled_init, compiled_step, run_keys
 
     config = importlib.import_module(f"experiments.configs.{preset}").get_config()
+    config.lm.data_dir = str(tmp_path)  # the language-model presets prepare their corpus
     validate(config)
     keys = run_keys(list(config.seeds))
     for task in config.tasks:
@@ -95,6 +98,12 @@ def test_every_preset_is_valid(preset):
         assert kept | {"normalized", "integer"} <= set(config.encodings)
         assert {"copy", "reverse"} <= set(config.tasks) and len(config.seeds) >= 2
         assert config.min_train_length == 1
+    if preset.startswith("lm"):
+        # Press et al. 2022: trained at N, evaluated at N .. 8N and beyond, offline.
+        assert config.tasks == ("char_lm",) and config.lm.corpus == "python_docs"
+        assert config.min_train_length == config.train_length
+        assert {1, 2, 4, 8} <= set(config.eval_multipliers) and len(config.seeds) >= 2
+        assert {"sinusoidal", "rope", "t5", "alibi"} <= set(config.encodings)
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():

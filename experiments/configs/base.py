@@ -38,6 +38,21 @@ def get_config() -> ConfigDict:
     # reads (N, 2N]; greedy decoding is sequential, the slowest part of an evaluation.
     c.greedy_decoding_to = 0
 
+    # Language-model cells (task char_lm; experiments/lm_study.py): the corpus and how its
+    # held-out text is scored in bits per character.
+    c.lm = ConfigDict()
+    # A text file, "python_docs" (offline: the documentation topics every CPython ships)
+    # or a TFDS name ("tiny_shakespeare"; "lm1b" with validation_split="test").
+    c.lm.corpus = "python_docs"
+    c.lm.validation_fraction = 0.1  # a file or python_docs: share held out, from the end
+    c.lm.validation_split = "validation"  # a TFDS name: its held-out split
+    c.lm.data_dir = ""  # where TFDS prepares the corpus ("": its default)
+    c.lm.eval_characters = 0  # score the first this many held-out characters (0: all)
+    c.lm.num_buckets = 8  # bits per character per equal-width bucket of window position
+    # Also score sliding windows starting every this many characters (Press et al.
+    # 2022, Appendix B); 0: non-overlapping windows only.
+    c.lm.sliding_stride = 0
+
     c.model = ConfigDict()
     c.model.d_model = 64
     c.model.num_layers = 2

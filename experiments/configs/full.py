@@ -14,7 +14,7 @@ from experiments.configs import base
 from posenc_jax.data import task_names
 
 # Causal-only encodings run on decoder tasks only; every task here is a decoder task.
-_SKIPPED_TASKS = ("char_lm",)  # needs a corpus: run it with --config.tasks and task_kwargs
+_SKIPPED_TASKS = ("char_lm",)  # a language model: the lm and lm_quick presets run it
 
 
 def get_config(arg: str | None = None):
