@@ -4,12 +4,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.registry import get, register
+from posenc_jax.functional.random_positions import random_subset_positions
 from posenc_jax.typing import Array, BiasFn
 
 
@@ -93,12 +92,12 @@ class Randomized(PositionalEncoding):
     ) -> Array:
         """Sorted samples without replacement from ``[0, max_position)``, one per row.
 
-        Row ``b`` takes the first ``n`` entries of a random permutation of
-        ``[0, max_position)`` drawn with its own key and sorts them, ``n`` its example's
-        length: a uniform sorted subset, the paper's ``sort(choice(..., replace=False))``.
-        The real tokens' positions depend only on the row's key and ``n``, so a padded
-        example gets exactly the positions it gets unpadded. Padding slots take the next
-        entries of the permutation, sorted (distinct from the real ones, never attended).
+        Row ``b`` gets a uniformly random sorted subset of ``n`` positions, ``n`` its
+        example's length: the paper's ``sort(choice(..., replace=False))``
+        (:func:`posenc_jax.functional.random_subset_positions`). The real tokens' positions
+        depend only on the row's key and ``n``, so a padded example gets exactly the
+        positions it gets unpadded; padding slots take distinct positions that are never
+        attended.
 
         Args:
           key: a PRNG key; rows use independent keys split from it.
@@ -118,18 +117,7 @@ class Randomized(PositionalEncoding):
                 f"distinct positions, but max_position={self.max_position}; build the "
                 f"encoding with max_position >= {length} (the paper uses 2048)."
             )
-        keys = jax.random.split(key, batch_size)
-        if lengths is None:
-            lengths = jnp.full((batch_size,), length, jnp.int32)
-
-        def sample_row(row_key: Array, row_length: Array) -> Array:
-            drawn = jax.random.permutation(row_key, self.max_position)[:length]
-            # Real slots sort before padding slots, each group in increasing order.
-            padding = jnp.arange(length) >= row_length
-            order = jnp.lexsort((drawn, padding))
-            return drawn[order]
-
-        return jax.vmap(sample_row)(keys, jnp.asarray(lengths)).astype(jnp.int32)
+        return random_subset_positions(key, batch_size, length, self.max_position, lengths)
 
     def _wrapped(self) -> PositionalEncoding:
         """This wrapper's own copy of ``base``, with its parameters under ``wrapped``.

@@ -6,6 +6,7 @@ from posenc_jax.functional.cope import cope_logits, cope_positions
 from posenc_jax.functional.distance import absolute_distance, relative_positions
 from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
+from posenc_jax.functional.random_positions import random_subset_positions
 from posenc_jax.functional.rope import (
     FixedPointTurns,
     apply_rope,
@@ -69,6 +70,7 @@ __all__ = [
     "rope_theta_from_hf",
     "yarn_correction_range",
     "yarn_mscale",
+    "random_subset_positions",
     "sandwich_bias",
     "shaw_key_logits",
     "shaw_relative_index",
