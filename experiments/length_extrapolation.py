@@ -431,7 +431,15 @@ def run_cell(
     spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
     digest = cell_config_digest(cfg, task_name, encoding_name)
     study_digest = study_settings_digest(cfg)
-    start = time.time()
+    first_step = []  # when the first step was dispatched: compile time before, steps after
+
+    def stepped(step):
+        if not first_step:
+            first_step.append(time.perf_counter())
+        if on_step:
+            on_step(step)
+
+    start = time.perf_counter()
     state, history = train(
         spec,
         seeds,
@@ -441,17 +449,22 @@ def run_cell(
             start_fresh_if_unusable=cfg.start_fresh_if_unusable,
         ),
         workdir=cell_dir(workdir, task_name, encoding_name, seeds),
-        on_step=on_step,
+        on_step=stepped,
     )
-    train_seconds = time.time() - start
+    end = time.perf_counter()
+    train_seconds = end - start
+    # The steps alone (a resumed cell with nothing left to train has none).
+    steps_seconds = end - first_step[0] if first_step else 0.0
     positions_key = jax.random.key(EVAL_KEY_SEED)
     rows = []
     for length in lengths:
         key = jax.random.fold_in(positions_key, length)
+        eval_start = time.perf_counter()
         if is_language_model(spec.task):
             per_seed = lm_metrics(cfg, spec, state.params, length, key)
         else:
             per_seed = accuracy_metrics(cfg, spec, state.params, length, key, workdir)
+        eval_seconds = time.perf_counter() - eval_start
         for seed, metrics in zip(seeds, per_seed, strict=True):
             rows.append(
                 {
@@ -467,7 +480,11 @@ def run_cell(
                     "config_sha256": digest,
                     "study_sha256": study_digest,
                     "final_train_loss": history[-1]["loss"][seeds.index(seed)] if history else None,
+                    # Wall time of the cell's training (with compilation), of its steps
+                    # after the first, and of this length's evaluation (all its seeds).
                     "train_seconds": round(train_seconds, 2),
+                    "steps_seconds": round(steps_seconds, 2),
+                    "eval_seconds": round(eval_seconds, 2),
                     **provenance(),
                     **metrics,
                 }
