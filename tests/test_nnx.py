@@ -256,6 +256,22 @@ def test_decoding_with_a_cache_gives_the_linen_logits():
             np.testing.assert_allclose(getattr(layer, name)[...], linen_cache[name], **TOL)
 
 
+def test_decoding_under_nnx_jit_equals_the_full_pass():
+    """One token per compiled step, the cache carried in the model's nnx.Cache variables:
+    the logits of the full pass, and the cache index counts the tokens."""
+    cfg = config("rope", num_layers=1, decode=True)
+    model = pj.nnx.Transformer(cfg, rngs=nnx.Rngs(0))
+    full = pj.nnx.Transformer(dataclasses.replace(cfg, decode=False), rngs=nnx.Rngs(0))
+    model.init_cache(BATCH, LENGTH)
+    tokens = tokens_of(10)
+    step = nnx.jit(lambda model, token, at: model(token, at))
+    logits = [
+        step(model, tokens[:, t : t + 1], jnp.full((BATCH, 1), t, jnp.int32)) for t in range(LENGTH)
+    ]
+    np.testing.assert_allclose(jnp.concatenate(logits, axis=1), full(tokens), rtol=1e-5, atol=1e-5)
+    assert int(model.decoder.layer_0.self_attention.cache_index[...]) == LENGTH
+
+
 def test_encoder_decoder_decodes_like_linen():
     cfg = config("t5", architecture="encoder_decoder", num_layers=1)
     source, tokens = tokens_of(7, length=4), tokens_of(8, length=3)
