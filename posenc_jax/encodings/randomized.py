@@ -7,6 +7,7 @@ import flax.linen as nn
 
 from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.parameters import Dims, Specs
 from posenc_jax.encodings.registry import get, register
 from posenc_jax.functional.random_positions import random_subset_positions
 from posenc_jax.typing import Array, BiasFn
@@ -80,6 +81,13 @@ class Randomized(PositionalEncoding):
             raise ValueError(
                 f"randomized base must be an encoding or a registered name, got {self.base!r}."
             )
+        linen_only = self.base.linen_only_hooks()
+        if linen_only:
+            raise ValueError(
+                f"randomized wraps encodings defined by their parameters and pure hooks; "
+                f"{type(self.base).__name__} defines {', '.join(linen_only)} the linen way "
+                "(overriding the private hook); define it with the *_with hooks instead."
+            )
         check_positive_int(self.max_position, "randomized max_position")
         super().__post_init__()
 
@@ -119,23 +127,40 @@ class Randomized(PositionalEncoding):
             )
         return random_subset_positions(key, batch_size, length, self.max_position, lengths)
 
-    def _wrapped(self) -> PositionalEncoding:
-        """This wrapper's own copy of ``base``, with its parameters under ``wrapped``.
+    # Every hook is the wrapped encoding's, with its parameters under "wrapped" (in each
+    # layer that uses the wrapper, like the parameters of an unwrapped encoding).
 
-        Every clone of the wrapper holds the same ``base`` instance; calling it directly
-        would bind it once and share its parameters between all the layers that use the
-        wrapper. A fresh clone per wrapper keeps them per layer, like an unwrapped encoding.
-        """
-        return self.base.clone(parent=self, name="wrapped")
+    def uses_hook(self, hook: str) -> bool:
+        return self.base.uses_hook(hook)
 
-    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
-        return self._wrapped().embed(x, positions, context=context)
+    def embed_parameters(self, dims: Dims) -> Specs:
+        return _under_wrapped(self.base.embed_parameters(dims))
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None):
-        return self._wrapped().rotate(q, k, q_positions, k_positions, context=context)
+    def attention_parameters(self, dims: Dims) -> Specs:
+        return _under_wrapped(self.base.attention_parameters(dims))
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn | None:
-        return self._wrapped().bias_fn(num_heads=num_heads, causal=causal, context=context)
+    def embed_with(self, params, x: Array, positions: Array, *, context=None) -> Array:
+        return self.base.embed_with(_wrapped(params), x, positions, context=context)
 
-    def _contextual(self, **kwargs):
-        return self._wrapped().contextual(**kwargs)
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
+        return self.base.rotate_with(
+            _wrapped(params), q, k, q_positions, k_positions, context=context
+        )
+
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn | None:
+        return self.base.bias_fn_with(
+            _wrapped(params), num_heads=num_heads, causal=causal, context=context
+        )
+
+    def contextual_with(self, params, **kwargs):
+        return self.base.contextual_with(_wrapped(params), **kwargs)
+
+
+def _under_wrapped(specs: Specs) -> Specs:
+    return {"wrapped": specs} if specs else {}
+
+
+def _wrapped(params: dict) -> dict:
+    return params.get("wrapped", {})

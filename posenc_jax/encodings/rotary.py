@@ -58,7 +58,9 @@ class _Rotary(PositionalEncoding):
         """Whether the frequencies follow the current length (dynamic NTK, LongRoPE)."""
         return False
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None):
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
         if q.shape[-1] != k.shape[-1]:
             raise ValueError(
                 f"queries and keys need the same head dimension to be rotated, got "

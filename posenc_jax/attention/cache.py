@@ -1,0 +1,117 @@
+"""The key/value cache of autoregressive decoding, as pure functions of its arrays.
+
+A causal self-attention layer that decodes keeps four arrays (:class:`KVCache`): its
+cached keys and values, their positions and how many tokens were written. Both skins of
+:class:`~posenc_jax.attention.MultiHeadAttention` (linen's "cache" collection, NNX's
+``nnx.Cache`` variables, under the same names) create them with :func:`empty_cache` and
+change them only through :func:`append`, so the cache's rules live here once.
+
+Positions are data: the cache offset is nothing but the positions passed in, and an empty
+slot holds :data:`EMPTY_CACHE_POSITION`, later than any query, so the causal rule hides it
+without a separate validity mask. A windowed layer keeps only the last ``window.size``
+keys, in a ring buffer whose cached positions say what is where.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from posenc_jax.attention.ops import Window
+from posenc_jax.typing import Array
+
+#: Position of a cache slot not yet written: later than any query, so the causal rule
+#: (key position <= query position) hides it without a separate validity mask.
+EMPTY_CACHE_POSITION = 2**30
+
+
+class KVCache(NamedTuple):
+    """The arrays of one layer's cache.
+
+    Attributes:
+      key: ``[B, C, G, K]`` cached keys (C slots).
+      value: ``[B, C, G, K]`` cached values.
+      positions: int32 ``[B, C]``, the position of each slot's key
+        (:data:`EMPTY_CACHE_POSITION` when empty).
+      index: int32 scalar, how many tokens were written so far.
+    """
+
+    key: Array
+    value: Array
+    positions: Array
+    index: Array
+
+
+#: The variables' names, in both skins ("cache" collection in linen, attributes in NNX).
+CACHE_NAMES = KVCache("cached_key", "cached_value", "cached_positions", "cache_index")
+
+
+def cache_capacity(length: int, window: Window | None) -> int:
+    """Slots a cache needs for sequences of ``length`` tokens: ``length``, or the window's
+    size for a windowed layer (a ring buffer)."""
+    return length if window is None else window.size
+
+
+def empty_cache(batch_size: int, capacity: int, num_kv_heads: int, head_dim: int, dtype) -> KVCache:
+    """A cache with ``capacity`` empty slots for ``[B, ., G, K]`` keys of ``dtype``."""
+    shape = (batch_size, capacity, num_kv_heads, head_dim)
+    return KVCache(
+        key=jnp.zeros(shape, dtype),
+        value=jnp.zeros(shape, dtype),
+        positions=jnp.full(shape[:2], EMPTY_CACHE_POSITION, jnp.int32),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def append(
+    cache: KVCache, k: Array, v: Array, k_positions: Array, window: Window | None
+) -> tuple[tuple[Array, Array, Array], KVCache]:
+    """The keys, values and positions a call attends, and the cache with its keys written.
+
+    A full cache writes the call's keys at the cache index and the call attends the whole
+    cache. A windowed layer's cache is a ring buffer of ``window.size`` slots: the call
+    attends the ring as it was plus its own keys, then its last ``window.size`` keys are
+    written at slots ``index mod size`` (positions are data, so where a key sits does not
+    matter).
+
+    Args:
+      cache: the layer's cache.
+      k: this call's keys ``[B, l, G, K]`` (already rotated).
+      v: this call's values ``[B, l, G, K]``.
+      k_positions: int32 ``[B, l]``.
+      window: the layer's window, or None.
+
+    Returns:
+      ``((keys, values, positions), new_cache)``.
+
+    Raises:
+      ValueError: a full cache given more new tokens than it has slots.
+    """
+    length = k.shape[1]
+    capacity = cache.key.shape[1]
+    start = cache.index
+    index = start + length
+    if window is not None:
+        attended = (
+            jnp.concatenate([cache.key, k], axis=1),
+            jnp.concatenate([cache.value, v], axis=1),
+            jnp.concatenate([cache.positions, k_positions], axis=1),
+        )
+        kept = min(length, capacity)
+        slots = (start + length - kept + jnp.arange(kept)) % capacity
+        updated = KVCache(
+            key=cache.key.at[:, slots].set(k[:, length - kept :]),
+            value=cache.value.at[:, slots].set(v[:, length - kept :]),
+            positions=cache.positions.at[:, slots].set(k_positions[:, length - kept :]),
+            index=index,
+        )
+        return attended, updated
+    if length > capacity:
+        raise ValueError(f"{length} new tokens do not fit a cache of {capacity} positions.")
+    updated = KVCache(
+        key=jax.lax.dynamic_update_slice_in_dim(cache.key, k, start, axis=1),
+        value=jax.lax.dynamic_update_slice_in_dim(cache.value, v, start, axis=1),
+        positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, k_positions, start, axis=1),
+        index=index,
+    )
+    return (updated.key, updated.value, updated.positions), updated
