@@ -313,9 +313,11 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
         desc="study",
         dynamic_ncols=True,
     )
-    for task_name, encoding_name, seeds in pending:
+    overheads = []  # each finished cell's time outside its steps, in its steps
+    for done, (task_name, encoding_name, seeds) in enumerate(pending, start=1):
         bar.set_postfix_str(f"{task_name}/{encoding_name}")
         done_before = bar.n
+        start = time.perf_counter()
         rows = run_cell(
             cfg,
             task_name,
@@ -326,6 +328,14 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             on_step=lambda step, base=done_before: bar.update(base + step - bar.n),
         )
         results.add(results.without_present(rows))
+        # The bar counts compilation and evaluation too, so its ETA is the study's: each
+        # cell adds the mean overhead of the finished ones to the work still to come.
+        overheads.append(overhead_in_steps(rows, time.perf_counter() - start, cfg))
+        steps = cfg.optimizer.total_steps
+        mean = sum(overheads) / len(overheads)
+        finished = done * steps + sum(overheads)
+        bar.total = round(finished + (len(pending) - done) * (steps + mean))
+        bar.update(round(finished) - bar.n)
     bar.close()
     rows, left_out = configured_rows(results.rows(), cfg.encodings, cfg.tasks, cfg.seeds, lengths)
     table = markdown_table(rows, encodings_order=list(cfg.encodings), left_out=left_out)
@@ -408,6 +418,15 @@ def eval_batches(cfg: ConfigDict, task, length: int, workdir: str) -> tuple:
     return _stored_batches(
         task.held_out(), length, cfg.eval_examples, cfg.eval_batch_size, width, data_dir
     )
+
+
+def overhead_in_steps(rows: list[dict], cell_seconds: float, cfg: ConfigDict) -> float:
+    """A finished cell's time outside its training steps (compilation, evaluation, greedy
+    decoding), in steps at the cell's own step rate; 0 when it trained no step."""
+    steps_seconds = rows[0]["steps_seconds"] if rows else 0.0
+    if steps_seconds <= 0:
+        return 0.0
+    return max(cell_seconds - steps_seconds, 0.0) * cfg.optimizer.total_steps / steps_seconds
 
 
 def accuracy_metrics(cfg, spec, params, length, key, workdir) -> list[dict]:

@@ -234,3 +234,16 @@ def test_unusable_checkpoints_stop_a_study_unless_it_may_start_the_cell_fresh(tm
     assert os.listdir(tmp_path / "cells" / "copy" / "nope" / "seeds-0" / "unusable_checkpoints")
     retrained = _rows(tmp_path)
     assert [r["token_accuracy"] for r in retrained] == [r["token_accuracy"] for r in rows]
+
+
+def test_the_progress_bar_counts_a_cells_time_outside_its_steps():
+    """A cell of 100 steps that ran them in 10 s and took 30 s in all spent 20 s, 200 of its
+    steps, compiling and evaluating; the bar adds that work to the cells still to come."""
+    from ml_collections import ConfigDict
+
+    from experiments.length_extrapolation import overhead_in_steps
+
+    cfg = ConfigDict({"optimizer": {"total_steps": 100}})
+    assert overhead_in_steps([{"steps_seconds": 10.0}], 30.0, cfg) == 200.0
+    assert overhead_in_steps([{"steps_seconds": 0.0}], 30.0, cfg) == 0.0  # nothing trained
+    assert overhead_in_steps([], 5.0, cfg) == 0.0
