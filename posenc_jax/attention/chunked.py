@@ -67,8 +67,13 @@ def default_block_size(batch: int, num_heads: int) -> int:
     return BLOCK_SIZES[-1]
 
 
-def unsupported(*, has_contextual: bool, has_processors: bool) -> str | None:
-    """Why the chunked backend cannot run a call, or None: it never holds the full map."""
+def unsupported(
+    *, has_contextual: bool, has_processors: bool, weighting: str = "softmax"
+) -> str | None:
+    """Why the chunked backend cannot run a call, or None: it never holds the full map,
+    and its tiles carry an online softmax."""
+    if weighting != "softmax":
+        return f"{weighting} weights run dense only (the chunked backend carries a softmax)"
     if has_contextual:
         return (
             "this encoding's contextual term needs the full [B, H, L, S] logit map "
@@ -107,6 +112,7 @@ def chunked_attention(
     padding_mask: Array | None = None,
     window: Window | None = None,
     separable_bias: tuple[Array, Array] | None = None,
+    sink_logits: Array | None = None,
 ) -> Array:
     """Attention computed tile by tile; same result as the dense path.
 
@@ -135,6 +141,10 @@ def chunked_attention(
         ``u_i - w_j`` (a forget gate's shape), or None. They are cut into tiles with the
         queries and keys, so the term costs O(L + S) memory, and the backward pass returns
         their gradients (row sums of the logit gradient, and minus its column sums).
+      sink_logits: float32 ``[H]``, a learned logit per head in every row's normalizer
+        (an attention sink), or None. It starts the online softmax (running maximum
+        ``s_h``, running sum 1), and the backward pass returns its gradient
+        ``-sum_rows exp(s_h - lse) rowsum(dO * O)``.
 
     Returns:
       ``[B, L, H, K]`` in q's dtype; rows with no allowed key are zeros.
@@ -218,7 +228,9 @@ def chunked_attention(
         )
     plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2], causal=causal, window=window)
     scale = jnp.asarray(scale, jnp.float32)
-    out = _flash(plan, q_tiles, k_tiles, scale, tuple(bias_params), mask_tiles, kinds)
+    if sink_logits is not None:
+        sink_logits = jnp.asarray(sink_logits, jnp.float32)
+    out = _flash(plan, q_tiles, k_tiles, scale, sink_logits, tuple(bias_params), mask_tiles, kinds)
     # [nq, B, H, q_block, K] -> [B, nq, q_block, H, K]
     out = jnp.transpose(out, (1, 0, 3, 2, 4))
     out = out.reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
@@ -286,15 +298,17 @@ def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
+def _flash(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
     """Float32 output tiles ``[nq, B, H, q_block, K]`` of attention over the tiles."""
-    return _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)[0]
+    return _flash_forward(
+        plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds
+    )[0]
 
 
-def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
+def _flash_forward(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
     """The online softmax over key blocks, one query block after another; also returns
     each row's log-normalizer ``lse`` ``[nq, B, H, q_block]`` (+inf where nothing is
-    allowed, so that recomputed weights are zero there)."""
+    allowed and there is no sink, so that recomputed weights are zero there)."""
 
     def query_block(xs):
         q_tile, mask_row, kinds_row = xs
@@ -318,11 +332,13 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
             return (new_max, row_sum, acc), None
 
         stats_shape = (batch, num_heads, q_block)
-        init = (
-            jnp.full(stats_shape, jnp.finfo(jnp.float32).min, jnp.float32),
-            jnp.zeros(stats_shape, jnp.float32),
-            jnp.zeros(stats_shape + (head_dim,), jnp.float32),
-        )
+        if sink_logits is None:
+            row_max = jnp.full(stats_shape, jnp.finfo(jnp.float32).min, jnp.float32)
+            row_sum = jnp.zeros(stats_shape, jnp.float32)
+        else:  # the sink is a logit every row starts with: maximum s_h, sum exp(0) = 1
+            row_max = jnp.broadcast_to(sink_logits[None, :, None], stats_shape)
+            row_sum = jnp.ones(stats_shape, jnp.float32)
+        init = (row_max, row_sum, jnp.zeros(stats_shape + (head_dim,), jnp.float32))
         (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row)
         has_keys = row_sum > 0
         safe_sum = jnp.where(has_keys, row_sum, 1.0)
@@ -339,21 +355,29 @@ def _bias(plan, q_tile, k_tile, bias_params):
     return plan.bias_of(q_tile["positions"], k_tile["positions"], *bias_params)
 
 
-def _flash_fwd(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
-    out, lse = _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)
-    return out, (q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse)
+def _flash_fwd(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
+    out, lse = _flash_forward(
+        plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds
+    )
+    residuals = (q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds, out, lse)
+    return out, residuals
 
 
 def _flash_bwd(plan, residuals, d_out):
     """The backward pass of FlashAttention (Dao et al. 2022, Algorithm 4): each tile's
     weights ``p`` are recomputed from the saved ``lse``, then ``dv += p^T dO``,
     ``ds = p (dO v^T - rowsum(dO * O))``, ``dq += ds k``, ``dk += ds^T q`` (times the
-    scale and the row factor), the scale gets ``sum(ds * q.k)`` and the bias parameters get
-    ``ds`` through the bias's VJP."""
-    q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse = residuals
+    scale and the row factor), the scale gets ``sum(ds * q.k)``, the bias parameters get
+    ``ds`` through the bias's VJP, and a sink logit, which changes only the normalizer,
+    ``-sum_rows p_sink rowsum(dO * O)``."""
+    q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds, out, lse = residuals
     groups = plan.num_kv_heads
     d_out = d_out.astype(jnp.float32)
     d_rows = jnp.sum(d_out * out, axis=-1)  # [nq, B, H, q_block]
+    d_sink = None
+    if sink_logits is not None:
+        sink_weights = jnp.exp(sink_logits[None, None, :, None] - lse)
+        d_sink = -jnp.sum(sink_weights * d_rows, axis=(0, 1, 3))
 
     def query_block(carry, xs):
         dk_sum, dv_sum, d_params, dw_sum = carry
@@ -425,7 +449,7 @@ def _flash_bwd(plan, residuals, d_out):
     d_k_tiles.update(k=dk.astype(k_tiles["k"].dtype), v=dv.astype(k_tiles["v"].dtype))
     if "w" in k_tiles:
         d_k_tiles["w"] = dw
-    return d_q_tiles, d_k_tiles, d_scale, d_bias_params, None, None
+    return d_q_tiles, d_k_tiles, d_scale, d_sink, d_bias_params, None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

@@ -67,6 +67,8 @@ def choose_implementation(
     dtype: jnp.dtype = jnp.float32,
     head_dim: int = 64,
     cudnn: bool | None = None,
+    has_sink: bool = False,
+    weighting: str = "softmax",
 ) -> tuple[str, int | None]:
     """Resolves (backend, block size) from the caller's request and the call.
 
@@ -79,6 +81,8 @@ def choose_implementation(
       has_mask: a mask or padding.
       has_processors: processors of the logit or weight map (need the full map).
       window: the attention window, or None.
+      has_sink: a learned sink logit per head.
+      weighting: "softmax" or "stick_breaking" (the weights' rule).
       cudnn: whether the device runs cuDNN's flash attention (default: asked of the
         device, only when cuDNN is in question,
         :func:`~posenc_jax.attention.fused.cudnn_available`).
@@ -95,7 +99,7 @@ def choose_implementation(
     """
     check_request(implementation, block_size)
     needs_full_map = chunked.unsupported(
-        has_contextual=has_contextual, has_processors=has_processors
+        has_contextual=has_contextual, has_processors=has_processors, weighting=weighting
     )
     fused_refusal = fused.unsupported(
         has_bias=has_bias,
@@ -103,6 +107,8 @@ def choose_implementation(
         has_mask=has_mask,
         has_processors=has_processors,
         window=window,
+        has_sink=has_sink,
+        weighting=weighting,
     )
 
     def why_not_cudnn() -> str | None:
