@@ -84,6 +84,8 @@ def test_every_preset_is_valid(preset):
         assert kept | {"normalized", "integer"} <= set(config.encodings)
         assert {"copy", "reverse"} <= set(config.tasks) and len(config.seeds) >= 2
         assert config.min_train_length == 1
+    if preset == "full":
+        assert {"fox", "cable", "stick_breaking"} <= set(config.encodings)
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():
