@@ -502,13 +502,14 @@ CASES = [
         "stick-breaking attention is defined for causal attention",
     ),
     Case(
-        "chunked stick-breaking",
+        "fused stick-breaking",
         ValueError,
-        r"block_size=2 asks for the chunked backend, but stick_breaking weights run dense only",
+        r"implementation='jax': it runs jax.nn.dot_product_attention on plain or causal "
+        r"softmax attention .* but this call has stick_breaking weights",
         lambda tmp: _attention(
-            causal=True, stick_breaking=pj.attention.StickBreaking(), block_size=2
+            causal=True, stick_breaking=pj.attention.StickBreaking(), implementation="jax"
         ),
-        "stick_breaking weights run dense only",
+        "this call has stick_breaking weights",
     ),
     Case(
         "work dir that is not writable",

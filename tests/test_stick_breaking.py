@@ -2,9 +2,10 @@
 
 The float64 reference is the paper's product, written as loops over keys; the package
 computes it in log space over keys ordered by position. Checked: values (with padding,
-GQA, the query's own key in or out), independence of the keys' order in the call (a
-ring-buffer cache stores them out of order), decoding with a cache, causality by
-perturbation, gradients, the attention kind in both skins, and the refusals.
+GQA, the query's own key in or out), chunked == dense (values and the hand-written
+backward pass), independence of the keys' order in the call (a ring-buffer cache stores
+them out of order), decoding with a cache, causality by perturbation, gradients, the
+attention kind in both skins, and the refusals.
 """
 
 import dataclasses
@@ -72,6 +73,53 @@ def test_equals_the_papers_product(attend_current, rng):
     np.testing.assert_allclose(got, want, atol=1e-5)
     if not attend_current:
         np.testing.assert_array_equal(got[:, 0], 0.0)  # the first token has no earlier key
+
+
+def test_chunked_equals_dense_values_and_gradients(rng):
+    """The chunked backend scans each query block's key blocks from the last backwards,
+    carrying the stick broken so far (and, backwards, the sum of A g): the dense values and
+    gradients, with padding, a window, a temperature and a separable bias; and with the
+    keys' slots shuffled, which the chunked backend puts back in position order."""
+    q, k, v = _qkv(rng)
+    length = q.shape[1]
+    valid = np.ones((B, length), bool)
+    valid[1, [0, 4]] = False
+    u = jnp.asarray(rng.normal(size=(B, H, length)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(B, H, length)), jnp.float32)
+    order = np.asarray(rng.permutation(length))
+    positions = jnp.broadcast_to(jnp.arange(length), (B, length))
+    target = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
+
+    def loss(implementation, block, attend_current, shuffled):
+        def f(q, k, v, u, w):
+            keys = order if shuffled else np.arange(length)
+            out = dot_product_attention(
+                q,
+                k[:, keys],
+                v[:, keys],
+                causal=True,
+                q_positions=positions,
+                k_positions=positions[:, keys],
+                padding_mask=jnp.asarray(valid[:, keys]),
+                window=6,
+                temperature=pj.attention.AttentionTemperature("log_length"),
+                separable_bias=(u, w[:, :, keys]),
+                stick_breaking=StickBreaking(attend_current=attend_current),
+                implementation=implementation,
+                block_size=block,
+            )
+            return jnp.sum(out * target), out
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2, 3, 4), has_aux=True))(q, k, v, u, w)
+
+    for attend_current in (False, True):
+        (_, want), dense = loss("dense", None, attend_current, False)
+        for block, shuffled in ((2, False), (4, True)):
+            (_, got), grads = loss("chunked", block, attend_current, shuffled)
+            np.testing.assert_allclose(got, want, atol=1e-5)
+            # Gradients with respect to the unshuffled inputs (the shuffle is inside f).
+            for name, got_grad, want_grad in zip("qkvuw", grads, dense, strict=True):
+                np.testing.assert_allclose(got_grad, want_grad, atol=3e-5, err_msg=name)
 
 
 def test_keys_are_visited_by_position_not_by_slot(rng):
@@ -172,8 +220,6 @@ def test_refusals_name_the_reason():
     rule = StickBreaking()
     with pytest.raises(ValueError, match="defined for causal attention"):
         dot_product_attention(q, q, q, stick_breaking=rule)
-    with pytest.raises(ValueError, match="stick_breaking weights run dense only"):
-        dot_product_attention(q, q, q, causal=True, stick_breaking=rule, block_size=2)
     with pytest.raises(ValueError, match="has stick_breaking weights"):
         dot_product_attention(q, q, q, causal=True, stick_breaking=rule, implementation="jax")
     with pytest.raises(ValueError, match="has none"):

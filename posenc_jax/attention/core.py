@@ -106,8 +106,8 @@ def dot_product_attention(
         s_h])`` without its last entry; gpt-oss's ``sinks``). The temperature does not
         multiply it. Dense and chunked (where it starts the online softmax).
       stick_breaking: a :class:`~posenc_jax.attention.stick_breaking.StickBreaking`: the
-        weights are stick-breaking's instead of a softmax (causal attention only; dense
-        only), or None.
+        weights are stick-breaking's instead of a softmax (causal attention only; dense and
+        chunked), or None.
 
     Returns:
       ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
@@ -199,6 +199,7 @@ def dot_product_attention(
             block_size=block_size,
             separable_bias=separable_bias,
             sink_logits=sink_logits,
+            stick_breaking=stick_breaking,
             **shared,
         )
     if path in ("jax", "cudnn"):

@@ -4,18 +4,19 @@ Backends (each module says what it cannot run):
 
 * ``dense`` (:mod:`posenc_jax.attention.dense`): the full ``[B, H, L, S]`` map; runs
   everything.
-* ``chunked`` (:mod:`posenc_jax.attention.chunked`): tiles with an online softmax, O(L)
-  memory; any bias, masks, windows; not a contextual term or processors of the full map.
+* ``chunked`` (:mod:`posenc_jax.attention.chunked`): tiles with an online softmax (or
+  stick-breaking's running sum), O(L) memory; any bias, masks, windows, sink logits; not a
+  contextual term or processors of the full map.
 * ``jax`` / ``cudnn`` (:mod:`posenc_jax.attention.fused`): ``jax.nn.dot_product_attention``
-  (XLA, or cuDNN's flash kernel on NVIDIA GPUs) for plain or causal attention with at most
-  a sliding window.
+  (XLA, or cuDNN's flash kernel on NVIDIA GPUs) for plain or causal softmax attention with
+  at most a sliding window.
 
 ``implementation="dense"``, ``"chunked"``, ``"jax"`` or ``"cudnn"`` forces one (an error
 naming the reason when it cannot run the call); ``"auto"`` runs cuDNN on an NVIDIA GPU
-when the call has no bias, contextual term, mask, processors or tile size and cuDNN takes
-its dtype, head dimension and lengths; otherwise chunked when a ``block_size`` is given
-or ``L * S`` exceeds :data:`DENSE_MAX_LOGITS` and nothing needs the full map; dense
-otherwise.
+when the call has no bias, contextual term, mask, processors, sink, stick-breaking or tile
+size and cuDNN takes its dtype, head dimension and lengths; otherwise chunked when a
+``block_size`` is given or ``L * S`` exceeds :data:`DENSE_MAX_LOGITS` and nothing needs the
+full map; dense otherwise.
 """
 
 import jax.numpy as jnp
@@ -99,7 +100,7 @@ def choose_implementation(
     """
     check_request(implementation, block_size)
     needs_full_map = chunked.unsupported(
-        has_contextual=has_contextual, has_processors=has_processors, weighting=weighting
+        has_contextual=has_contextual, has_processors=has_processors
     )
     fused_refusal = fused.unsupported(
         has_bias=has_bias,

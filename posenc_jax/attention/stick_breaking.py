@@ -12,6 +12,11 @@ nothing. In log space, ``log A_ij = log sigmoid(z_ij) - sum_{j < l < i} softplus
 (``log(1 - sigmoid(z)) = -softplus(z)``), a sum of non-positive terms, so the weights
 are computed without overflow or division.
 
+Both backends compute it: the dense one on the whole map, the chunked one tile by tile,
+visiting a query block's key tiles from the last backwards with the stick broken so far
+(the running ``sum softplus(z)``) carried per row (:func:`broken_stick` is one tile's
+step, the whole map being one tile).
+
 Which keys are "between" is read from positions, as causality is: keys are ordered by
 position (ties by their order in the call), so a cache's ring buffer, whose slots are not
 in sequence order, gives the weights of the full pass. Only keys the query may attend
@@ -68,14 +73,43 @@ def stick_breaking_weights(logits: Array, allowed: Array | None, k_positions: Ar
     if allowed is None:
         allowed = jnp.ones((1, 1, 1, 1), jnp.bool_)
     allowed = jnp.broadcast_to(allowed, logits.shape)
-    # Visit keys in position order (stable: ties keep their order in the call).
-    order = jnp.argsort(k_positions, axis=-1, stable=True)[:, None, None, :]
+    order = position_order(k_positions)[:, None, None, :]
     z = jnp.take_along_axis(logits, order, axis=-1)
     allowed = jnp.take_along_axis(allowed, order, axis=-1)
-    # -log(1 - sigmoid(z)) of every allowed key; each key's sum over the later ones.
-    breaks = jnp.where(allowed, jax.nn.softplus(z), 0.0)
-    later = jnp.flip(jnp.cumsum(jnp.flip(breaks, -1), axis=-1), -1)  # sum over l >= j
-    later = jnp.concatenate([later[..., 1:], jnp.zeros_like(later[..., :1])], axis=-1)
-    weights = jnp.where(allowed, jnp.exp(jax.nn.log_sigmoid(z) - later), 0.0)
+    weights, _ = broken_stick(z, allowed, jnp.zeros(z.shape[:-1], jnp.float32))
     inverse = jnp.argsort(order, axis=-1)
     return jnp.take_along_axis(weights, inverse, axis=-1)
+
+
+def position_order(k_positions: Array) -> Array:
+    """The order keys are visited in: by position, ties by their order in the call (int32
+    ``[B, S]`` indices)."""
+    return jnp.argsort(k_positions, axis=-1, stable=True).astype(jnp.int32)
+
+
+def broken_stick(logits: Array, allowed: Array | None, later: Array) -> tuple[Array, Array]:
+    """The weights of a run of keys in position order, and each key's break.
+
+    Args:
+      logits: ``z [..., S]``, keys in increasing position.
+      allowed: boolean, broadcastable to ``logits``, or None for every key.
+      later: ``[...]``, the sum of ``softplus(z)`` over the allowed keys after this run
+        (0 for the run that ends at the query).
+
+    Returns:
+      ``(weights, breaks)``: ``A_j = sigmoid(z_j) exp(-(later + sum of the breaks of the
+      allowed keys after j in the run))`` and ``softplus(z_j)`` (0 where not allowed).
+    """
+    breaks = jax.nn.softplus(logits)
+    if allowed is not None:
+        breaks = jnp.where(allowed, breaks, 0.0)
+    weights = jnp.exp(jax.nn.log_sigmoid(logits) - (later[..., None] + after(breaks)))
+    if allowed is not None:
+        weights = jnp.where(allowed, weights, 0.0)
+    return weights, breaks
+
+
+def after(x: Array) -> Array:
+    """``sum_{l > j} x_l`` for every j along the last axis (0 for the last)."""
+    inclusive = jnp.flip(jnp.cumsum(jnp.flip(x, -1), axis=-1), -1)
+    return jnp.concatenate([inclusive[..., 1:], jnp.zeros_like(inclusive[..., :1])], axis=-1)
