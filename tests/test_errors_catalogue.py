@@ -505,7 +505,7 @@ CASES = [
         "fused stick-breaking",
         ValueError,
         r"implementation='jax': it runs jax.nn.dot_product_attention on plain or causal "
-        r"softmax attention .* but this call has stick_breaking weights",
+        r"attention .* but this call has stick_breaking weights; use 'auto', 'dense' or",
         lambda tmp: _attention(
             causal=True, stick_breaking=pj.attention.StickBreaking(), implementation="jax"
         ),

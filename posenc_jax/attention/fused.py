@@ -93,7 +93,8 @@ def unsupported(
     weighting: str = "softmax",
 ) -> str | None:
     """Why ``jax.nn.dot_product_attention`` cannot compute a call, or None: it takes plain
-    or causal softmax attention and a sliding window, nothing added to the logits."""
+    or causal softmax attention and a sliding window, nothing added to the logits or the
+    normalizer."""
     extra = [
         name
         for name, present in (
