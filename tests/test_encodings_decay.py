@@ -7,10 +7,13 @@ padding, with a decoding cache (full and ring buffer), by perturbation for causa
 Cable against FoX with the gate's sign flipped.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import posenc_jax as pj
 from tests.reference import reference_attention
@@ -251,3 +254,27 @@ def test_errors_name_the_value_and_the_fix():
         pj.encodings.get("cable").init(jax.random.key(0), "decay", num_heads=H, causal=True)
     with pytest.raises(ValueError, match="hook context does not carry"):
         pj.encodings.get("cable").decay_with({}, num_heads=H, causal=True)
+
+
+def test_nnx_decoding_keeps_the_decays_of_its_cached_keys(rng):
+    """The NNX model's cache holds cached_decay (made by init_cache because the encoding
+    has a decay hook); one token per call gives the linen model's full-pass logits."""
+    cfg = pj.models.TransformerConfig(
+        vocab_size=7,
+        d_model=D,
+        num_layers=1,
+        num_heads=H,
+        mlp_dim=16,
+        encoding=pj.encodings.get("fox"),
+    )
+    tokens = jnp.asarray(rng.integers(0, 7, (B, 6)), jnp.int32)
+    linen_model = pj.models.Transformer(cfg)
+    params = linen_model.init(jax.random.key(0), tokens)["params"]
+    params = jax.tree.map(lambda p: p + 0.5 * rng.normal(size=p.shape), params)
+    full = linen_model.apply({"params": params}, tokens)
+    model = pj.nnx.Transformer(dataclasses.replace(cfg, decode=True), rngs=nnx.Rngs(0))
+    pj.nnx.load_linen_params(model, params)
+    model.init_cache(B, 6)
+    assert model.decoder.layer_0.self_attention.cached_decay[...].shape == (B, 6, H)
+    steps = [model(tokens[:, t : t + 1], jnp.full((B, 1), t, jnp.int32)) for t in range(6)]
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=2e-5)
