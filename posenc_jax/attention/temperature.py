@@ -82,10 +82,11 @@ def log_floor_scale(q_positions: Array, *, floor_scale: int, scale: float) -> Ar
     projection, with ``p`` the token's index in the sequence (``cache_position``, which
     counts left padding); here ``p`` is the token's position. A NoPE layer has no bias, so
     multiplying the logit row (as :class:`AttentionTemperature` does) is multiplying the
-    query. The released Llama 4 Scout and Maverick configurations (and
-    ``Llama4TextConfig``'s defaults) turn it on with ``floor_scale`` 8192 and
-    ``attn_scale`` 0.1, the defaults here: the factor is 1 up to position 8,190, then
-    1.0693 from 8,191, 1.1099 from 16,383, and 1.4812 at position 999,999.
+    query. ``Llama4TextConfig`` defaults to ``attn_temperature_tuning`` on with
+    ``floor_scale`` 8192 and ``attn_scale`` 0.1, the values loaders of the released Scout
+    and Maverick checkpoints use (vLLM turns the temperature on by default only for
+    contexts over 32K tokens) and the defaults here: the factor is 1 up to position 8,190,
+    then 1.0693 from 8,191, 1.1099 from 16,383, and 1.4812 at position 999,999.
 
     References:
       Meta, Llama 4 (Hugging Face ``transformers/models/llama4/modeling_llama4.py``,
