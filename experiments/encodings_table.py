@@ -24,7 +24,13 @@ START = "<!-- encodings-table:start -->"
 END = "<!-- encodings-table:end -->"
 
 # The table's name of each hook (DESIGN.md), by the hook's method name.
-HOOK_LABELS = {"embed": "embed", "rotate": "rotate", "bias_fn": "bias", "contextual": "contextual"}
+HOOK_LABELS = {
+    "embed": "embed",
+    "rotate": "rotate",
+    "bias_fn": "bias",
+    "contextual": "contextual",
+    "decay": "decay",
+}
 
 _README = flags.DEFINE_string("readme", "README.md", "The README whose table is rewritten.")
 _CHECK = flags.DEFINE_bool("check", False, "Exit 1 if the table is out of date; write nothing.")

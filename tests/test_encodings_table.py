@@ -58,7 +58,8 @@ def test_every_registered_encoding_has_exactly_one_row():
         ("t5", ["bias"]),
         ("cope", ["contextual"]),
         ("shaw", ["contextual"]),
-        ("randomized", ["embed", "rotate", "bias", "contextual", "positions"]),
+        ("fox", ["decay"]),
+        ("randomized", ["embed", "rotate", "bias", "contextual", "decay", "positions"]),
     ],
 )
 def test_hooks_are_the_overridden_hook_methods(name, hooks):

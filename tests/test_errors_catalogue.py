@@ -467,6 +467,50 @@ CASES = [
         lambda tmp: local_text_config(_text_file(tmp, "", "empty.txt")),
         "corpus file",
     ),
+    # --- decays, sinks, stick-breaking ---------------------------------------------------
+    Case(
+        "fixed forget gate without decay times",
+        ValueError,
+        r"fox gate='fixed' sets its biases from decay_time; give decay_time=\(T_min, T_max\)",
+        lambda tmp: pj.encodings.get("fox", gate="fixed"),
+        "sets its biases from decay_time",
+    ),
+    Case(
+        "a decay in cross-attention",
+        ValueError,
+        r"the encoding's decay term \(c_i - c_j over one sequence\) needs self-attention",
+        lambda tmp: jax.eval_shape(
+            MultiHeadAttention(num_heads=2, causal=True, encoding=pj.encodings.get("fox")).init,
+            KEY,
+            jnp.zeros((1, 4, 8)),
+            jnp.zeros((1, 3, 8)),
+        ),
+        "needs self-attention",
+    ),
+    Case(
+        "sink logits of the wrong shape",
+        ValueError,
+        r"sink_logits has shape \(3,\); expected one logit per query head, \[H\] = \[2\]",
+        lambda tmp: _attention(sink_logits=jnp.zeros(3)),
+        "sink_logits has shape",
+    ),
+    Case(
+        "bidirectional stick-breaking",
+        ValueError,
+        r"stick-breaking attention is defined for causal attention .*pass causal=True",
+        lambda tmp: _attention(stick_breaking=pj.attention.StickBreaking()),
+        "stick-breaking attention is defined for causal attention",
+    ),
+    Case(
+        "fused stick-breaking",
+        ValueError,
+        r"implementation='jax': it runs jax.nn.dot_product_attention on plain or causal "
+        r"attention .* but this call has stick_breaking weights; use 'auto', 'dense' or",
+        lambda tmp: _attention(
+            causal=True, stick_breaking=pj.attention.StickBreaking(), implementation="jax"
+        ),
+        "this call has stick_breaking weights",
+    ),
     Case(
         "work dir that is not writable",
         ValueError,

@@ -104,6 +104,8 @@ def test_every_preset_is_valid(preset, tmp_path):
         assert config.min_train_length == config.train_length
         assert {1, 2, 4, 8} <= set(config.eval_multipliers) and len(config.seeds) >= 2
         assert {"sinusoidal", "rope", "t5", "alibi"} <= set(config.encodings)
+    if preset == "full":
+        assert {"fox", "cable", "stick_breaking"} <= set(config.encodings)
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():

@@ -17,10 +17,12 @@ from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention import cache
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.ops import Window, as_window
+from posenc_jax.attention.stick_breaking import StickBreaking
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.context import HookContext
-from posenc_jax.encodings.parameters import Dims, Specs, linen_parameters
+from posenc_jax.encodings.parameters import Dims, Parameter, Specs, linen_parameters
+from posenc_jax.functional.decay import cumulative_log_decay
 from posenc_jax.typing import Array
 
 #: Kept here for callers that import it from this module (see ``attention.cache``).
@@ -91,7 +93,8 @@ class AttentionLayer:
 
     A skin has the attributes of :class:`MultiHeadAttention` (``num_heads``,
     ``num_kv_heads``, ``head_dim``, ``out_features``, ``causal``, ``temperature``,
-    ``block_size``, ``implementation``, ``decode``, ``layer_index``, ``window``) and
+    ``block_size``, ``implementation``, ``decode``, ``layer_index``, ``window``,
+    ``attention_sink``, ``stick_breaking``, ``param_dtype``) and
     provides where parameters and state live:
 
     * ``project(name, x, features, axis)``: the projection ``name`` ("query", "key",
@@ -146,16 +149,23 @@ class AttentionLayer:
         q_positions, k_positions = inputs.q_positions, inputs.k_positions
         window = as_window(self.window)
         encoding = self.layer_encoding()
-        bias_fn = contextual = None
+        bias_fn = contextual = log_decay = None
         if encoding is not None:
             q, k = encoding.rotate(q, k, q_positions, k_positions, context=inputs.context)
+            log_decay = encoding.decay(
+                num_heads=self.num_heads, causal=self.causal, context=inputs.context
+            )
+            log_decay = _checked_decay(log_decay, inputs)
+        q_decay = k_decay = None
         if self.decode:
             if not (inputs.self_attention and self.causal) or padding_mask is not None:
                 raise ValueError(
                     "decode=True keeps a cache for causal self-attention only, without a "
                     "padding_mask (express padding through positions)."
                 )
-            k, v, k_positions = self._cached(k, v, k_positions, window)
+            k, v, k_positions, q_decay, k_decay = self._cached(k, v, k_positions, window, log_decay)
+        elif log_decay is not None:
+            q_decay = k_decay = cumulative_log_decay(log_decay, inputs.padding_mask)
         if encoding is not None:
             bias_fn = encoding.bias_fn(
                 num_heads=self.num_heads, causal=self.causal, context=inputs.context
@@ -184,6 +194,9 @@ class AttentionLayer:
             window=window,
             logit_processor=terms.get("logit_processor"),
             weight_processor=terms.get("weight_processor"),
+            separable_bias=None if q_decay is None else (q_decay, k_decay),
+            sink_logits=params.get("sink_logits"),
+            stick_breaking=self.stick_breaking,
         )
         out = self.finish(out, params)
         return self.project("out", out, self.out_features or x.shape[-1], (-2, -1))
@@ -193,9 +206,12 @@ class AttentionLayer:
 
     def layer_parameters(self, dims: Dims) -> Specs:
         """The parameters this layer adds to its projections and its encoding's, declared
-        from its dimensions; plain multi-head attention adds none."""
-        del dims
-        return {}
+        from its dimensions: with ``attention_sink``, a sink logit per head
+        (``sink_logits [H]``, starting at 0)."""
+        if not self.attention_sink:
+            return {}
+        zeros = nn.initializers.zeros
+        return {"sink_logits": Parameter((dims.num_heads,), zeros, self.param_dtype)}
 
     def map_terms(self, inputs: AttentionInputs, params: dict) -> dict:
         """What this layer adds to the attention call besides the encoding's terms: a
@@ -273,22 +289,57 @@ class AttentionLayer:
         )
 
     def _cached(
-        self, k: Array, v: Array, k_positions: Array, window: Window | None
-    ) -> tuple[Array, Array, Array]:
+        self,
+        k: Array,
+        v: Array,
+        k_positions: Array,
+        window: Window | None,
+        log_decay: Array | None,
+    ) -> tuple[Array, Array, Array, Array | None, Array | None]:
         """The keys, values and positions this call attends, with the cache updated
-        (:func:`posenc_jax.attention.cache.append`)."""
+        (:func:`posenc_jax.attention.cache.append`); with a decay term also the queries'
+        and the attended keys' cumulative log decays ``[B, H, L]`` / ``[B, H, S]``, the
+        sum continued from the last cached token's."""
         batch, length, num_kv_heads, head_dim = k.shape
+        decay_heads = None if log_decay is None else log_decay.shape[1]
 
         def new() -> cache.KVCache:
             capacity = cache.cache_capacity(length, window)
-            return cache.empty_cache(batch, capacity, num_kv_heads, head_dim, k.dtype)
+            return cache.empty_cache(
+                batch, capacity, num_kv_heads, head_dim, k.dtype, decay_heads=decay_heads
+            )
 
         state = self.cache_state(new)
         if state is None:
-            return k, v, k_positions
-        attended, state = cache.append(state, k, v, k_positions, window)
+            q_decay = None if log_decay is None else cumulative_log_decay(log_decay)
+            return k, v, k_positions, q_decay, q_decay
+        q_decay = None
+        if log_decay is not None:
+            q_decay = cumulative_log_decay(log_decay, start=cache.decay_total(state))
+        new_decay = None if q_decay is None else jnp.swapaxes(q_decay, 1, 2)
+        attended, state = cache.append(state, k, v, k_positions, window, decay=new_decay)
         self.store_cache(state)
-        return attended
+        k_decay = None if attended.decay is None else jnp.swapaxes(attended.decay, 1, 2)
+        return attended.key, attended.value, attended.positions, q_decay, k_decay
+
+
+def _checked_decay(log_decay: Array | None, inputs: AttentionInputs) -> Array | None:
+    """An encoding's per-token log decays, checked: ``[B, H, L]`` for the queries of a
+    self-attention call (``c_i - c_j`` compares a query with keys of its own sequence)."""
+    if log_decay is None:
+        return None
+    if not inputs.self_attention:
+        raise ValueError(
+            "the encoding's decay term (c_i - c_j over one sequence) needs self-attention; "
+            "build cross-attention without it (encoding=None)."
+        )
+    batch, length, num_heads = inputs.q.shape[:3]
+    if jnp.shape(log_decay) != (batch, num_heads, length):
+        raise ValueError(
+            f"the decay hook returned shape {jnp.shape(log_decay)}; expected [B, H, L] = "
+            f"{[batch, num_heads, length]}."
+        )
+    return log_decay
 
 
 class MultiHeadAttention(AttentionLayer, nn.Module):
@@ -337,10 +388,19 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
       window: a :class:`~posenc_jax.attention.ops.Window` (sliding or chunked local) or
         an int w (a sliding window of w keys: positions ``p - w < q <= p`` when causal);
         None (default) attends every key.
+      attention_sink: a learned logit per head (``sink_logits [H]``, starting at 0) in
+        every query's softmax normalizer, with a value of zero: a query may put weight on
+        nothing (gpt-oss's ``sinks``; Xiao et al.'s sink token without a token).
+      stick_breaking: a :class:`~posenc_jax.attention.stick_breaking.StickBreaking`: the
+        weights are stick-breaking's instead of a softmax (causal attention; the
+        ``stick_breaking`` attention kind of a Transformer); None (default): softmax.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
-      Decoding" (MQA), 2019; Ainslie et al., "GQA", EMNLP 2023.
+      Decoding" (MQA), 2019; Ainslie et al., "GQA", EMNLP 2023; OpenAI, "gpt-oss-120b &
+      gpt-oss-20b Model Card", 2025 (a learned bias in each head's softmax denominator);
+      Xiao et al., "Efficient Streaming Language Models with Attention Sinks", ICLR 2024;
+      Tan et al., "Scaling Stick-Breaking Attention", ICLR 2025.
     """
 
     num_heads: int
@@ -360,6 +420,8 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
     shared_encoding: bool = False
     layer_index: int = 0
     window: Window | int | None = None
+    attention_sink: bool = False
+    stick_breaking: StickBreaking | None = None
 
     @nn.compact
     def __call__(self, x: Array, context: Array | None = None, **options) -> Array:
@@ -395,12 +457,12 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
         # The first call (``init``) creates the cache, sized to its input, and attends as
         # without one.
         if not self.has_variable("cache", cache.CACHE_NAMES.key):
-            for name, value in zip(cache.CACHE_NAMES, new(), strict=True):
+            for name, value in cache.named_arrays(new()).items():
                 self.variable("cache", name, lambda value=value: value)
             return None
-        return cache.KVCache(*(self.get_variable("cache", name) for name in cache.CACHE_NAMES))
+        return cache.from_named(lambda name: self.get_variable("cache", name))
 
     @nn.nowrap
     def store_cache(self, state: cache.KVCache) -> None:
-        for name, value in zip(cache.CACHE_NAMES, state, strict=True):
+        for name, value in cache.named_arrays(state).items():
             self.put_variable("cache", name, value)

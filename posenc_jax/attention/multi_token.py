@@ -393,7 +393,8 @@ class MultiTokenLayer(AttentionLayer):
         )
 
     def layer_parameters(self, dims: Dims) -> dict[str, Parameter]:
-        return mta_parameters(self.config, self.layer_index, dims, self.param_dtype)
+        mta = mta_parameters(self.config, self.layer_index, dims, self.param_dtype)
+        return {**super().layer_parameters(dims), **mta}
 
     def map_terms(self, inputs: AttentionInputs, params: dict) -> dict:
         return map_terms(self.config, self.layer_index, inputs, params)

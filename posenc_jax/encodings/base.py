@@ -15,6 +15,12 @@ A positional encoding is defined by *where position enters* the computation
   functions that adjust the full logit map from the queries' and keys' content, and
   optionally add a term to the outputs), or None. Encodings that use it also set
   ``needs_dense = True``: the chunked core never holds the full map they need.
+* ``decay(num_heads=..., causal=...)``: returns each token's log decay ``a_t [B, H, L]``
+  (computed from the layer's input, ``context.inputs``), or None. Attention adds
+  ``sum_{j < s <= i} a_s`` to the logit of query i and key j: a per-token separable bias
+  ``c_i - c_j`` with ``c`` the cumulative sum of ``a`` over the sequence (padding adds
+  nothing), which every backend tiles in O(L) memory and a decoding cache continues from
+  the cached keys' ``c``. The Forgetting Transformer's forget gate and Cable use it.
 
 Every hook also takes ``context=``, a :class:`~posenc_jax.encodings.context.HookContext`
 (which tokens are padding, the layer's input, its index): attention and models always pass
@@ -31,15 +37,17 @@ encoding's name: an encoding that adds position nowhere (NoPE) is the base class
   dimensions (:class:`~posenc_jax.encodings.parameters.Dims`):
   :meth:`~PositionalEncoding.embed_parameters` for those the ``embed`` hook uses (one set
   per stack, where the embedding runs) and :meth:`~PositionalEncoding.attention_parameters`
-  for those of ``rotate``, ``bias_fn`` and ``contextual`` (one set per attention layer);
+  for those of ``rotate``, ``bias_fn``, ``contextual`` and ``decay`` (one set per
+  attention layer);
 * its hooks as pure functions of those parameters' values: ``embed_with(params, ...)``,
-  ``rotate_with(params, ...)``, ``bias_fn_with(params, ...)`` and
-  ``contextual_with(params, ...)``, with the hooks' arguments.
+  ``rotate_with(params, ...)``, ``bias_fn_with(params, ...)``,
+  ``contextual_with(params, ...)`` and ``decay_with(params, ...)``, with the hooks'
+  arguments.
 
-**Two skins.** This class is also the linen module: ``embed``, ``rotate``, ``bias_fn`` and
-``contextual`` create the declared parameters lazily, inside the hook that needs them,
-with the dimensions the hook's inputs carry (model width from ``x``, head count from
-``num_heads``), so a user never repeats a dimension the surrounding model already knows;
+**Two skins.** This class is also the linen module: ``embed``, ``rotate``, ``bias_fn``,
+``contextual`` and ``decay`` create the declared parameters lazily, inside the hook that
+needs them, with the dimensions the hook's inputs carry (model width from ``x``, head
+count from ``num_heads``), so a user never repeats a dimension the surrounding model already knows;
 then they call the pure hook. :class:`posenc_jax.nnx.Encoding` creates the same
 parameters as ``nnx.Param`` at construction, from the dimensions it is built with, and
 calls the same pure hooks.
@@ -89,13 +97,13 @@ class Contextual(NamedTuple):
 
 
 #: The hooks, in DESIGN.md's order; each has a pure form ``{hook}_with`` and a linen form.
-HOOKS = ("embed", "rotate", "bias_fn", "contextual")
+HOOKS = ("embed", "rotate", "bias_fn", "contextual", "decay")
 
 
 def hook_dims(hook: str, args: tuple, kwargs: dict) -> Dims:
     """The model dimensions a call of ``hook`` carries: the width of ``x`` (``embed``), the
-    heads and head dim of ``q`` (``rotate``), the keywords (``bias_fn``, ``contextual``),
-    and ``d_model`` from the hook context's layer input where there is one."""
+    heads and head dim of ``q`` (``rotate``), the keywords (``bias_fn``, ``contextual``,
+    ``decay``), and ``d_model`` from the hook context's layer input where there is one."""
     context = kwargs.get("context")
     d_model = None if context is None or context.inputs is None else context.inputs.shape[-1]
     given_by = f"the {hook} hook"
@@ -146,6 +154,12 @@ class EncodingHooks:
             "contextual", num_heads=num_heads, head_dim=head_dim, causal=causal, context=context
         )
 
+    def decay(
+        self, *, num_heads: int, causal: bool, context: HookContext | None = None
+    ) -> Array | None:
+        """Returns each token's log decay ``[B, H, L]`` (from ``context.inputs``), or None."""
+        return self.run_hook("decay", num_heads=num_heads, causal=causal, context=context)
+
 
 class PositionalEncoding(EncodingHooks, nn.Module):
     """Base class of all encodings; on its own it is NoPE (no position anywhere).
@@ -173,13 +187,13 @@ class PositionalEncoding(EncodingHooks, nn.Module):
 
     @nn.nowrap
     def attention_parameters(self, dims: Dims) -> Specs:
-        """The parameters ``rotate``, ``bias_fn`` and ``contextual`` use (one set per
-        attention layer): name -> Parameter.
+        """The parameters ``rotate``, ``bias_fn``, ``contextual`` and ``decay`` use (one
+        set per attention layer): name -> Parameter.
 
         Args:
           dims: the layer's dimensions. The linen hooks give what they see: ``rotate`` and
-            ``contextual`` the head count and head dim, ``bias_fn`` the head count; all
-            three ``d_model`` when the hook context carries the layer's input.
+            ``contextual`` the head count and head dim, ``bias_fn`` and ``decay`` the head
+            count; all of them ``d_model`` when the hook context carries the layer's input.
         """
         del dims
         return {}
@@ -227,6 +241,15 @@ class PositionalEncoding(EncodingHooks, nn.Module):
     ) -> Contextual | None:
         """The pure ``contextual`` hook: a :class:`Contextual`, or None."""
         del params, num_heads, head_dim, causal, context
+        return None
+
+    @nn.nowrap
+    def decay_with(
+        self, params: dict, *, num_heads: int, causal: bool, context: HookContext | None = None
+    ) -> Array | None:
+        """The pure ``decay`` hook: each token's log decay ``a_t``, float32 ``[B, H, L]``
+        for the tokens of ``context.inputs [B, L, D]``, or None."""
+        del params, num_heads, causal, context
         return None
 
     @classmethod
@@ -286,6 +309,7 @@ class PositionalEncoding(EncodingHooks, nn.Module):
     rotate = EncodingHooks.rotate
     bias_fn = EncodingHooks.bias_fn
     contextual = EncodingHooks.contextual
+    decay = EncodingHooks.decay
 
     @nn.nowrap
     def run_hook(self, hook: str, *args, **kwargs):

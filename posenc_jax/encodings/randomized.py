@@ -39,7 +39,7 @@ class Randomized(PositionalEncoding):
     has already seen the large positions (and distances) of long ones. The same sampling
     is used at evaluation, as in the paper, so ``max_position`` must be at least the
     longest evaluation length (at length M the sample is ``arange(M)``). Every hook
-    (``embed``, ``rotate``, ``bias_fn``, ``contextual``, and the capabilities
+    (``embed``, ``rotate``, ``bias_fn``, ``contextual``, ``decay``, and the capabilities
     ``causal_only`` and ``needs_dense``) is the wrapped encoding's; only
     :meth:`sample_positions` differs, and the wrapped encoding never knows. Training and
     evaluation code get positions from :meth:`sample_positions` and pass them to the model;
@@ -156,6 +156,9 @@ class Randomized(PositionalEncoding):
 
     def contextual_with(self, params, **kwargs):
         return self.base.contextual_with(_wrapped(params), **kwargs)
+
+    def decay_with(self, params, **kwargs):
+        return self.base.decay_with(_wrapped(params), **kwargs)
 
 
 def _under_wrapped(specs: Specs) -> Specs:

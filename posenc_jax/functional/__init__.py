@@ -3,6 +3,12 @@
 from posenc_jax.functional.absolute import integer_positions, normalized_positions
 from posenc_jax.functional.alibi import alibi_bias, alibi_slopes
 from posenc_jax.functional.cope import cope_logits, cope_positions
+from posenc_jax.functional.decay import (
+    cable_log_decay,
+    cumulative_log_decay,
+    decay_time_bias,
+    log_forget_gate,
+)
 from posenc_jax.functional.distance import absolute_distance, relative_positions
 from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
@@ -43,6 +49,10 @@ __all__ = [
     "alibi_slopes",
     "cope_logits",
     "cope_positions",
+    "cable_log_decay",
+    "cumulative_log_decay",
+    "decay_time_bias",
+    "log_forget_gate",
     "fire_mlp",
     "fire_normalized_distance",
     "integer_positions",

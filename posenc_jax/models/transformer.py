@@ -23,6 +23,7 @@ from posenc_jax._checks import as_batched_positions
 from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
 from posenc_jax.attention.router import check_request
+from posenc_jax.attention.stick_breaking import StickBreaking
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.absolute import NoPE
 from posenc_jax.encodings.base import PositionalEncoding
@@ -54,11 +55,17 @@ class TransformerConfig:
       attention_implementation: "auto", "dense", "chunked", "jax" or "cudnn" (see
         ``posenc_jax.attention.router``).
       attention_block_size: tile edge of chunked attention (None: the default tile).
-      attention: the self-attention module, "multi_head" (:class:`MultiHeadAttention`) or
+      attention: the self-attention module, "multi_head" (:class:`MultiHeadAttention`),
         "multi_token" (:class:`MultiTokenAttention`, configured by ``mta``; its
         convolution needs causal self-attention, so in an encoder set
-        ``mta.conv_layers=()``). Cross-attention is always multi-head.
+        ``mta.conv_layers=()``) or "stick_breaking" (multi-head attention whose weights
+        are stick-breaking's, configured by ``stick_breaking``; causal only).
+        Cross-attention is always multi-head.
       mta: the :class:`MTAConfig` used when ``attention="multi_token"``.
+      stick_breaking: the :class:`~posenc_jax.attention.StickBreaking` rule of the
+        "stick_breaking" layers.
+      attention_sink: a learned sink logit per head in every self-attention softmax
+        (:class:`MultiHeadAttention`'s ``attention_sink``); a layer spec may override it.
       decode: causal self-attention layers keep a key/value cache (see
         ``posenc_jax.train.decode``); the model is then called one chunk of tokens at a
         time with the positions of those tokens.
@@ -88,6 +95,8 @@ class TransformerConfig:
     attention_block_size: int | None = None
     attention: str = "multi_head"
     mta: MTAConfig = dataclasses.field(default_factory=MTAConfig)
+    stick_breaking: StickBreaking = dataclasses.field(default_factory=StickBreaking)
+    attention_sink: bool = False
     decode: bool = False
     share_encoding_across_layers: bool = False
     layers: tuple[LayerSpec, ...] | None = None
@@ -113,11 +122,15 @@ class TransformerConfig:
         if self.layers is not None:
             self._check_layers()
         kinds = {self.layer_spec(i).attention or self.attention for i in range(self.num_layers)}
-        if self.decode and kinds != {"multi_head"}:
+        if self.decode and "multi_token" in kinds:
             raise ValueError(
-                "decode=True needs attention='multi_head': a key/value cache for "
-                f"{sorted(kinds - {'multi_head'})[0]!r} attention would also need past score "
-                "rows."
+                "decode=True needs attention='multi_head' or 'stick_breaking': a key/value "
+                "cache for 'multi_token' attention would also need past score rows."
+            )
+        if "stick_breaking" in kinds and self.architecture == "encoder":
+            raise ValueError(
+                "stick_breaking attention is causal; an encoder's self-attention is "
+                "bidirectional. Use it in a decoder (or the decoder of encoder_decoder)."
             )
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
@@ -189,8 +202,9 @@ def mlp_width(cfg: TransformerConfig) -> int:
 def self_attention_options(
     cfg: TransformerConfig, layer_index: int, causal: bool, shared_encoding: Any = None
 ) -> tuple[str, dict[str, Any]]:
-    """The kind ("multi_head" or "multi_token") of a layer's self-attention and the
-    keywords both skins build it with.
+    """The kind ("multi_head", "multi_token" or "stick_breaking") of a layer's
+    self-attention and the keywords both skins build it with (a "stick_breaking" layer is
+    multi-head attention with ``stick_breaking`` set).
 
     Args:
       cfg: the model's configuration.
@@ -204,6 +218,7 @@ def self_attention_options(
     encoding = shared_encoding
     if encoding is None:
         encoding = cfg.encoding if spec.encoding is None else spec.encoding
+    sink = cfg.attention_sink if spec.attention_sink is None else spec.attention_sink
     options = {
         "num_heads": cfg.num_heads,
         "num_kv_heads": cfg.num_kv_heads,
@@ -214,11 +229,14 @@ def self_attention_options(
         "implementation": cfg.attention_implementation,
         "layer_index": layer_index,
         "window": spec.window,
+        "attention_sink": sink,
     }
     if kind == "multi_token":
         options["config"] = spec.mta or cfg.mta
     else:
         options["decode"] = cfg.decode and causal
+    if kind == "stick_breaking":
+        options["stick_breaking"] = cfg.stick_breaking
     return kind, options
 
 

@@ -22,6 +22,7 @@ from posenc_jax.attention.multi_head import (
 )
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenLayer
 from posenc_jax.attention.ops import Window, as_window
+from posenc_jax.attention.stick_breaking import StickBreaking
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.parameters import Dims
@@ -73,6 +74,9 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         with their positions.
       layer_index: 0-based index of this layer in its stack (for the hook context).
       window: a :class:`~posenc_jax.attention.Window` or an int (sliding window), or None.
+      attention_sink: a learned sink logit per head in the softmax normalizer.
+      stick_breaking: a :class:`~posenc_jax.attention.StickBreaking` (stick-breaking
+        weights instead of a softmax), or None.
       rngs: the parameters' random keys.
     """
 
@@ -97,6 +101,8 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         decode: bool = False,
         layer_index: int = 0,
         window: Window | int | None = None,
+        attention_sink: bool = False,
+        stick_breaking: StickBreaking | None = None,
         rngs: nnx.Rngs,
     ):
         kv_heads = num_kv_heads or num_heads
@@ -107,6 +113,7 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         self.causal, self.decode, self.layer_index = causal, decode, layer_index
         self.temperature, self.block_size = temperature, block_size
         self.implementation, self.window = implementation, window
+        self.attention_sink, self.stick_breaking = attention_sink, stick_breaking
         self.dtype, self.param_dtype = dtype, param_dtype
         linear = functools.partial(
             nnx.LinearGeneral,
@@ -147,10 +154,17 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
             raise ValueError("init_cache needs a layer built with decode=True.")
         capacity = cache.cache_capacity(length, as_window(self.window))
         kv_heads = self.num_kv_heads or self.num_heads
+        encoding = self.position_encoding
+        decays = encoding is not None and encoding.uses_hook("decay")
         empty = cache.empty_cache(
-            batch_size, capacity, kv_heads, self.head_dim, dtype or self.dtype
+            batch_size,
+            capacity,
+            kv_heads,
+            self.head_dim,
+            dtype or self.dtype,
+            decay_heads=self.num_heads if decays else None,
         )
-        for name, value in zip(cache.CACHE_NAMES, empty, strict=True):
+        for name, value in cache.named_arrays(empty).items():
             setattr(self, name, nnx.Cache(value))
 
     # The NNX skin: parameters built at construction, the cache in nnx.Cache variables.
@@ -181,10 +195,12 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
                 "this layer decodes (decode=True) but has no cache: call "
                 "init_cache(batch_size, length) first."
             )
-        return cache.KVCache(*(getattr(self, name)[...] for name in cache.CACHE_NAMES))
+        return cache.from_named(
+            lambda name: getattr(self, name)[...] if hasattr(self, name) else None
+        )
 
     def store_cache(self, state: cache.KVCache) -> None:
-        for name, value in zip(cache.CACHE_NAMES, state, strict=True):
+        for name, value in cache.named_arrays(state).items():
             getattr(self, name)[...] = value
 
 

@@ -115,6 +115,10 @@ class Encoding(EncodingHooks, nnx.Module):
     def needs_dense(self) -> bool:
         return self.definition.needs_dense
 
+    def uses_hook(self, hook: str) -> bool:
+        """Whether position enters through ``hook`` (the definition's answer)."""
+        return self.definition.uses_hook(hook)
+
     def run_hook(self, hook: str, *args, **kwargs):
         """Runs the definition's pure ``hook`` with this encoding's parameters."""
         called = hook_dims(hook, args, kwargs).known()
