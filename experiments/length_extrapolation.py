@@ -27,6 +27,14 @@ metrics and checkpoints of each group of seeds trained together under
 ``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``. Rows record the package version and git
 commit that wrote them; rows of other code in the same work dir are reported.
 
+Several hosts (a TPU pod slice, GPU hosts, a SLURM job) run the study as one job: every
+process runs this same command, joined through ``--config.distributed.*`` (or JAX's
+auto-detection, see ``posenc_jax.train.distributed``); one mesh spans every device,
+process 0 alone writes the results, table, plots and evaluation sets, and a process that
+fails stops the others. A sweep larger than one job splits its cells over independent
+jobs (``--config.cell_shard=i/n``, ``experiments/cell_shards.py``) and merges them with
+``python -m experiments.merge_shards``.
+
 Each row records two digests: of the settings every cell shares (``study_sha256``: model,
 optimizer, train length, batch, evaluation) and of its cell's run spec and evaluation
 (``config_sha256``). A work dir whose rows, or an interrupted cell's checkpoints, were made
@@ -49,6 +57,7 @@ from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
 import posenc_jax as pj
+from experiments.cell_shards import CellShard, merge_shard_rows, parse_cell_shard, shard_files
 from experiments.configs import base as base_config
 from experiments.lm_study import is_language_model, lm_evaluation_settings, lm_metrics, study_task
 from experiments.memory_pages import report_small_pages
@@ -57,7 +66,7 @@ from experiments.results import ResultsFile, configured_rows, markdown_table, pr
 from posenc_jax._checks import check_writable_dir
 from posenc_jax._digest import content_digest
 from posenc_jax.data import task_names
-from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
+from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches, open_eval_set
 from posenc_jax.data.task import pad_batch
 from posenc_jax.train import (
     LoopConfig,
@@ -68,8 +77,16 @@ from posenc_jax.train import (
 )
 from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.decode import evaluate_greedy
+from posenc_jax.train.distributed import (
+    barrier,
+    is_main_process,
+    join_job,
+    main_process_first,
+    stop_job_on_error,
+)
 from posenc_jax.train.evaluate import check_eval_lengths
 from posenc_jax.train.loop import run_identity
+from posenc_jax.train.sharding import make_mesh
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
@@ -262,14 +279,26 @@ def traced_cells(cfg: ConfigDict, lengths: list[int]) -> list[tuple[str, str]]:
 
 
 def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
-    """Runs every unfinished (task, encoding) cell; returns the Markdown table."""
-    validate(cfg)
+    """Runs every unfinished (task, encoding) cell; returns the Markdown table.
+
+    In a job of several processes every process calls it alike; process 0 writes every
+    file and returns the table, the others return an empty string. With
+    ``cfg.cell_shard`` (``i/n``) only that shard's cells run, into the shard's own
+    results file; the table is then of those cells and no ``table.md`` is written (the
+    merge writes it).
+    """
+    shard = parse_cell_shard(cfg.cell_shard)
+    # Process 0 first: a corpus named by TFDS is written once, then read by the others.
+    with main_process_first("study configuration checked"):
+        validate(cfg)
     check_writable_dir(workdir, "work dir (--workdir)")
-    results = ResultsFile(workdir)
+    results = ResultsFile(workdir, shard.results_name if shard else "results.jsonl")
+    if shard is None:
+        check_shards_merged(workdir, results)
     lengths = eval_lengths(cfg)
     results.check_study(study_settings_digest(cfg))
     other_code = results.other_provenance(provenance())
-    if other_code:
+    if other_code and is_main_process():
         logging.warning(
             "%s holds rows written by other code (%s; this is %s@%s): a fix made between "
             "them would not show in those rows.",
@@ -278,7 +307,7 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             provenance()["package_version"],
             provenance()["git_commit"] or "no commit",
         )
-    if results.unchecked_rows():
+    if results.unchecked_rows() and is_main_process():
         logging.warning(
             "%d rows of %s carry no configuration digest (written by an older version); "
             "they are taken as this configuration's without a check.",
@@ -286,13 +315,12 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             results.path,
         )
     pending = []  # (task, encoding, the seeds that lack a row)
-    for task_name in cfg.tasks:
-        for encoding_name in cfg.encodings:
-            digest = cell_config_digest(cfg, task_name, encoding_name)
-            results.check_config(encoding_name, task_name, digest)
-            seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
-            if seeds:
-                pending.append((task_name, encoding_name, seeds))
+    for task_name, encoding_name in study_cells(cfg, shard):
+        digest = cell_config_digest(cfg, task_name, encoding_name)
+        results.check_config(encoding_name, task_name, digest)
+        seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
+        if seeds:
+            pending.append((task_name, encoding_name, seeds))
     # An interrupted cell's checkpoints must be this configuration's; checked before any
     # cell trains, so a mismatch stops the study before it has written anything.
     for task_name, encoding_name, seeds in pending:
@@ -306,6 +334,8 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
                 checker.check_run()
             finally:
                 checker.close()
+    write_eval_sets(cfg, sorted({task for task, _, _ in pending}), lengths, workdir)
+    mesh = make_mesh()  # every device of the job
     bar = tqdm(
         total=len(pending) * cfg.optimizer.total_steps,
         unit="step",
@@ -326,8 +356,10 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             lengths,
             seeds=seeds,
             on_step=lambda step, base=done_before: bar.update(base + step - bar.n),
+            mesh=mesh,
         )
-        results.add(results.without_present(rows))
+        if is_main_process():
+            results.add(results.without_present(rows))
         # The bar counts compilation and evaluation too, so its ETA is the study's: each
         # cell adds the mean overhead of the finished ones to the work still to come.
         overheads.append(overhead_in_steps(rows, time.perf_counter() - start, cfg))
@@ -337,7 +369,22 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
         bar.total = round(finished + (len(pending) - done) * (steps + mean))
         bar.update(round(finished) - bar.n)
     bar.close()
-    rows, left_out = configured_rows(results.rows(), cfg.encodings, cfg.tasks, cfg.seeds, lengths)
+    table = ""
+    if is_main_process():
+        if shard is None:
+            table = write_table_and_plots(cfg, results.rows(), workdir)
+        else:
+            rows, left_out = configured_rows(
+                results.rows(), cfg.encodings, cfg.tasks, cfg.seeds, lengths
+            )
+            table = markdown_table(rows, encodings_order=list(cfg.encodings), left_out=left_out)
+    barrier("study written")
+    return table
+
+
+def write_table_and_plots(cfg: ConfigDict, rows: list[dict], workdir: str) -> str:
+    """Writes ``table.md`` and ``plots/`` of this configuration's rows; returns the table."""
+    rows, left_out = configured_rows(rows, cfg.encodings, cfg.tasks, cfg.seeds, eval_lengths(cfg))
     table = markdown_table(rows, encodings_order=list(cfg.encodings), left_out=left_out)
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(table)
@@ -345,9 +392,51 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     return table
 
 
+def study_cells(cfg: ConfigDict, shard: CellShard | None = None) -> list[tuple[str, str]]:
+    """The (task, encoding) cells of the configuration (each task, then each encoding), or
+    those of one cell shard."""
+    cells = [(task, encoding) for task in cfg.tasks for encoding in cfg.encodings]
+    return cells if shard is None else shard.cells(cells)
+
+
+def check_shards_merged(workdir: str, results: ResultsFile) -> None:
+    """Refuses to run every cell in a work dir whose cell shards hold rows results.jsonl
+    lacks: their cells would be trained again and their rows never merged."""
+    if not shard_files(workdir):
+        return
+    _, unmerged = merge_shard_rows(workdir)
+    if unmerged:
+        raise ValueError(
+            f"{workdir} holds {unmerged} row(s) of cell shards (results-shard-*.jsonl) that "
+            f"{results.path} lacks: merge them first (python -m experiments.merge_shards "
+            "with this --config and --workdir), or run this study with --config.cell_shard."
+        )
+
+
+def write_eval_sets(cfg: ConfigDict, task_names: list[str], lengths: list[int], workdir: str):
+    """Process 0 writes the evaluation set of every (task, length) the cells will read (of
+    the algorithmic tasks; a language model reads its corpus); the others wait for it."""
+    if is_main_process():
+        for task_name in task_names:
+            task = study_task(cfg, task_name)
+            if is_language_model(task):
+                continue
+            for length in lengths:
+                build_eval_set(
+                    task.held_out(),
+                    length,
+                    num_examples=cfg.eval_examples,
+                    seed=EVAL_KEY_SEED,
+                    data_dir=eval_sets_dir(workdir),
+                )
+    barrier("evaluation sets written")
+
+
 #: Config keys that choose cells or only change how a study runs, not what a row means.
 _NOT_STUDY_SETTINGS = (
+    "cell_shard",
     "checkpoint_every",
+    "distributed",
     "encoding_kwargs",
     "encoding_schedules",
     "encoding_variants",
@@ -403,20 +492,29 @@ def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> s
 @functools.lru_cache(maxsize=64)
 def _stored_batches(task, length, num_examples, batch_size, width, data_dir) -> tuple:
     """The padded batches of one stored evaluation set, read once per process."""
-    # Every encoding reads the same stored examples: a TFDS evaluation set per length.
-    source = build_eval_set(
+    # Every encoding reads the same stored examples: a TFDS evaluation set per length,
+    # written before the cells train (write_eval_sets).
+    source = open_eval_set(
         task, length, num_examples=num_examples, seed=EVAL_KEY_SEED, data_dir=data_dir
     )
     return tuple(pad_batch(batch, width) for batch in eval_set_batches(source, batch_size))
+
+
+def eval_sets_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "eval_sets")
 
 
 def eval_batches(cfg: ConfigDict, task, length: int, workdir: str) -> tuple:
     """The evaluation batches of ``task`` at ``length``, padded to their group's width
     (:func:`padded_length`); every cell of the task reads the same ones."""
     width = task.sequence_length(padded_length(cfg, length))
-    data_dir = os.path.join(os.path.abspath(workdir), "eval_sets")
     return _stored_batches(
-        task.held_out(), length, cfg.eval_examples, cfg.eval_batch_size, width, data_dir
+        task.held_out(),
+        length,
+        cfg.eval_examples,
+        cfg.eval_batch_size,
+        width,
+        eval_sets_dir(workdir),
     )
 
 
@@ -442,10 +540,10 @@ def accuracy_metrics(cfg, spec, params, length, key, workdir) -> list[dict]:
 
 
 def run_cell(
-    cfg, task_name, encoding_name, workdir, lengths, *, seeds=None, on_step=None
+    cfg, task_name, encoding_name, workdir, lengths, *, seeds=None, on_step=None, mesh=None
 ) -> list[dict]:
-    """Trains the given seeds (default: all) of one (task, encoding) cell together and
-    evaluates every length."""
+    """Trains the given seeds (default: all) of one (task, encoding) cell together, on
+    ``mesh`` (None: the default device), and evaluates every length."""
     seeds = list(cfg.seeds if seeds is None else seeds)
     spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
     digest = cell_config_digest(cfg, task_name, encoding_name)
@@ -469,6 +567,7 @@ def run_cell(
         ),
         workdir=cell_dir(workdir, task_name, encoding_name, seeds),
         on_step=stepped,
+        mesh=mesh,
     )
     end = time.perf_counter()
     train_seconds = end - start
@@ -515,13 +614,32 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    report_small_pages()
-    workdir = _WORKDIR.value
-    table = run_study(_CONFIG.value, workdir)
-    print(table)
-    print(f"results: {os.path.join(workdir, 'results.jsonl')}")
-    print(f"plots:   {os.path.join(workdir, 'plots')}/")
+    cfg, workdir = _CONFIG.value, _WORKDIR.value
+    join_study_job(cfg)
+    if is_main_process():
+        report_small_pages()
+    with stop_job_on_error():
+        table = run_study(cfg, workdir, progress=is_main_process())
+    if is_main_process():
+        print(table)
+        shard = parse_cell_shard(cfg.cell_shard)
+        print(f"results: {os.path.join(workdir, shard.results_name if shard else 'results.jsonl')}")
+        if shard is None:
+            print(f"plots:   {os.path.join(workdir, 'plots')}/")
     sys.stdout.flush()
+
+
+def join_study_job(cfg: ConfigDict) -> bool:
+    """Joins the multi-host job ``cfg.distributed`` describes (or JAX detects); True when
+    this process is one of several."""
+    job = cfg.distributed
+    return join_job(
+        job.coordinator_address or None,
+        job.num_processes,
+        job.process_id,
+        heartbeat_timeout=job.heartbeat_timeout,
+        initialization_timeout=job.initialization_timeout,
+    )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

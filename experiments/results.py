@@ -24,10 +24,11 @@ def row_key(row: dict) -> tuple:
 
 
 class ResultsFile:
-    """``results.jsonl`` in a work dir."""
+    """``results.jsonl`` in a work dir, or another results file there (``name``: a cell
+    shard's, see ``experiments/cell_shards.py``)."""
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "results.jsonl")
+    def __init__(self, workdir: str, name: str = "results.jsonl"):
+        self.path = os.path.join(workdir, name)
         self._rows: list[dict] | None = None  # read once; this object is the only writer
 
     def rows(self) -> list[dict]:

@@ -1,6 +1,7 @@
 """Defaults shared by every study preset; a preset changes only what differs."""
 
 from ml_collections import ConfigDict
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ConfigDict:
@@ -74,4 +75,18 @@ def get_config() -> ConfigDict:
     # When a cell's checkpoints all fail to restore: move them aside and train that cell
     # again (True), or stop with UnusableCheckpointError (False).
     c.start_fresh_if_unusable = False
+
+    # A multi-host job (posenc_jax.train.distributed.join_job): every process runs the same
+    # command. Leave the three unset on Cloud TPU, SLURM or Open MPI (JAX detects the job),
+    # or for a single process; elsewhere give all three.
+    c.distributed = ConfigDict()
+    c.distributed.coordinator_address = ""  # host:port of process 0
+    c.distributed.num_processes = placeholder(int)
+    c.distributed.process_id = placeholder(int)
+    # Seconds without a heartbeat after which a process counts as dead and the others stop.
+    c.distributed.heartbeat_timeout = 100
+    c.distributed.initialization_timeout = 300  # seconds to wait for every process
+    # "i/n": this job runs shard i of the cells split over n independent jobs
+    # (experiments/cell_shards.py); "" runs every cell.
+    c.cell_shard = ""
     return c

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax.models.transformer import Transformer, TransformerConfig
+from posenc_jax.train.sharding import to_host
 from posenc_jax.train.step import model_positions
 from posenc_jax.typing import Array
 
@@ -235,8 +236,11 @@ def evaluate_greedy(spec, params: Any, batches, *, key) -> list[dict] | None:
 
     Positions come from the same keys as teacher-forced evaluation (``evaluate``), so both
     read the same examples at the same positions. Returns None for tasks without a
-    contiguous answer after a prompt (see :func:`answer_spans`).
+    contiguous answer after a prompt (see :func:`answer_spans`). Each seed decodes on this
+    process's default device, from a whole copy of its parameters (on every process of a
+    job of several: they all compute the same numbers).
     """
+    params = to_host(params)
     num_seeds = jax.tree.leaves(params)[0].shape[0]
     totals = [None] * num_seeds
     for index, batch in enumerate(batches):

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from posenc_jax.data.task import Batch
+from posenc_jax.train.sharding import to_host
 from posenc_jax.train.step import RunSpec, forward, model_positions, over_seeds
 from posenc_jax.typing import Array
 
@@ -265,6 +266,7 @@ def evaluate_lm_runs(
         stride,
         batch_size,
     )
+    totals = to_host(totals)  # split over the seeds' devices, which may be other hosts'
     results = []
     for seed_index in range(totals["tokens"].shape[0]):
         try:
