@@ -100,8 +100,25 @@ class Job:
         return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in self.processes]
 
 
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory) -> str:
+    """One JAX compilation cache for every process of this module: a launch compiles only
+    what no launch before it has compiled (the same programs give the same numbers)."""
+    return str(tmp_path_factory.mktemp("compilation_cache"))
+
+
 @contextlib.contextmanager
-def launched(workdir, *, processes, devices, logs_dir, name, extra=(), env_per_process=None):
+def launched(
+    workdir,
+    *,
+    processes,
+    devices,
+    logs_dir,
+    name,
+    cache,
+    heartbeat_timeout=100,
+    env_per_process=None,
+):
     """Starts ``processes`` study processes of ``devices`` CPU devices each as one job;
     ends every one still running, by its id, when the block exits."""
     job = Job(logs_dir, name)
@@ -113,6 +130,9 @@ def launched(workdir, *, processes, devices, logs_dir, name, extra=(), env_per_p
                 "JAX_PLATFORMS": "cpu",
                 "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
                 "PYTHONPATH": ROOT,
+                "JAX_COMPILATION_CACHE_DIR": cache,
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
                 **((env_per_process or {}).get(index, {})),
             }
             job_flags = []
@@ -121,15 +141,14 @@ def launched(workdir, *, processes, devices, logs_dir, name, extra=(), env_per_p
                     f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                     f"--config.distributed.num_processes={processes}",
                     f"--config.distributed.process_id={index}",
-                    "--config.distributed.heartbeat_timeout=10",
+                    f"--config.distributed.heartbeat_timeout={heartbeat_timeout}",
                     "--config.distributed.initialization_timeout=120",
                 ]
             log = open(os.path.join(logs_dir, f"{name}.{index}.log"), "w")  # noqa: SIM115
             job.files.append(log)
             job.processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", DRIVER, *STUDY, f"--workdir={workdir}", *job_flags]
-                    + list(extra),
+                    [sys.executable, "-c", DRIVER, *STUDY, f"--workdir={workdir}", *job_flags],
                     cwd=ROOT,
                     env=env,
                     stdout=log,
@@ -173,19 +192,28 @@ def assert_rows_match(rows: list[dict], reference: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_process_four_devices(tmp_path_factory):
+def one_process_four_devices(tmp_path_factory, compilation_cache):
     """The reference: the same study in one process of 4 CPU devices."""
     workdir = tmp_path_factory.mktemp("reference")
     with launched(
-        workdir / "study", processes=1, devices=4, logs_dir=workdir, name="reference"
+        workdir / "study",
+        processes=1,
+        devices=4,
+        logs_dir=workdir,
+        name="reference",
+        cache=compilation_cache,
     ) as job:
         assert job.wait_all() == [0], job.log(0)[-3000:]
     return read_rows(workdir / "study")
 
 
-def test_two_processes_equal_one_process_of_four_devices(tmp_path, one_process_four_devices):
+def test_two_processes_equal_one_process_of_four_devices(
+    tmp_path, one_process_four_devices, compilation_cache
+):
     workdir = tmp_path / "study"
-    with launched(workdir, processes=2, devices=2, logs_dir=tmp_path, name="job") as job:
+    with launched(
+        workdir, processes=2, devices=2, logs_dir=tmp_path, name="job", cache=compilation_cache
+    ) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
     rows = read_rows(workdir)
@@ -196,12 +224,21 @@ def test_two_processes_equal_one_process_of_four_devices(tmp_path, one_process_f
     assert os.path.exists(workdir / "table.md")
 
 
-def test_a_killed_process_stops_the_other_and_a_rerun_resumes(tmp_path, one_process_four_devices):
+def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
+    tmp_path, one_process_four_devices, compilation_cache
+):
     workdir = tmp_path / "study"
     marker = tmp_path / "held"
     hold = {1: {"HOLD_AFTER_STEP": "2", "HOLD_MARKER": str(marker)}}
     with launched(
-        workdir, processes=2, devices=2, logs_dir=tmp_path, name="killed", env_per_process=hold
+        workdir,
+        processes=2,
+        devices=2,
+        logs_dir=tmp_path,
+        name="killed",
+        cache=compilation_cache,
+        heartbeat_timeout=10,
+        env_per_process=hold,
     ) as job:
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         while not marker.exists():
@@ -219,14 +256,16 @@ def test_a_killed_process_stops_the_other_and_a_rerun_resumes(tmp_path, one_proc
     assert not os.path.exists(workdir / "results.jsonl")
     assert os.path.isdir(workdir / CELL / "checkpoints" / "2")
 
-    with launched(workdir, processes=2, devices=2, logs_dir=tmp_path, name="rerun") as job:
+    with launched(
+        workdir, processes=2, devices=2, logs_dir=tmp_path, name="rerun", cache=compilation_cache
+    ) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
     assert "RESTORED_STEP 2" in job.log(0) and "RESTORED_STEP 2" in job.log(1)
     assert_rows_match(read_rows(workdir), one_process_four_devices)
 
 
-def test_an_error_in_one_process_stops_the_other_naming_it(tmp_path):
+def test_an_error_in_one_process_stops_the_other_naming_it(tmp_path, compilation_cache):
     fail = {1: {"FAIL_AFTER_VALIDATION": "1"}}
     with launched(
         tmp_path / "study",
@@ -234,6 +273,7 @@ def test_an_error_in_one_process_stops_the_other_naming_it(tmp_path):
         devices=2,
         logs_dir=tmp_path,
         name="failed",
+        cache=compilation_cache,
         env_per_process=fail,
     ) as job:
         codes = job.wait_all(timeout=240)

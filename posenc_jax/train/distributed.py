@@ -217,7 +217,7 @@ def _stop_job(error: BaseException) -> None:
     failed = _failures_of_others()
     if not failed and isinstance(error, jax.errors.JaxRuntimeError):
         sys.stderr.write(
-            f"process {me} of {count}: a collective failed ({summary[:300]}). Another process "
+            f"\nprocess {me} of {count}: a collective failed ({summary[:300]}). Another process "
             f"has probably stopped; waiting up to {_heartbeat_timeout} s for the coordination "
             "service to name it.\n"
         )
@@ -244,7 +244,7 @@ def _stop_job(error: BaseException) -> None:
             "stop too. Run the whole job again to resume from the last checkpoints."
         )
     sys.stdout.flush()
-    sys.stderr.write(f"{JobStoppedError.__name__}: {message}\n")
+    sys.stderr.write(f"\n{JobStoppedError.__name__}: {message}\n")
     sys.stderr.flush()
     if me == 0:
         _wait_for_others_to_stop(count)
