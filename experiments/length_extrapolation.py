@@ -66,7 +66,12 @@ from experiments.results import ResultsFile, configured_rows, markdown_table, pr
 from posenc_jax._checks import check_writable_dir
 from posenc_jax._digest import content_digest
 from posenc_jax.data import task_names
-from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches, open_eval_set
+from posenc_jax.data.eval_sets import (
+    build_eval_set,
+    eval_set_batches,
+    eval_set_config,
+    open_eval_set,
+)
 from posenc_jax.data.task import pad_batch
 from posenc_jax.train import (
     LoopConfig,
@@ -494,9 +499,8 @@ def _stored_batches(task, length, num_examples, batch_size, width, data_dir) -> 
     """The padded batches of one stored evaluation set, read once per process."""
     # Every encoding reads the same stored examples: a TFDS evaluation set per length,
     # written before the cells train (write_eval_sets).
-    source = open_eval_set(
-        task, length, num_examples=num_examples, seed=EVAL_KEY_SEED, data_dir=data_dir
-    )
+    config = eval_set_config(task, length, num_examples=num_examples, seed=EVAL_KEY_SEED)
+    source = open_eval_set(config, data_dir)
     return tuple(pad_batch(batch, width) for batch in eval_set_batches(source, batch_size))
 
 

@@ -88,11 +88,11 @@ def test_eval_set_is_built_once_and_found_by_name(tmp_path):
 
 
 def test_a_set_is_opened_only_once_written_and_its_writers_take_turns(tmp_path):
+    config = eval_set_config("parity", 5, num_examples=4, seed=0)
     with pytest.raises(FileNotFoundError, match=r"parity_len5_seed0_n4_\w+ is not in"):
-        open_eval_set("parity", 5, num_examples=4, seed=0, data_dir=tmp_path)
+        open_eval_set(config, tmp_path)
     # Another writer (an independent job sharing the work dir) holds the set's lock: this
     # one waits for it instead of writing beside it.
-    config = eval_set_config("parity", 5, num_examples=4, seed=0)
     lock = os.open(tmp_path / f".{config.name}.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)
     built = []
@@ -107,7 +107,7 @@ def test_a_set_is_opened_only_once_written_and_its_writers_take_turns(tmp_path):
     os.close(lock)
     writer.join(timeout=120)
     assert len(built) == 1 and len(built[0]) == 4
-    opened = open_eval_set("parity", 5, num_examples=4, seed=0, data_dir=tmp_path)
+    opened = open_eval_set(config, tmp_path)
     np.testing.assert_array_equal(opened[3]["inputs"], built[0][3]["inputs"])
 
 

@@ -19,8 +19,15 @@ import numpy as np
 import pytest
 
 import posenc_jax as pj
+from experiments.cell_shards import (
+    ConflictingRowsError,
+    DuplicateRowsError,
+    merge_shard_rows,
+    parse_cell_shard,
+)
 from experiments.configs import smoke
-from experiments.length_extrapolation import eval_lengths
+from experiments.length_extrapolation import check_shards_merged, eval_lengths
+from experiments.results import ResultsFile
 from posenc_jax.attention import MTAConfig, MultiHeadAttention, MultiTokenAttention
 from posenc_jax.data import get_task
 from posenc_jax.data.corpus import local_text_config
@@ -31,7 +38,10 @@ from posenc_jax.train import (
     generated_batches,
     train,
 )
+from posenc_jax.train.checkpoint import CheckpointLayoutError
+from posenc_jax.train.distributed import HalfConfiguredJobError, join_job
 from posenc_jax.train.evaluate import check_eval_lengths
+from posenc_jax.train.loop import compiled_init, run_keys
 from tests.specs import tiny_copy_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,6 +116,33 @@ def _not_a_directory(directory):
     """A path below a regular file: no one, root included, can create it."""
     blocker = _text_file(directory, "a file, not a directory", "blocker")
     return os.path.join(blocker, "run")
+
+
+def _rows_file(directory, name, rows):
+    """A results file of ``rows``, each (encoding, seed, token accuracy) of task copy at 3."""
+    lines = [
+        f'{{"encoding": "{e}", "task": "copy", "seed": {s}, "eval_length": 3, '
+        f'"token_accuracy": {a}}}\n'
+        for e, s, a in rows
+    ]
+    return _text_file(directory, "".join(lines), name)
+
+
+def _two_shards(directory, second_rows, merged_rows=()):
+    """Shard files 0 and 1 of 2 (the first holds nope's seed 0), and results.jsonl."""
+    _rows_file(directory, "results-shard-0-of-2.jsonl", [("nope", 0, 0.5)])
+    _rows_file(directory, "results-shard-1-of-2.jsonl", second_rows)
+    _rows_file(directory, "results.jsonl", merged_rows)
+    return directory
+
+
+def _restore_into_another_shape(directory):
+    saver = Checkpointer(directory, every=1)
+    saver.save(1, compiled_init(_spec())(run_keys([0])))
+    saver.close()
+    wider = _spec()
+    wider = dataclasses.replace(wider, model=dataclasses.replace(wider.model, d_model=32))
+    Checkpointer(directory, every=1).restore(compiled_init(wider)(run_keys([0])))
 
 
 class CommandFailed(Exception):
@@ -510,6 +547,53 @@ CASES = [
             causal=True, stick_breaking=pj.attention.StickBreaking(), implementation="jax"
         ),
         "this call has stick_breaking weights",
+    ),
+    # --- several hosts and cell shards --------------------------------------------------------
+    Case(
+        "multi-host job without a coordinator",
+        HalfConfiguredJobError,
+        r"half configured: process_id=1 given, but no coordinator_address and no num_processes",
+        lambda tmp: join_job(process_id=1),
+        "a multi-host job was half configured",
+    ),
+    Case(
+        "cell shard out of range",
+        ValueError,
+        r"cell_shard='2/2'; give i/n with 0 <= i < n",
+        lambda tmp: parse_cell_shard("2/2"),
+        "cell_shard='i/n'; give i/n with 0 <= i < n",
+    ),
+    Case(
+        "a row in two shard files",
+        DuplicateRowsError,
+        r"the row .*'nope'.* is in results-shard-0-of-2.jsonl and in results-shard-1-of-2.jsonl",
+        lambda tmp: merge_shard_rows(_two_shards(tmp, [("nope", 0, 0.5)])),
+        "DuplicateRowsError",
+    ),
+    Case(
+        "a shard row that differs from the merged one",
+        ConflictingRowsError,
+        r"results.jsonl already holds a row for \('rope', 'copy', 0, 3\) that differs .* "
+        r"in \['token_accuracy'\]",
+        lambda tmp: merge_shard_rows(
+            _two_shards(tmp, [("rope", 0, 0.25)], merged_rows=[("rope", 0, 0.75)])
+        ),
+        "ConflictingRowsError",
+    ),
+    Case(
+        "a whole study over unmerged shards",
+        ValueError,
+        r"holds 2 row\(s\) of cell shards .* that .*results.jsonl lacks: merge them first",
+        lambda tmp: check_shards_merged(_two_shards(tmp, [("rope", 0, 0.25)]), ResultsFile(tmp)),
+        "row(s) of cell shards",
+    ),
+    Case(
+        "checkpoint of arrays another shape",
+        CheckpointLayoutError,
+        r"cannot be restored into this run's state: \d+ array\(s\) differ, first .*: "
+        r"\(1, 16\) float32 saved, \(1, 32\) float32 now",
+        _restore_into_another_shape,
+        "CheckpointLayoutError",
     ),
     Case(
         "work dir that is not writable",

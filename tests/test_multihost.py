@@ -108,24 +108,17 @@ def compilation_cache(tmp_path_factory) -> str:
 
 
 @contextlib.contextmanager
-def launched(
-    workdir,
-    *,
-    processes,
-    devices,
-    logs_dir,
-    name,
-    cache,
-    heartbeat_timeout=100,
-    env_per_process=None,
-):
-    """Starts ``processes`` study processes of ``devices`` CPU devices each as one job;
-    ends every one still running, by its id, when the block exits."""
+def launched(directory, name, *, processes, devices, cache, heartbeat_timeout=100, env=None):
+    """Starts ``processes`` study processes of ``devices`` CPU devices each as one job, on
+    the work dir ``directory/study`` (logs beside it, named after the launch); ends every
+    one still running, by its id, when the block exits. ``env``: extra variables by
+    process index."""
+    workdir, logs_dir = os.path.join(directory, "study"), directory
     job = Job(logs_dir, name)
     port = free_port()
     try:
         for index in range(processes):
-            env = {
+            variables = {
                 **os.environ,
                 "JAX_PLATFORMS": "cpu",
                 "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
@@ -133,7 +126,7 @@ def launched(
                 "JAX_COMPILATION_CACHE_DIR": cache,
                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                 "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-                **((env_per_process or {}).get(index, {})),
+                **((env or {}).get(index, {})),
             }
             job_flags = []
             if processes > 1:
@@ -150,7 +143,7 @@ def launched(
                 subprocess.Popen(
                     [sys.executable, "-c", DRIVER, *STUDY, f"--workdir={workdir}", *job_flags],
                     cwd=ROOT,
-                    env=env,
+                    env=variables,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -194,26 +187,17 @@ def assert_rows_match(rows: list[dict], reference: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def one_process_four_devices(tmp_path_factory, compilation_cache):
     """The reference: the same study in one process of 4 CPU devices."""
-    workdir = tmp_path_factory.mktemp("reference")
-    with launched(
-        workdir / "study",
-        processes=1,
-        devices=4,
-        logs_dir=workdir,
-        name="reference",
-        cache=compilation_cache,
-    ) as job:
+    directory = tmp_path_factory.mktemp("reference")
+    with launched(directory, "reference", processes=1, devices=4, cache=compilation_cache) as job:
         assert job.wait_all() == [0], job.log(0)[-3000:]
-    return read_rows(workdir / "study")
+    return read_rows(directory / "study")
 
 
 def test_two_processes_equal_one_process_of_four_devices(
     tmp_path, one_process_four_devices, compilation_cache
 ):
     workdir = tmp_path / "study"
-    with launched(
-        workdir, processes=2, devices=2, logs_dir=tmp_path, name="job", cache=compilation_cache
-    ) as job:
+    with launched(tmp_path, "job", processes=2, devices=2, cache=compilation_cache) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
     rows = read_rows(workdir)
@@ -230,16 +214,8 @@ def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
     workdir = tmp_path / "study"
     marker = tmp_path / "held"
     hold = {1: {"HOLD_AFTER_STEP": "2", "HOLD_MARKER": str(marker)}}
-    with launched(
-        workdir,
-        processes=2,
-        devices=2,
-        logs_dir=tmp_path,
-        name="killed",
-        cache=compilation_cache,
-        heartbeat_timeout=10,
-        env_per_process=hold,
-    ) as job:
+    job_of_two = {"processes": 2, "devices": 2, "cache": compilation_cache}
+    with launched(tmp_path, "killed", **job_of_two, heartbeat_timeout=10, env=hold) as job:
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         while not marker.exists():
             assert time.monotonic() < deadline and job.processes[1].poll() is None, job.log(1)
@@ -256,9 +232,7 @@ def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
     assert not os.path.exists(workdir / "results.jsonl")
     assert os.path.isdir(workdir / CELL / "checkpoints" / "2")
 
-    with launched(
-        workdir, processes=2, devices=2, logs_dir=tmp_path, name="rerun", cache=compilation_cache
-    ) as job:
+    with launched(tmp_path, "rerun", **job_of_two) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
     assert "RESTORED_STEP 2" in job.log(0) and "RESTORED_STEP 2" in job.log(1)
@@ -268,13 +242,7 @@ def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
 def test_an_error_in_one_process_stops_the_other_naming_it(tmp_path, compilation_cache):
     fail = {1: {"FAIL_AFTER_VALIDATION": "1"}}
     with launched(
-        tmp_path / "study",
-        processes=2,
-        devices=2,
-        logs_dir=tmp_path,
-        name="failed",
-        cache=compilation_cache,
-        env_per_process=fail,
+        tmp_path, "failed", processes=2, devices=2, cache=compilation_cache, env=fail
     ) as job:
         codes = job.wait_all(timeout=240)
     assert codes == [1, 1], job.log(0)[-3000:] + job.log(1)[-3000:]

@@ -145,28 +145,24 @@ def build_eval_set(
     os.makedirs(builder.data_dir_root, exist_ok=True)
     with _exclusive(os.path.join(builder.data_dir_root, f".{config.name}.lock")):
         builder.download_and_prepare()
-    return open_eval_set(task, length, num_examples=num_examples, seed=seed, data_dir=data_dir)
+    return open_eval_set(config, data_dir)
 
 
 def open_eval_set(
-    task: Task | str,
-    length: int,
-    *,
-    num_examples: int,
-    seed: int,
-    data_dir: str | os.PathLike | None = None,
+    config: TaskEvalSetConfig, data_dir: str | os.PathLike | None = None
 ) -> Sequence[dict[str, np.ndarray]]:
     """Opens an evaluation set that :func:`build_eval_set` has written, writing nothing.
 
-    Args: as :func:`build_eval_set`.
+    Args:
+      config: the set (``eval_set_config``).
+      data_dir: where TFDS keeps datasets (its default when None).
 
     Returns:
-      the set's random-access data source.
+      the set's random-access data source, as :func:`build_eval_set` returns it.
 
     Raises:
       FileNotFoundError: the set is not in ``data_dir`` (the message names it).
     """
-    config = eval_set_config(task, length, num_examples=num_examples, seed=seed)
     builder = TaskEvalSet(config=config, data_dir=data_dir)
     if not builder.is_prepared():
         raise FileNotFoundError(

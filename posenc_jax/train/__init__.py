@@ -1,6 +1,8 @@
-"""Training: optimizer, jit-compiled step, vmapped seeds, checkpoints, evaluation."""
+"""Training: optimizer, jit-compiled step, vmapped seeds, checkpoints, evaluation, and the
+multi-host job they run in."""
 
 from posenc_jax.train.checkpoint import Checkpointer
+from posenc_jax.train.distributed import join_job
 from posenc_jax.train.evaluate import evaluate, generated_batches
 from posenc_jax.train.lm_eval import evaluate_lm, evaluate_lm_runs, lm_windows
 from posenc_jax.train.loop import LoopConfig, run_keys, train
@@ -20,6 +22,7 @@ __all__ = [
     "forward",
     "generated_batches",
     "init_state",
+    "join_job",
     "lm_windows",
     "make_optimizer",
     "masked_metrics",
