@@ -163,11 +163,15 @@ def read_rows(workdir) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+#: Wall-clock times: the fields two runs never share.
+TIMES = ("train_seconds", "steps_seconds", "eval_seconds")
+
+
 def comparable(rows: list[dict]) -> dict:
-    """Rows by key, without the wall-clock time (the one field two runs never share)."""
+    """Rows by key, without their wall-clock times."""
     return {
         (r["encoding"], r["task"], r["seed"], r["eval_length"]): {
-            k: v for k, v in r.items() if k != "train_seconds"
+            k: v for k, v in r.items() if k not in TIMES
         }
         for r in rows
     }
