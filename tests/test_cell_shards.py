@@ -15,7 +15,7 @@ from experiments.cell_shards import (
 from experiments.configs import smoke
 from experiments.length_extrapolation import run_study
 from experiments.merge_shards import merge_shards
-from tests.test_multihost import TIMES
+from tests.specs import ROW_TIMES
 
 
 def small_study(cell_shard: str = ""):
@@ -34,7 +34,7 @@ def read(path) -> list[dict]:
 
 def without_timing(rows: list[dict]) -> list[dict]:
     return sorted(
-        ({k: v for k, v in r.items() if k not in TIMES} for r in rows),
+        ({k: v for k, v in r.items() if k not in ROW_TIMES} for r in rows),
         key=lambda r: (r["encoding"], r["task"], r["seed"], r["eval_length"]),
     )
 

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from tests.specs import ROW_TIMES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The smoke study cut to one cell and two evaluation lengths, checkpointed every 2 of its
@@ -163,15 +165,11 @@ def read_rows(workdir) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-#: Wall-clock times: the fields two runs never share.
-TIMES = ("train_seconds", "steps_seconds", "eval_seconds")
-
-
 def comparable(rows: list[dict]) -> dict:
     """Rows by key, without their wall-clock times."""
     return {
         (r["encoding"], r["task"], r["seed"], r["eval_length"]): {
-            k: v for k, v in r.items() if k not in TIMES
+            k: v for k, v in r.items() if k not in ROW_TIMES
         }
         for r in rows
     }
