@@ -241,15 +241,19 @@ def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
     assert_rows_match(read_rows(workdir), one_process_four_devices)
 
 
-def test_an_error_in_one_process_stops_the_other_naming_it(tmp_path, compilation_cache):
-    fail = {1: {"FAIL_AFTER_VALIDATION": "1"}}
+@pytest.mark.parametrize("failing", [1, 0])
+def test_an_error_in_one_process_stops_the_other_naming_it(tmp_path, compilation_cache, failing):
+    """Process 1 fails while process 0 goes on to its next collective; process 0, which
+    hosts the coordinator, fails while process 1 waits for it at a barrier."""
+    other = 1 - failing
+    fail = {failing: {"FAIL_AFTER_VALIDATION": "1"}}
     with launched(
         tmp_path, "failed", processes=2, devices=2, cache=compilation_cache, env=fail
     ) as job:
         codes = job.wait_all(timeout=240)
     assert codes == [1, 1], job.log(0)[-3000:] + job.log(1)[-3000:]
-    assert "RuntimeError: injected failure after validation" in job.log(1)
+    assert "RuntimeError: injected failure after validation" in job.log(failing)
     assert (
-        "process 1 of 2 failed (RuntimeError: injected failure after validation); "
-        "process 0 stops too"
-    ) in job.log(0)
+        f"process {failing} of 2 failed (RuntimeError: injected failure after validation); "
+        f"process {other} stops too"
+    ) in job.log(other)

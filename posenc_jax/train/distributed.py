@@ -15,15 +15,18 @@ bound that wait:
   coordinator; after ``heartbeat_timeout`` seconds JAX's coordination service stops every
   other process with an error that names it ("The following tasks are unhealthy ...");
 * a process whose Python code raises, inside :func:`stop_job_on_error`, records its error
-  with the coordinator and exits at once; a process that then fails in a collective finds
-  that record and stops with an error naming the failed process and its error.
+  with the coordinator and exits at once; every other process watches for such records
+  (a thread :func:`join_job` starts, once a second) and stops with an error naming the
+  failed process and its error, wherever it is waiting.
 
 A job stopped either way resumes from its last checkpoints when it is run again.
 """
 
+import atexit
 import contextlib
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -45,10 +48,6 @@ _heartbeat_timeout = _DEFAULT_HEARTBEAT_TIMEOUT
 
 class HalfConfiguredJobError(ValueError):
     """Some, but not all, of the coordinator address, process count and id were given."""
-
-
-class JobStoppedError(RuntimeError):
-    """Another process of the job failed (raised only to be reported before exiting)."""
 
 
 def cluster_environment() -> str | None:
@@ -129,6 +128,8 @@ def join_job(
         initialization_timeout=initialization_timeout,
     )
     _heartbeat_timeout = heartbeat_timeout
+    if jax.process_count() > 1:
+        _watch_for_failures()
     return jax.process_count() > 1
 
 
@@ -227,28 +228,55 @@ def _stop_job(error: BaseException) -> None:
             time.sleep(1)
             failed = _failures_of_others()
     if failed:
-        culprit, their_error = min(failed.items())
-        with contextlib.suppress(Exception):
-            _client().key_value_set(f"{_STOPPED_KEYS}{me}", str(culprit))
-        message = (
-            f"process {culprit} of {count} failed ({their_error}); process {me} stops too "
-            f"(here: {summary[:300]}). See process {culprit}'s log for its traceback; run the "
-            "whole job again to resume from the last checkpoints."
-        )
-    else:
-        traceback.print_exception(error)
-        with contextlib.suppress(Exception):
-            _client().key_value_set(f"{_FAILURE_KEYS}{me}", summary[:2000])
-        message = (
-            f"process {me} of {count} failed ({summary[:300]}); the job's other processes "
-            "stop too. Run the whole job again to resume from the last checkpoints."
-        )
+        _stop_after(failed, here=summary)
+    traceback.print_exception(error)
+    with contextlib.suppress(Exception):
+        _client().key_value_set(f"{_FAILURE_KEYS}{me}", summary[:2000])
+    _exit(
+        f"process {me} of {count} failed ({summary[:300]}); the job's other processes "
+        "stop too. Run the whole job again to resume from the last checkpoints."
+    )
+
+
+def _stop_after(failed: dict[int, str], here: str | None = None) -> None:
+    """Stops this process because the processes in ``failed`` (id: error) failed."""
+    me, count = jax.process_index(), jax.process_count()
+    culprit, their_error = min(failed.items())
+    with contextlib.suppress(Exception):
+        _client().key_value_set(f"{_STOPPED_KEYS}{me}", str(culprit))
+    _exit(
+        f"process {culprit} of {count} failed ({their_error}); process {me} stops too"
+        + (f" (here: {here[:300]})" if here else "")
+        + f". See process {culprit}'s log for its traceback; run the whole job again to "
+        "resume from the last checkpoints."
+    )
+
+
+def _exit(message: str) -> None:
+    """Prints ``message`` and ends the process with status 1 at once: an ordinary exit would
+    wait for every process at JAX's shutdown barrier, which they never reach."""
     sys.stdout.flush()
-    sys.stderr.write(f"\n{JobStoppedError.__name__}: {message}\n")
+    sys.stderr.write(f"\njob stopped: {message}\n")
     sys.stderr.flush()
-    if me == 0:
-        _wait_for_others_to_stop(count)
+    if jax.process_index() == 0:
+        _wait_for_others_to_stop(jax.process_count())
     os._exit(1)
+
+
+def _watch_for_failures(interval: float = 1.0) -> None:
+    """Starts a thread that stops this process once another records its failure (this
+    one may be waiting in a collective, a barrier or a file, for a process that is gone)."""
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(interval):
+            failed = _failures_of_others()
+            if failed and not done.is_set():
+                _stop_after(failed)
+
+    # Stopped before JAX's own exit handler shuts the job's client down.
+    atexit.register(done.set)
+    threading.Thread(target=watch, name="posenc_jax-failure-watch", daemon=True).start()
 
 
 def _wait_for_others_to_stop(count: int) -> None:
