@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -195,19 +196,36 @@ def one_process_four_devices(tmp_path_factory, compilation_cache):
     return read_rows(directory / "study")
 
 
-def test_two_processes_equal_one_process_of_four_devices(
-    tmp_path, one_process_four_devices, compilation_cache
-):
-    workdir = tmp_path / "study"
-    with launched(tmp_path, "job", processes=2, devices=2, cache=compilation_cache) as job:
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, compilation_cache):
+    """The study as a job of two processes of 2 CPU devices each: its directory and job."""
+    directory = tmp_path_factory.mktemp("two_processes")
+    with launched(directory, "job", processes=2, devices=2, cache=compilation_cache) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
-    rows = read_rows(workdir)
+    return directory, job
+
+
+def test_two_processes_equal_one_process_of_four_devices(two_processes, one_process_four_devices):
+    directory, job = two_processes
+    rows = read_rows(directory / "study")
     # Written once: one row per (seed, length), by process 0 alone.
     assert len(rows) == len(comparable(rows)) == len(one_process_four_devices) == 2
     assert_rows_match(rows, one_process_four_devices)
     assert "| nope |" in job.log(0) and "| nope |" not in job.log(1)  # the table: process 0
-    assert os.path.exists(workdir / "table.md")
+    assert os.path.exists(directory / "study" / "table.md")
+
+
+def test_a_job_of_one_device_resumes_a_checkpoint_of_two_processes(
+    two_processes, one_process_four_devices, compilation_cache, tmp_path
+):
+    shutil.copytree(two_processes[0] / "study", tmp_path / "study")
+    shutil.rmtree(tmp_path / "study" / CELL / "checkpoints" / "4")
+    os.remove(tmp_path / "study" / "results.jsonl")
+    with launched(tmp_path, "resumed", processes=1, devices=1, cache=compilation_cache) as job:
+        assert job.wait_all() == [0], job.log(0)[-3000:]
+    assert "RESTORED_STEP 2" in job.log(0)  # saved by 2 processes of 2 devices each
+    assert_rows_match(read_rows(tmp_path / "study"), one_process_four_devices)
 
 
 def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
