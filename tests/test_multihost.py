@@ -20,16 +20,21 @@ from tests.specs import ROW_TIMES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: The smoke study cut to one cell and two evaluation lengths, checkpointed every 2 of its
-#: 4 steps (what checkpointing changes is not a study setting: every run here has it).
+#: The smoke study cut to one cell and two evaluation lengths, with four seeds, one to a
+#: device (each process of a job of two holds two seeds' parameters, so every host read of
+#: them gathers from both processes), checkpointed every 2 of its 4 steps (checkpointing
+#: is not a study setting: every run here has it). A study whose seeds do not divide over
+#: the devices splits each batch instead; experiments/benchmarks/multihost.py runs that
+#: across processes.
 STUDY = (
     "--config=experiments/configs/smoke.py",
     "--config.encodings=('nope',)",
+    "--config.seeds=(0,1,2,3)",
     "--config.eval_multipliers=(1,2)",
     "--config.eval_every_length_to=0",
     "--config.checkpoint_every=2",
 )
-CELL = os.path.join("cells", "copy", "nope", "seeds-0")
+CHECKPOINTS = os.path.join("cells", "copy", "nope", "seeds-0-1-2-3", "checkpoints")
 LAUNCH_TIMEOUT = 420
 
 #: Runs the study CLI; test hooks from the environment: HOLD_AFTER_STEP=k makes this
@@ -196,42 +201,26 @@ def one_process_four_devices(tmp_path_factory, compilation_cache):
     return read_rows(directory / "study")
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, compilation_cache):
-    """The study as a job of two processes of 2 CPU devices each: its directory and job."""
-    directory = tmp_path_factory.mktemp("two_processes")
-    with launched(directory, "job", processes=2, devices=2, cache=compilation_cache) as job:
+def test_two_processes_equal_one_process_of_four_devices(
+    tmp_path, one_process_four_devices, compilation_cache
+):
+    workdir = tmp_path / "study"
+    with launched(tmp_path, "job", processes=2, devices=2, cache=compilation_cache) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
-    return directory, job
-
-
-def test_two_processes_equal_one_process_of_four_devices(two_processes, one_process_four_devices):
-    directory, job = two_processes
-    rows = read_rows(directory / "study")
+    rows = read_rows(workdir)
     # Written once: one row per (seed, length), by process 0 alone.
-    assert len(rows) == len(comparable(rows)) == len(one_process_four_devices) == 2
+    assert len(rows) == len(comparable(rows)) == len(one_process_four_devices) == 8
     assert_rows_match(rows, one_process_four_devices)
     assert "| nope |" in job.log(0) and "| nope |" not in job.log(1)  # the table: process 0
-    assert os.path.exists(directory / "study" / "table.md")
-
-
-def test_a_job_of_one_device_resumes_a_checkpoint_of_two_processes(
-    two_processes, one_process_four_devices, compilation_cache, tmp_path
-):
-    shutil.copytree(two_processes[0] / "study", tmp_path / "study")
-    shutil.rmtree(tmp_path / "study" / CELL / "checkpoints" / "4")
-    os.remove(tmp_path / "study" / "results.jsonl")
-    with launched(tmp_path, "resumed", processes=1, devices=1, cache=compilation_cache) as job:
-        assert job.wait_all() == [0], job.log(0)[-3000:]
-    assert "RESTORED_STEP 2" in job.log(0)  # saved by 2 processes of 2 devices each
-    assert_rows_match(read_rows(tmp_path / "study"), one_process_four_devices)
+    assert os.path.exists(workdir / "table.md")
 
 
 def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
     tmp_path, one_process_four_devices, compilation_cache
 ):
     workdir = tmp_path / "study"
+    checkpoints = workdir / CHECKPOINTS
     marker = tmp_path / "held"
     hold = {1: {"HOLD_AFTER_STEP": "2", "HOLD_MARKER": str(marker)}}
     job_of_two = {"processes": 2, "devices": 2, "cache": compilation_cache}
@@ -250,12 +239,20 @@ def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
     # The coordination service names the process that stopped answering.
     assert re.search(r"unhealthy[^\n]*:\s*\n\s*1\s*\n", survivor), survivor[-3000:]
     assert not os.path.exists(workdir / "results.jsonl")
-    assert os.path.isdir(workdir / CELL / "checkpoints" / "2")
+    assert sorted(os.listdir(checkpoints)) == ["2"]
 
     with launched(tmp_path, "rerun", **job_of_two) as job:
         codes = job.wait_all()
         assert codes == [0, 0], job.log(0)[-3000:] + job.log(1)[-3000:]
     assert "RESTORED_STEP 2" in job.log(0) and "RESTORED_STEP 2" in job.log(1)
+    assert_rows_match(read_rows(workdir), one_process_four_devices)
+
+    # A job of another device count resumes the same checkpoint: one process, one device.
+    shutil.rmtree(checkpoints / "4")
+    os.remove(workdir / "results.jsonl")
+    with launched(tmp_path, "one_device", processes=1, devices=1, cache=compilation_cache) as job:
+        assert job.wait_all() == [0], job.log(0)[-3000:]
+    assert "RESTORED_STEP 2" in job.log(0)
     assert_rows_match(read_rows(workdir), one_process_four_devices)
 
 
