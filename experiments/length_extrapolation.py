@@ -441,6 +441,7 @@ def write_eval_sets(cfg: ConfigDict, task_names: list[str], lengths: list[int], 
 _NOT_STUDY_SETTINGS = (
     "cell_shard",
     "checkpoint_every",
+    "compilation_cache_dir",
     "distributed",
     "encoding_kwargs",
     "encoding_schedules",
@@ -619,6 +620,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     cfg, workdir = _CONFIG.value, _WORKDIR.value
+    use_compilation_cache(cfg.compilation_cache_dir)
     join_study_job(cfg)
     if is_main_process():
         report_small_pages()
@@ -631,6 +633,15 @@ def main(argv):
         if shard is None:
             print(f"plots:   {os.path.join(workdir, 'plots')}/")
     sys.stdout.flush()
+
+
+def use_compilation_cache(directory: str) -> None:
+    """Keeps the study's compiled programs in ``directory`` (JAX's persistent compilation
+    cache, keyed by the program, the compiler options and the JAX version), unless the
+    environment already names a cache or ``directory`` is empty."""
+    if not directory or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
 
 
 def join_study_job(cfg: ConfigDict) -> bool:

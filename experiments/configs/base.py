@@ -89,4 +89,9 @@ def get_config() -> ConfigDict:
     # "i/n": this job runs shard i of the cells split over n independent jobs
     # (experiments/cell_shards.py); "" runs every cell.
     c.cell_shard = ""
+    # JAX's persistent compilation cache: a re-run, a resumed cell, and cells whose
+    # programs coincide (the evaluation of one encoding on two tasks with one vocabulary)
+    # load compiled programs instead of compiling them. "" keeps none; the environment
+    # variable JAX_COMPILATION_CACHE_DIR, when set, wins.
+    c.compilation_cache_dir = "~/.cache/posenc_jax/jax"
     return c
