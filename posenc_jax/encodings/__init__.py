@@ -27,9 +27,12 @@ from posenc_jax.encodings.rotary import (
     XPos,
     YaRNRoPE,
 )
+from posenc_jax.encodings.task_positions import Abacus, PositionCoupling
 
 __all__ = [
     "ALiBi",
+    "Abacus",
+    "PositionCoupling",
     "FIRE",
     "KerpleLog",
     "KerplePower",

@@ -278,6 +278,32 @@ class PositionalEncoding(EncodingHooks, nn.Module):
         del key, lengths
         return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch_size, length))
 
+    @nn.nowrap
+    def embed_positions(
+        self, key: Array, task_positions: Array | None, *, training: bool
+    ) -> Array | None:
+        """The positions the ``embed`` hook reads, when they are not the model's positions.
+
+        The model's positions (:meth:`sample_positions`) order the tokens: causality,
+        windows, the cache and the attention hooks read them. An encoding whose embedding
+        is indexed by positions the *task* assigns (each digit's place in its own number:
+        Abacus, position coupling) overrides this and returns them, with whatever it adds
+        in training (a random offset); the model then feeds them to ``embed`` alone.
+        None (the default): ``embed`` reads the model's positions.
+
+        Args:
+          key: a PRNG key.
+          task_positions: int ``[B, L]``, the positions the task assigns to each input
+            token (``batch["task_positions"]``); None when the task assigns none.
+          training: whether the batch is a training batch (offsets drawn for training
+            only are drawn here).
+
+        Returns:
+          int32 ``[B, L]``, or None.
+        """
+        del key, task_positions, training
+        return None
+
     # --- The linen skin. ---------------------------------------------------------------------
 
     # Linen runs (and lets interceptors see) only a module class's own methods: the hooks

@@ -139,6 +139,11 @@ class Randomized(PositionalEncoding):
 
         return jax.vmap(sample_row)(keys, jnp.asarray(lengths)).astype(jnp.int32)
 
+    @nn.nowrap
+    def embed_positions(self, key: Array, task_positions: Array | None, *, training: bool):
+        """The wrapped encoding's (randomized positions replace only the model's positions)."""
+        return self.base.embed_positions(key, task_positions, training=training)
+
     # Every hook is the wrapped encoding's, with its parameters under "wrapped" (in each
     # layer that uses the wrapper, like the parameters of an unwrapped encoding).
 

@@ -34,9 +34,12 @@ from posenc_jax.functional.sandwich import sandwich_bias
 from posenc_jax.functional.shaw import shaw_key_logits, shaw_relative_index, shaw_value_outputs
 from posenc_jax.functional.sinusoidal import sinusoidal, sinusoidal_inv_freq
 from posenc_jax.functional.t5 import t5_relative_bucket
+from posenc_jax.functional.task_positions import abacus_positions, coupled_positions
 from posenc_jax.functional.transformer_xl import transformer_xl_logits
 
 __all__ = [
+    "abacus_positions",
+    "coupled_positions",
     "absolute_distance",
     "alibi_bias",
     "alibi_slopes",

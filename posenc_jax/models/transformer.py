@@ -256,10 +256,21 @@ def block_forward(block: Any, x, positions, padding_mask, memory=None, memory_pa
 
 
 def stack_forward(
-    encoding, layers, final_norm, x, positions, padding_mask, memory, memory_padding_mask
+    encoding,
+    layers,
+    final_norm,
+    x,
+    positions,
+    padding_mask,
+    memory,
+    memory_padding_mask,
+    embed_positions=None,
 ):
-    """The ``embed`` hook once at the stack's input, then the layers, then a final norm."""
-    x = encoding.embed(x, positions, context=for_tokens(positions, padding_mask))
+    """The ``embed`` hook once at the stack's input (at ``embed_positions`` when given, else
+    at ``positions``), then the layers, then a final norm."""
+    if embed_positions is None:
+        embed_positions = positions
+    x = encoding.embed(x, embed_positions, context=for_tokens(embed_positions, padding_mask))
     for layer in layers:
         x = layer(x, positions, padding_mask, memory, memory_padding_mask)
     return final_norm(x)
@@ -278,6 +289,7 @@ class TransformerModel:
         positions: Array | None = None,
         *,
         padding_mask: Array | None = None,
+        embed_positions: Array | None = None,
         source: Array | None = None,
         source_positions: Array | None = None,
         source_padding_mask: Array | None = None,
@@ -288,6 +300,10 @@ class TransformerModel:
           tokens: integer ``[B, L]``.
           positions: ``[B, L]`` or ``[L]`` integer positions; default ``arange(L)``.
           padding_mask: boolean ``[B, L]``, True on real tokens; None when all are real.
+          embed_positions: ``[B, L]`` or ``[L]`` integer positions that the ``embed`` hook
+            of the ``tokens`` stack reads instead of ``positions`` (the encoding's
+            ``embed_positions``: positions the task assigns, as Abacus and position
+            coupling use); attention still orders the tokens by ``positions``.
           source: the encoder's integer tokens ``[B, S]`` ("encoder_decoder" only).
           source_positions: their positions; default ``arange(S)``.
           source_padding_mask: boolean ``[B, S]``, True on real source tokens.
@@ -300,6 +316,10 @@ class TransformerModel:
         dtype = jnp.dtype(cfg.dtype)
         _check_tokens(tokens, "tokens")
         positions = as_batched_positions(positions, *tokens.shape, "positions")
+        if embed_positions is not None:
+            embed_positions = as_batched_positions(
+                embed_positions, *tokens.shape, "embed_positions"
+            )
         padding_mask = _checked_padding(padding_mask, tokens, "padding_mask")
 
         memory = None
@@ -328,6 +348,7 @@ class TransformerModel:
             padding_mask,
             memory,
             source_padding_mask,
+            embed_positions,
         )
         return model.logits(x.astype(jnp.float32))
 
@@ -377,7 +398,15 @@ class _Stack(nn.Module):
     cross: bool = False
 
     @nn.compact
-    def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
+    def __call__(
+        self,
+        x,
+        positions,
+        padding_mask,
+        memory=None,
+        memory_padding_mask=None,
+        embed_positions=None,
+    ):
         # A zero "perturbation" lets tests and analyses take gradients with respect to the
         # stack's input embeddings (Flax returns x unchanged when none is supplied).
         x = self.perturb("input_embeddings", x)
@@ -405,6 +434,7 @@ class _Stack(nn.Module):
             padding_mask,
             memory,
             memory_padding_mask,
+            embed_positions,
         )
 
 

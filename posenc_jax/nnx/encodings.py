@@ -133,3 +133,10 @@ class Encoding(EncodingHooks, nnx.Module):
     ) -> Array:
         """The positions a model should be fed (the definition's ``sample_positions``)."""
         return self.definition.sample_positions(key, batch_size, length, lengths=lengths)
+
+    def embed_positions(
+        self, key: Array, task_positions: Array | None, *, training: bool
+    ) -> Array | None:
+        """The ``embed`` hook's own positions, or None (the definition's
+        ``embed_positions``)."""
+        return self.definition.embed_positions(key, task_positions, training=training)
