@@ -154,26 +154,32 @@ def schedule_layers(name: str, cfg: ConfigDict):
 
 
 def build_encoding(
-    name: str, cfg: ConfigDict, longest_sequence: int
+    name: str, cfg: ConfigDict, longest_sequence: int, train_sequence: int
 ) -> tuple[pj.encodings.PositionalEncoding, dict]:
-    """The encoding of a study row, with table sizes filled in to cover every eval length.
+    """The encoding of a study row, with the sizes it depends on filled in.
 
     An encoding with a ``max_length`` hyperparameter (a learned table) gets one row per
     position of the longest evaluation sequence unless the config says otherwise: the
     rows beyond the training length are never trained, which is exactly what the study
-    measures.
+    measures. One with a ``train_length`` (FoPE's L_train) gets the longest training
+    sequence, in tokens.
     """
     registered = registered_name(name, cfg)
     kwargs = dict(cfg.encoding_kwargs.get(name, {}))
-    if "max_length" in pj.encodings.hyperparameters(pj.encodings.get_class(registered)):
+    accepted = pj.encodings.hyperparameters(pj.encodings.get_class(registered))
+    if "max_length" in accepted:
         kwargs.setdefault("max_length", longest_sequence)
+    if "train_length" in accepted:
+        kwargs.setdefault("train_length", train_sequence)
     return pj.encodings.get(registered, **kwargs), kwargs
 
 
 def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunSpec, dict]:
     task = get_task(task_name, **dict(cfg.task_kwargs.get(task_name, {})))
     longest = task.sequence_length(max(eval_lengths(cfg)))
-    encoding, encoding_kwargs = build_encoding(encoding_name, cfg, longest)
+    encoding, encoding_kwargs = build_encoding(
+        encoding_name, cfg, longest, task.sequence_length(cfg.train_length)
+    )
     model = pj.models.TransformerConfig(
         vocab_size=task.vocab_size,
         architecture=task.architecture,

@@ -18,6 +18,7 @@ from posenc_jax.encodings.randomized import Randomized
 from posenc_jax.encodings.registry import get, get_class, hyperparameters, names, register
 from posenc_jax.encodings.rotary import (
     DynamicNTKRoPE,
+    FoPE,
     LinearRoPE,
     Llama3RoPE,
     LongRoPE,
@@ -52,6 +53,7 @@ __all__ = [
     "Sinusoidal",
     "TransformerXL",
     "DynamicNTKRoPE",
+    "FoPE",
     "LinearRoPE",
     "Llama3RoPE",
     "LongRoPE",

@@ -24,6 +24,8 @@ attention scale, as Hugging Face multiplies cos and sin, so the logits are multi
 its square.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,7 @@ import numpy as np
 from posenc_jax._checks import is_concrete
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.registry import register
+from posenc_jax.functional import fope as fope_math
 from posenc_jax.functional import rope as rope_math
 from posenc_jax.functional import rope_scaling
 from posenc_jax.typing import Array
@@ -329,3 +332,56 @@ class PRoPE(_Rotary):
 
     def _frequencies(self, head_dim, q_positions, k_positions, *, length):
         return rope_math.p_rope_inv_freq(head_dim, p=self.p, base=self.base), 1.0
+
+
+@register("fope")
+class FoPE(PositionalEncoding):
+    """FoPE: each rotated pair's phase a fixed Fourier series over RoPE's trained frequencies.
+
+    Queries and keys of head ``g`` at position ``n`` turn pair ``t`` by the factors
+    ``C_t(n) = sum_f cos(w_f n) A_g[f, t]`` and ``S_t(n) = sum_f sin(w_f n) B_g[f, t]``
+    instead of RoPE's ``cos(w_t n)``, ``sin(w_t n)``: the frequencies ``w_f`` are RoPE's
+    without those below ``2 pi / train_length`` (zeroed: a frequency that never completes
+    a period in training is never learned beyond it), ``A = I + a`` and ``B = I + b`` with
+    small random ``a``, ``b`` per key/value head, fixed at initialization as in the
+    official code, and drawn per layer (the seed with the layer index folded in). The
+    first ``min(F, K / 4)`` pairs carry series; the rest carry no position (factors
+    ``C = S = 1``, as the official code pads them). See
+    :mod:`posenc_jax.functional.fope`. With ``gain=0`` it is RoPE at the kept
+    frequencies, relative in position; with noise a logit depends on both positions.
+
+    Attributes:
+      train_length: L_train, the longest training sequence in tokens (the study sets it
+        to its training length).
+      base: RoPE's base.
+      gain: the Xavier gain of the coefficients' noise (0.3, the official 60M models').
+      seed: the coefficients' seed.
+
+    References:
+      Hua, Jiang, Lv, Zhang, Sun, Fan, Zhu, Qi, Ding, Zhou, "Fourier Position Embedding:
+      Enhancing Attention's Periodic Extension for Length Generalization", ICML 2025,
+      arXiv 2412.17739.
+    """
+
+    train_length: int = 512
+    base: float = 10000.0
+    gain: float = 0.3
+    seed: int = 0
+
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
+        head_dim = q.shape[-1]
+        inv_freq = fope_math.fope_inv_freq(head_dim, train_length=self.train_length, base=self.base)
+        series = fope_math.fope_num_series(head_dim, inv_freq.shape[0])
+        layer = 0 if context is None or context.layer_index is None else context.layer_index
+        cos_coefficients, sin_coefficients = fope_math.fope_coefficients(
+            k.shape[-2], inv_freq.shape[0], series, gain=self.gain, seed=[self.seed, layer]
+        )
+        apply = functools.partial(
+            fope_math.apply_fope,
+            inv_freq=inv_freq,
+            cos_coefficients=cos_coefficients,
+            sin_coefficients=sin_coefficients,
+        )
+        return apply(q, q_positions), apply(k, k_positions)

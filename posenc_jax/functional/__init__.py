@@ -5,6 +5,12 @@ from posenc_jax.functional.alibi import alibi_bias, alibi_slopes
 from posenc_jax.functional.cope import cope_logits, cope_positions
 from posenc_jax.functional.distance import absolute_distance, relative_positions
 from posenc_jax.functional.fire import fire_mlp, fire_normalized_distance
+from posenc_jax.functional.fope import (
+    apply_fope,
+    fope_coefficients,
+    fope_inv_freq,
+    fope_num_series,
+)
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
 from posenc_jax.functional.rope import (
     FixedPointTurns,
@@ -14,6 +20,7 @@ from posenc_jax.functional.rope import (
     rope_cos_sin,
     rope_inv_freq,
     rope_turns_at_length,
+    rotate_pairs,
     xpos_scales,
     xpos_zeta,
 )
@@ -52,7 +59,12 @@ __all__ = [
     "kerple_power_bias",
     "normalized_positions",
     "relative_positions",
+    "apply_fope",
     "apply_rope",
+    "fope_coefficients",
+    "fope_inv_freq",
+    "fope_num_series",
+    "rotate_pairs",
     "p_rope_inv_freq",
     "rope_angles",
     "rope_cos_sin",
