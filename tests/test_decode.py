@@ -14,8 +14,8 @@ import pytest
 import posenc_jax as pj
 from posenc_jax.train.decode import decode_step, greedy_decode, init_cache
 
-# embed, rotate (three), bias, contextual
-ENCODINGS = ["learned", "rope", "xpos", "fope", "alibi", "t5", "cope"]
+# embed, rotate (four), bias, contextual
+ENCODINGS = ["learned", "rope", "xpos", "fope", "pope", "alibi", "t5", "cope"]
 
 
 def _model(name, architecture="decoder"):

@@ -280,9 +280,9 @@ CASES = [
     Case(
         "k and v shapes differ",
         AssertionError,
-        r"k and v must have the same shape \[B, S, G, K\]",
+        r"k and v must share \[B, S, G\]",
         lambda tmp: _attention(v_shape=(1, 5, 2, 8)),
-        "same shape [B, S, G, K]",
+        "must share [B, S, G]",
     ),
     Case(
         "q and k dtypes differ",

@@ -29,8 +29,8 @@ class KVCache(NamedTuple):
     """The arrays of one layer's cache.
 
     Attributes:
-      key: ``[B, C, G, K]`` cached keys (C slots).
-      value: ``[B, C, G, K]`` cached values.
+      key: ``[B, C, G, K]`` cached keys (C slots), as the encoding's ``rotate`` left them.
+      value: ``[B, C, G, Kv]`` cached values (``Kv = K`` unless ``rotate`` widens keys).
       positions: int32 ``[B, C]``, the position of each slot's key
         (:data:`EMPTY_CACHE_POSITION` when empty).
       index: int32 scalar, how many tokens were written so far.
@@ -52,12 +52,22 @@ def cache_capacity(length: int, window: Window | None) -> int:
     return length if window is None else window.size
 
 
-def empty_cache(batch_size: int, capacity: int, num_kv_heads: int, head_dim: int, dtype) -> KVCache:
-    """A cache with ``capacity`` empty slots for ``[B, ., G, K]`` keys of ``dtype``."""
+def empty_cache(
+    batch_size: int,
+    capacity: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype,
+    *,
+    value_dim: int | None = None,
+) -> KVCache:
+    """A cache with ``capacity`` empty slots for ``[B, ., G, K]`` keys of ``dtype`` (and
+    values of ``value_dim`` features; default ``K``)."""
     shape = (batch_size, capacity, num_kv_heads, head_dim)
+    value_shape = shape[:3] + (head_dim if value_dim is None else value_dim,)
     return KVCache(
         key=jnp.zeros(shape, dtype),
-        value=jnp.zeros(shape, dtype),
+        value=jnp.zeros(value_shape, dtype),
         positions=jnp.full(shape[:2], EMPTY_CACHE_POSITION, jnp.int32),
         index=jnp.zeros((), jnp.int32),
     )

@@ -219,9 +219,9 @@ def chunked_attention(
     plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2], causal=causal, window=window)
     scale = jnp.asarray(scale, jnp.float32)
     out = _flash(plan, q_tiles, k_tiles, scale, tuple(bias_params), mask_tiles, kinds)
-    # [nq, B, H, q_block, K] -> [B, nq, q_block, H, K]
+    # [nq, B, H, q_block, Kv] -> [B, nq, q_block, H, Kv]
     out = jnp.transpose(out, (1, 0, 3, 2, 4))
-    out = out.reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
+    out = out.reshape(batch, num_q_blocks * q_block, num_heads, v.shape[-1])
     return out[:, :q_len].astype(q.dtype)
 
 
@@ -298,7 +298,7 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
 
     def query_block(xs):
         q_tile, mask_row, kinds_row = xs
-        batch, num_heads, q_block, head_dim = q_tile["q"].shape
+        batch, num_heads, q_block, _ = q_tile["q"].shape
 
         def tile(carry, k_tile, masked):
             row_max, row_sum, acc = carry
@@ -321,7 +321,7 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
         init = (
             jnp.full(stats_shape, jnp.finfo(jnp.float32).min, jnp.float32),
             jnp.zeros(stats_shape, jnp.float32),
-            jnp.zeros(stats_shape + (head_dim,), jnp.float32),
+            jnp.zeros(stats_shape + (k_tiles["v"].shape[-1],), jnp.float32),
         )
         (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row)
         has_keys = row_sum > 0
@@ -406,10 +406,9 @@ def _flash_bwd(plan, residuals, d_out):
         dw_sum = None if dw is None else dw_sum + dw
         return (dk_sum + dk, dv_sum + dv, d_params, dw_sum), (dq, d_factor, du)
 
-    k_shape = k_tiles["k"].shape
     init = (
-        jnp.zeros(k_shape, jnp.float32),
-        jnp.zeros(k_shape, jnp.float32),
+        jnp.zeros(k_tiles["k"].shape, jnp.float32),
+        jnp.zeros(k_tiles["v"].shape, jnp.float32),
         (jnp.zeros_like(scale), jax.tree.map(jnp.zeros_like, bias_params)),
         jnp.zeros(k_tiles["w"].shape, jnp.float32) if "w" in k_tiles else None,
     )

@@ -63,7 +63,8 @@ def dot_product_attention(
     Args:
       q: queries ``[B, L, H, K]``.
       k: keys ``[B, S, G, K]``; ``H`` must be a multiple of ``G``.
-      v: values ``[B, S, G, K]``.
+      v: values ``[B, S, G, Kv]`` (``Kv`` may differ from ``K``: an encoding may widen
+        queries and keys, as PoPE does).
       bias_fn: ``bias_fn(q_positions, k_positions)`` returning ``[H, L, S]`` or
         ``[B, H, L, S]``, added to the scaled logits. The chunked path calls it once per
         tile with that tile's positions.
@@ -99,7 +100,7 @@ def dot_product_attention(
         the logits bounded, as ``c_i - c_j <= 0`` where ``-c_j`` alone grows with j.
 
     Returns:
-      ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
+      ``[B, L, H, Kv]`` in q's dtype. A query row with no attendable key returns zeros.
 
     Raises:
       ValueError: for inconsistent shapes, a bad mask, a contextual term built for the
@@ -143,6 +144,7 @@ def dot_product_attention(
         window=window,
         dtype=q.dtype,
         head_dim=head_dim,
+        value_dim=v.shape[-1],
     )
     logit_factor = None
     if temperature is not None:

@@ -162,7 +162,7 @@ class AttentionLayer:
             )
             contextual = encoding.contextual(
                 num_heads=self.num_heads,
-                head_dim=q.shape[-1],
+                head_dim=dims.head_dim,
                 causal=self.causal,
                 context=inputs.context,
             )
@@ -277,11 +277,13 @@ class AttentionLayer:
     ) -> tuple[Array, Array, Array]:
         """The keys, values and positions this call attends, with the cache updated
         (:func:`posenc_jax.attention.cache.append`)."""
-        batch, length, num_kv_heads, head_dim = k.shape
+        batch, length, num_kv_heads, key_dim = k.shape
 
         def new() -> cache.KVCache:
             capacity = cache.cache_capacity(length, window)
-            return cache.empty_cache(batch, capacity, num_kv_heads, head_dim, k.dtype)
+            return cache.empty_cache(
+                batch, capacity, num_kv_heads, key_dim, k.dtype, value_dim=v.shape[-1]
+            )
 
         state = self.cache_state(new)
         if state is None:

@@ -66,6 +66,7 @@ def choose_implementation(
     window: Window | None = None,
     dtype: jnp.dtype = jnp.float32,
     head_dim: int = 64,
+    value_dim: int | None = None,
     cudnn: bool | None = None,
 ) -> tuple[str, int | None]:
     """Resolves (backend, block size) from the caller's request and the call.
@@ -74,6 +75,7 @@ def choose_implementation(
       implementation: "auto", "dense", "chunked", "jax" or "cudnn".
       block_size: the requested tile edge; giving one asks for chunked attention.
       q_len, k_len, batch, num_heads, head_dim, dtype: the call's shapes and dtype.
+      value_dim: the values' width when it is not ``head_dim`` (None: the same).
       has_contextual: an encoding's contextual term (needs the full map).
       has_bias: a position bias.
       has_mask: a mask or padding.
@@ -103,6 +105,7 @@ def choose_implementation(
         has_mask=has_mask,
         has_processors=has_processors,
         window=window,
+        values_own_width=value_dim not in (None, head_dim),
     )
 
     def why_not_cudnn() -> str | None:

@@ -254,6 +254,13 @@ class PositionalEncoding(EncodingHooks, nn.Module):
         return hook in self.defined_hooks()
 
     @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        """The width of queries and keys after :meth:`rotate` for heads of ``head_dim``
+        features: ``head_dim`` (rotations keep it; PoPE doubles it). A decoding cache sizes
+        its keys by it."""
+        return head_dim
+
+    @nn.nowrap
     def sample_positions(
         self, key: Array, batch_size: int, length: int, *, lengths: Array | None = None
     ) -> Array:

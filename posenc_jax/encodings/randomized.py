@@ -140,6 +140,10 @@ class Randomized(PositionalEncoding):
         return jax.vmap(sample_row)(keys, jnp.asarray(lengths)).astype(jnp.int32)
 
     @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        return self.base.rotated_width(head_dim)
+
+    @nn.nowrap
     def embed_positions(self, key: Array, task_positions: Array | None, *, training: bool):
         """The wrapped encoding's (randomized positions replace only the model's positions)."""
         return self.base.embed_positions(key, task_positions, training=training)

@@ -1,8 +1,9 @@
-"""Rotary encodings: RoPE, its long-context scalings, xPos and p-RoPE (the ``rotate`` hook).
+"""Rotary encodings: RoPE, its long-context scalings, xPos, p-RoPE, FoPE, PoPE (``rotate``).
 
 Every encoding here rotates queries ``[B, L, H, K]`` and keys ``[B, S, G, K]`` by their
-positions and adds nothing elsewhere. The math lives in :mod:`posenc_jax.functional.rope`
-and :mod:`posenc_jax.functional.rope_scaling`; these modules only choose the frequencies.
+positions and adds nothing elsewhere (PoPE also widens them to ``2K``). The math lives in
+:mod:`posenc_jax.functional` (``rope``, ``rope_scaling``, ``fope``, ``pope``); these
+modules choose the frequencies and parameters.
 
 Current length. Dynamic NTK and LongRoPE depend on the current length, taken as the
 largest query or key position + 1 over the whole batch (Hugging Face's
@@ -26,14 +27,17 @@ its square.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax._checks import is_concrete
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.parameters import Dims, Parameter, Specs
 from posenc_jax.encodings.registry import register
 from posenc_jax.functional import fope as fope_math
+from posenc_jax.functional import pope as pope_math
 from posenc_jax.functional import rope as rope_math
 from posenc_jax.functional import rope_scaling
 from posenc_jax.typing import Array
@@ -385,3 +389,62 @@ class FoPE(PositionalEncoding):
             sin_coefficients=sin_coefficients,
         )
         return apply(q, q_positions), apply(k, k_positions)
+
+
+@register("pope")
+class PoPE(PositionalEncoding):
+    """PoPE: magnitudes softplus(content), phases from position, a learned phase offset per head.
+
+    Each of a head's ``K`` query and key features becomes a complex number of magnitude
+    ``softplus(x_c)`` and phase ``p theta_c`` (``theta_c = base^(-c/K)``), keys with a
+    learned per-head offset ``delta_c`` clamped to ``[-2 pi, 0]``, so that the logit is
+    ``sum_c softplus(q_c) softplus(k_c) cos((t - s) theta_c - delta_c) / sqrt(K)``:
+    content sets only magnitudes, position only phases, and the logit depends on the two
+    positions through ``t - s`` alone. ``rotate`` returns queries and keys of ``2K``
+    features ``[mu cos, mu sin]`` (the values keep ``K``); the queries carry ``sqrt(2)``
+    so that the attention's ``1 / sqrt(2K)`` is the ``1 / sqrt(K)`` above, and the offset
+    (on the queries' phase, an equivalent form) leaves grouped key heads shared. See
+    :mod:`posenc_jax.functional.pope`.
+
+    Attributes:
+      base: the frequencies' base.
+      learned_offset: learn ``delta`` (``[H, K]``, zeros at first as in x-transformers'
+        ``polar_pos_emb``); False fixes it at 0.
+      uniform_offset_init: start ``delta`` uniform in ``[-2 pi, 0]`` instead (the
+        x-transformers option ``polar_bias_uniform_init``).
+
+    References:
+      Gopalakrishnan, Csordás, Schmidhuber, Mozer, "Decoupling the 'What' and 'Where' With
+      Polar Coordinate Positional Embeddings", arXiv 2509.10534, 2025.
+    """
+
+    base: float = 10000.0
+    learned_offset: bool = True
+    uniform_offset_init: bool = False
+
+    @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        return 2 * head_dim
+
+    def attention_parameters(self, dims: Dims) -> Specs:
+        if not self.learned_offset:
+            return {}
+
+        def init(key, shape, dtype=jnp.float32):
+            if self.uniform_offset_init:
+                return jax.random.uniform(key, shape, dtype, -2 * np.pi, 0.0)
+            return jnp.zeros(shape, dtype)
+
+        return {"phase_offset": Parameter((dims.num_heads, dims.head_dim), init)}
+
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
+        inv_freq = pope_math.pope_inv_freq(q.shape[-1], base=self.base)
+        offset = None
+        if self.learned_offset:
+            offset = pope_math.clamp_phase_bias(params["phase_offset"])
+        q = pope_math.apply_pope(
+            q, q_positions, inv_freq, phase_bias=offset, scale=float(np.sqrt(2.0))
+        )
+        return q, pope_math.apply_pope(k, k_positions, inv_freq)

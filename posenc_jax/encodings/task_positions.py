@@ -107,7 +107,7 @@ class PositionCoupling(_TaskPositionTable):
       stddev: the table's initial standard deviation.
 
     References:
-      Cho, Cho, Shin, Yun, Kim, Lee, Yun, "Position Coupling: Improving Length
+      Cho, Cha, Awasthi, Bhojanapalli, Gupta, Yun, "Position Coupling: Improving Length
       Generalization of Arithmetic Transformers Using Task Structure", NeurIPS 2024,
       arXiv 2405.20671 (code: HanseulJo/position-coupling, src/data/addition.py).
     """

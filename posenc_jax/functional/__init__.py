@@ -12,6 +12,7 @@ from posenc_jax.functional.fope import (
     fope_num_series,
 )
 from posenc_jax.functional.kerple import kerple_log_bias, kerple_power_bias
+from posenc_jax.functional.pope import apply_pope, clamp_phase_bias, pope_inv_freq
 from posenc_jax.functional.rope import (
     FixedPointTurns,
     apply_rope,
@@ -60,7 +61,10 @@ __all__ = [
     "normalized_positions",
     "relative_positions",
     "apply_fope",
+    "apply_pope",
     "apply_rope",
+    "clamp_phase_bias",
+    "pope_inv_freq",
     "fope_coefficients",
     "fope_inv_freq",
     "fope_num_series",

@@ -147,8 +147,15 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
             raise ValueError("init_cache needs a layer built with decode=True.")
         capacity = cache.cache_capacity(length, as_window(self.window))
         kv_heads = self.num_kv_heads or self.num_heads
+        encoding = self.position_encoding
+        key_dim = self.head_dim if encoding is None else encoding.rotated_width(self.head_dim)
         empty = cache.empty_cache(
-            batch_size, capacity, kv_heads, self.head_dim, dtype or self.dtype
+            batch_size,
+            capacity,
+            kv_heads,
+            key_dim,
+            dtype or self.dtype,
+            value_dim=self.head_dim,
         )
         for name, value in zip(cache.CACHE_NAMES, empty, strict=True):
             setattr(self, name, nnx.Cache(value))

@@ -115,6 +115,10 @@ class Encoding(EncodingHooks, nnx.Module):
     def needs_dense(self) -> bool:
         return self.definition.needs_dense
 
+    def rotated_width(self, head_dim: int) -> int:
+        """The width of queries and keys after ``rotate`` (the definition's)."""
+        return self.definition.rotated_width(head_dim)
+
     def run_hook(self, hook: str, *args, **kwargs):
         """Runs the definition's pure ``hook`` with this encoding's parameters."""
         called = hook_dims(hook, args, kwargs).known()
