@@ -204,6 +204,27 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
     return spec, encoding_kwargs
 
 
+def inapplicable(cfg: ConfigDict, task_name: str, encoding_name: str) -> str | None:
+    """Why a (task, encoding) cell cannot run, or None: an encoding that reads positions
+    the task assigns (Abacus, position coupling) on a task that assigns none."""
+    task = get_task(task_name, **dict(cfg.task_kwargs.get(task_name, {})))
+    # Sizes do not change a capability.
+    encoding = build_encoding(encoding_name, cfg, longest_sequence=1, train_sequence=1)[0]
+    if encoding.needs_task_positions and not task.gives_task_positions:
+        return f"{encoding_name} reads positions the task assigns, and {task_name} assigns none"
+    return None
+
+
+def cells(cfg: ConfigDict) -> list[tuple[str, str]]:
+    """The (task, encoding) cells the study runs: every pair but the inapplicable ones."""
+    return [
+        (task, encoding)
+        for task in cfg.tasks
+        for encoding in cfg.encodings
+        if inapplicable(cfg, task, encoding) is None
+    ]
+
+
 def validate(cfg: ConfigDict) -> None:
     """Fails before any training on names or sizes that cannot work."""
     for name in cfg.encodings:
@@ -224,13 +245,12 @@ def validate(cfg: ConfigDict) -> None:
             f"eval_batch_size ({cfg.eval_batch_size}) must be positive."
         )
     lengths = eval_lengths(cfg)
-    for task in cfg.tasks:
-        for encoding in cfg.encodings:
-            spec = cell_spec(cfg, task, encoding)[0]
-            check_eval_lengths(spec, lengths)
-            # A corpus task without held-out text, or too little of it, fails here.
-            held_out = spec.task.held_out()
-            jax.eval_shape(lambda k, t=held_out: t.sample(k, 1, max(lengths)), jax.random.key(0))
+    for task, encoding in cells(cfg):
+        spec = cell_spec(cfg, task, encoding)[0]
+        check_eval_lengths(spec, lengths)
+        # A corpus task without held-out text, or too little of it, fails here.
+        held_out = spec.task.held_out()
+        jax.eval_shape(lambda k, t=held_out: t.sample(k, 1, max(lengths)), jax.random.key(0))
 
 
 def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
@@ -257,14 +277,18 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             results.unchecked_rows(),
             results.path,
         )
-    pending = []  # (task, encoding, the seeds that lack a row)
     for task_name in cfg.tasks:
         for encoding_name in cfg.encodings:
-            digest = cell_config_digest(cfg, task_name, encoding_name)
-            results.check_config(encoding_name, task_name, digest)
-            seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
-            if seeds:
-                pending.append((task_name, encoding_name, seeds))
+            reason = inapplicable(cfg, task_name, encoding_name)
+            if reason:
+                logging.warning("cell %s/%s skipped: %s.", task_name, encoding_name, reason)
+    pending = []  # (task, encoding, the seeds that lack a row)
+    for task_name, encoding_name in cells(cfg):
+        digest = cell_config_digest(cfg, task_name, encoding_name)
+        results.check_config(encoding_name, task_name, digest)
+        seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
+        if seeds:
+            pending.append((task_name, encoding_name, seeds))
     # An interrupted cell's checkpoints must be this configuration's; checked before any
     # cell trains, so a mismatch stops the study before it has written anything.
     for task_name, encoding_name, seeds in pending:

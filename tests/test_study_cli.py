@@ -69,12 +69,14 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe"])
+@pytest.mark.parametrize(
+    "preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe", "arithmetic"]
+)
 def test_every_preset_is_valid(preset):
     """Every preset names registered encodings and tasks and builds every cell's model."""
     import importlib
 
-    from experiments.length_extrapolation import validate
+    from experiments.length_extrapolation import cells, validate
 
     config = importlib.import_module(f"experiments.configs.{preset}").get_config()
     validate(config)
@@ -84,6 +86,10 @@ def test_every_preset_is_valid(preset):
         assert kept | {"normalized", "integer"} <= set(config.encodings)
         assert {"copy", "reverse"} <= set(config.tasks) and len(config.seeds) >= 2
         assert config.min_train_length == 1
+    if preset == "full":
+        # Encodings that read the task's positions run on the tasks that assign them.
+        assert ("addition", "abacus") in cells(config) and ("copy", "abacus") not in cells(config)
+        assert {"pope", "fope", "abacus", "position_coupling"} <= set(config.encodings)
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():

@@ -40,6 +40,8 @@ class Addition(Task):
       Arithmetic Transformers Using Task Structure", NeurIPS 2024, arXiv 2405.20671.
     """
 
+    gives_task_positions = True
+
     @property
     def vocab_size(self) -> int:
         return ZERO + 10

@@ -49,9 +49,11 @@ class Task:
     Attributes:
       architecture: the Transformer shape the task is posed for ("decoder", "encoder",
         "encoder_decoder").
+      gives_task_positions: its batches carry ``task_positions``.
     """
 
     architecture = "decoder"
+    gives_task_positions = False
 
     @property
     def name(self) -> str:

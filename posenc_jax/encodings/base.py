@@ -154,10 +154,13 @@ class PositionalEncoding(EncodingHooks, nn.Module):
       causal_only: the encoding is defined only for causal attention (xPos, CoPE); using it
         bidirectionally is an error.
       needs_dense: the encoding needs the full logit map, so the chunked core cannot be used.
+      needs_task_positions: the encoding's embedding reads positions the task assigns
+        (:meth:`embed_positions`), so it runs only on tasks that assign them.
     """
 
     causal_only: ClassVar[bool] = False
     needs_dense: ClassVar[bool] = False
+    needs_task_positions: ClassVar[bool] = False
 
     # --- The definition: parameters and pure hooks, shared by linen and NNX. ---------------
 

@@ -94,6 +94,7 @@ class Randomized(PositionalEncoding):
 
     causal_only = _FromBase()
     needs_dense = _FromBase()
+    needs_task_positions = _FromBase()
 
     @nn.nowrap
     def sample_positions(

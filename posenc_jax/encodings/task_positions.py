@@ -25,6 +25,8 @@ class _TaskPositionTable(PositionalEncoding):
     """A learned table of ``max_position + 1`` vectors added to the embeddings at the
     positions :meth:`embed_positions` chooses from the task's."""
 
+    needs_task_positions = True
+
     max_position: int = 1023
     stddev: float = 0.02
 
