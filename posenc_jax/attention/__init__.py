@@ -6,6 +6,7 @@ Layout: ``ops`` (shared operations), the backends ``dense``, ``chunked`` and ``f
 modules; Multi-Token Attention is multi-head attention plus processors of the maps).
 """
 
+from posenc_jax.attention.cache import Streaming
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.multi_head import MultiHeadAttention
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
@@ -17,6 +18,7 @@ __all__ = [
     "MTAConfig",
     "MultiHeadAttention",
     "MultiTokenAttention",
+    "Streaming",
     "Window",
     "dot_product_attention",
     "masked_softmax",

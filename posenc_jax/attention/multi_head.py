@@ -91,7 +91,8 @@ class AttentionLayer:
 
     A skin has the attributes of :class:`MultiHeadAttention` (``num_heads``,
     ``num_kv_heads``, ``head_dim``, ``out_features``, ``causal``, ``temperature``,
-    ``block_size``, ``implementation``, ``decode``, ``layer_index``, ``window``) and
+    ``block_size``, ``implementation``, ``decode``, ``layer_index``, ``window``,
+    ``streaming``) and
     provides where parameters and state live:
 
     * ``project(name, x, features, axis)``: the projection ``name`` ("query", "key",
@@ -144,27 +145,34 @@ class AttentionLayer:
         params = self.parameters_of(self.layer_parameters(dims))
         q, k, v = inputs.q, inputs.k, inputs.v
         q_positions, k_positions = inputs.q_positions, inputs.k_positions
+        hook_context = inputs.context
         window = as_window(self.window)
         encoding = self.layer_encoding()
+        streaming = self.streaming
         bias_fn = contextual = None
-        if encoding is not None:
-            q, k = encoding.rotate(q, k, q_positions, k_positions, context=inputs.context)
         if self.decode:
             if not (inputs.self_attention and self.causal) or padding_mask is not None:
                 raise ValueError(
                     "decode=True keeps a cache for causal self-attention only, without a "
                     "padding_mask (express padding through positions)."
                 )
+        if streaming is not None:
+            # Keys are cached before rotate and placed by positions counted in the cache.
+            (k, v, k_positions), q_positions = self._streamed(k, v, q_positions, k_positions)
+            hook_context = hook_context._replace(q_positions=q_positions, k_positions=k_positions)
+        if encoding is not None:
+            q, k = encoding.rotate(q, k, q_positions, k_positions, context=hook_context)
+        if self.decode and streaming is None:
             k, v, k_positions = self._cached(k, v, k_positions, window)
         if encoding is not None:
             bias_fn = encoding.bias_fn(
-                num_heads=self.num_heads, causal=self.causal, context=inputs.context
+                num_heads=self.num_heads, causal=self.causal, context=hook_context
             )
             contextual = encoding.contextual(
                 num_heads=self.num_heads,
                 head_dim=dims.head_dim,
                 causal=self.causal,
-                context=inputs.context,
+                context=hook_context,
             )
         terms = self.map_terms(inputs, params)
         out = dot_product_attention(
@@ -272,6 +280,33 @@ class AttentionLayer:
             context=hook_context,
         )
 
+    def _streamed(
+        self, k: Array, v: Array, q_positions: Array, k_positions: Array
+    ) -> tuple[tuple[Array, Array, Array], Array]:
+        """StreamingLLM decoding (:class:`~posenc_jax.attention.cache.Streaming`): the kept
+        keys (not rotated), values and their positions counted inside the cache, and the
+        queries' positions counted the same way."""
+        streaming = self.streaming
+        streaming.check()
+        if not self.decode or self.window is not None:
+            raise ValueError(
+                "streaming is a decoding cache: build the layer with decode=True and no window."
+            )
+        batch, length, num_kv_heads, head_dim = k.shape
+
+        def new() -> cache.KVCache:
+            return cache.empty_cache(
+                batch, streaming.capacity, num_kv_heads, head_dim, k.dtype, value_dim=v.shape[-1]
+            )
+
+        state = self.cache_state(new)
+        if state is None:
+            return (k, v, k_positions), q_positions
+        (k, v, kept), state = cache.append_streaming(state, k, v, k_positions, streaming)
+        self.store_cache(state)
+        in_cache = cache.positions_in_cache
+        return (k, v, in_cache(kept, kept)), in_cache(kept, q_positions)
+
     def _cached(
         self, k: Array, v: Array, k_positions: Array, window: Window | None
     ) -> tuple[Array, Array, Array]:
@@ -339,6 +374,10 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
       window: a :class:`~posenc_jax.attention.ops.Window` (sliding or chunked local) or
         an int w (a sliding window of w keys: positions ``p - w < q <= p`` when causal);
         None (default) attends every key.
+      streaming: with ``decode``, a StreamingLLM cache
+        (:class:`~posenc_jax.attention.cache.Streaming`): the first ``sinks`` tokens and
+        the ``recent`` latest ones are kept, their keys before ``rotate``, and every hook
+        sees positions counted inside the cache; None (default): the full cache.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -362,6 +401,7 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
     shared_encoding: bool = False
     layer_index: int = 0
     window: Window | int | None = None
+    streaming: cache.Streaming | None = None
 
     @nn.compact
     def __call__(self, x: Array, context: Array | None = None, **options) -> Array:

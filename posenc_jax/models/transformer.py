@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention.cache import Streaming
 from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
 from posenc_jax.attention.router import check_request
@@ -65,6 +66,10 @@ class TransformerConfig:
       share_encoding_across_layers: every layer of a stack reads one set of encoding
         parameters (bound once per stack as ``position_encoding``), as T5 shares its
         relative-bias table; False (default) gives each layer its own.
+      streaming: with ``decode``, a StreamingLLM cache in every causal self-attention
+        layer (:class:`~posenc_jax.attention.cache.Streaming`: the first ``sinks`` tokens
+        and the ``recent`` latest, positions counted inside the cache), to decode beyond
+        the trained length; None (default): the full cache. Ignored without ``decode``.
       layers: one :class:`~posenc_jax.models.layers.LayerSpec` per layer (its attention's
         encoding, window, kind, temperature), e.g. from a schedule of
         :mod:`posenc_jax.models.schedules`; None (default): every layer as the fields
@@ -90,6 +95,7 @@ class TransformerConfig:
     mta: MTAConfig = dataclasses.field(default_factory=MTAConfig)
     decode: bool = False
     share_encoding_across_layers: bool = False
+    streaming: Streaming | None = None
     layers: tuple[LayerSpec, ...] | None = None
 
     def __post_init__(self):
@@ -119,6 +125,18 @@ class TransformerConfig:
                 f"{sorted(kinds - {'multi_head'})[0]!r} attention would also need past score "
                 "rows."
             )
+        if self.streaming is not None:
+            if not isinstance(self.streaming, Streaming):
+                raise ValueError(
+                    f"streaming must be a posenc_jax.attention.cache.Streaming, got "
+                    f"{self.streaming!r}."
+                )
+            self.streaming.check()
+            if any(self.layer_spec(i).window is not None for i in range(self.num_layers)):
+                raise ValueError(
+                    "streaming keeps its own window of recent tokens; it takes layers "
+                    "without a window."
+                )
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
                 f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
@@ -219,6 +237,7 @@ def self_attention_options(
         options["config"] = spec.mta or cfg.mta
     else:
         options["decode"] = cfg.decode and causal
+        options["streaming"] = cfg.streaming if cfg.decode and causal else None
     return kind, options
 
 

@@ -73,6 +73,8 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         with their positions.
       layer_index: 0-based index of this layer in its stack (for the hook context).
       window: a :class:`~posenc_jax.attention.Window` or an int (sliding window), or None.
+      streaming: with ``decode``, a StreamingLLM cache
+        (:class:`~posenc_jax.attention.cache.Streaming`), or None.
       rngs: the parameters' random keys.
     """
 
@@ -97,6 +99,7 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         decode: bool = False,
         layer_index: int = 0,
         window: Window | int | None = None,
+        streaming: cache.Streaming | None = None,
         rngs: nnx.Rngs,
     ):
         kv_heads = num_kv_heads or num_heads
@@ -106,7 +109,7 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         self.in_features, self.out_features = in_features, out_features
         self.causal, self.decode, self.layer_index = causal, decode, layer_index
         self.temperature, self.block_size = temperature, block_size
-        self.implementation, self.window = implementation, window
+        self.implementation, self.window, self.streaming = implementation, window, streaming
         self.dtype, self.param_dtype = dtype, param_dtype
         linear = functools.partial(
             nnx.LinearGeneral,
@@ -145,10 +148,12 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         (a windowed layer keeps ``window`` slots), of the projections' dtype by default."""
         if not self.decode:
             raise ValueError("init_cache needs a layer built with decode=True.")
-        capacity = cache.cache_capacity(length, as_window(self.window))
+        capacity = cache.cache_capacity(length, as_window(self.window), self.streaming)
         kv_heads = self.num_kv_heads or self.num_heads
         encoding = self.position_encoding
-        key_dim = self.head_dim if encoding is None else encoding.rotated_width(self.head_dim)
+        key_dim = self.head_dim
+        if encoding is not None and self.streaming is None:  # streaming caches keys unrotated
+            key_dim = encoding.rotated_width(self.head_dim)
         empty = cache.empty_cache(
             batch_size,
             capacity,
