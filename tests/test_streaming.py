@@ -122,3 +122,17 @@ def test_bad_streaming_settings_are_named():
         pj.models.TransformerConfig(
             vocab_size=5, num_layers=1, streaming=Streaming(1, 3), layers=layers
         )
+
+
+def test_the_measurement_scores_a_full_cache_as_the_full_pass():
+    """experiments/streaming_sinks.py decodes teacher-forced; with the full cache its
+    per-step losses are the full pass's cross-entropy."""
+    from experiments.streaming_sinks import teacher_forced_losses
+
+    cfg, params, tokens = _decoder(None)
+    logits = pj.models.Transformer(cfg).apply({"params": params}, tokens)[:, :-1]
+    want = -np.take_along_axis(
+        np.asarray(jax.nn.log_softmax(logits)), np.asarray(tokens)[:, 1:, None], axis=-1
+    )[..., 0]
+    got = teacher_forced_losses(dataclasses.replace(cfg, decode=True), params, tokens)
+    np.testing.assert_allclose(got, want, atol=2e-5)
