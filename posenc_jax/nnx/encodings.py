@@ -115,6 +115,10 @@ class Encoding(EncodingHooks, nnx.Module):
     def needs_dense(self) -> bool:
         return self.definition.needs_dense
 
+    @property
+    def needs_task_positions(self) -> bool:
+        return self.definition.needs_task_positions
+
     def rotated_width(self, head_dim: int) -> int:
         """The width of queries and keys after ``rotate`` (the definition's)."""
         return self.definition.rotated_width(head_dim)
