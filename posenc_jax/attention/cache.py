@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from posenc_jax._checks import is_integer
 from posenc_jax.attention.ops import Window
 from posenc_jax.typing import Array
 
@@ -163,7 +164,7 @@ class Streaming(NamedTuple):
         """``sinks >= 0`` and ``recent >= 1``, integers."""
         for name, low in (("sinks", 0), ("recent", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not is_integer(value) or value < low:
                 raise ValueError(f"Streaming {name} must be an integer >= {low}, got {value!r}.")
 
 
