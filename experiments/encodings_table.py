@@ -41,11 +41,15 @@ def hooks(cls: type[PositionalEncoding]) -> list[str]:
 
     A hook counts when the class defines it (``PositionalEncoding.defined_hooks``);
     ``positions`` is added when it overrides ``sample_positions`` (a different choice of
-    positions, as randomized encodings are).
+    positions, as randomized encodings are), ``task positions`` when it overrides
+    ``embed_positions`` (its embedding reads positions the task assigns: Abacus, position
+    coupling).
     """
     used = [HOOK_LABELS[hook] for hook in cls.defined_hooks()]
     if cls.sample_positions is not PositionalEncoding.sample_positions:
         used.append("positions")
+    if cls.embed_positions is not PositionalEncoding.embed_positions:
+        used.append("task positions")
     return used
 
 

@@ -184,26 +184,32 @@ def schedule_layers(name: str, cfg: ConfigDict):
 
 
 def build_encoding(
-    name: str, cfg: ConfigDict, longest_sequence: int
+    name: str, cfg: ConfigDict, longest_sequence: int, train_sequence: int
 ) -> tuple[pj.encodings.PositionalEncoding, dict]:
-    """The encoding of a study row, with table sizes filled in to cover every eval length.
+    """The encoding of a study row, with the sizes it depends on filled in.
 
     An encoding with a ``max_length`` hyperparameter (a learned table) gets one row per
     position of the longest evaluation sequence unless the config says otherwise: the
     rows beyond the training length are never trained, which is exactly what the study
-    measures.
+    measures. One with a ``train_length`` (FoPE's L_train) gets the longest training
+    sequence, in tokens.
     """
     registered = registered_name(name, cfg)
     kwargs = dict(cfg.encoding_kwargs.get(name, {}))
-    if "max_length" in pj.encodings.hyperparameters(pj.encodings.get_class(registered)):
+    accepted = pj.encodings.hyperparameters(pj.encodings.get_class(registered))
+    if "max_length" in accepted:
         kwargs.setdefault("max_length", longest_sequence)
+    if "train_length" in accepted:
+        kwargs.setdefault("train_length", train_sequence)
     return pj.encodings.get(registered, **kwargs), kwargs
 
 
 def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunSpec, dict]:
     task = study_task(cfg, task_name)
     longest = task.sequence_length(max(eval_lengths(cfg)))
-    encoding, encoding_kwargs = build_encoding(encoding_name, cfg, longest)
+    encoding, encoding_kwargs = build_encoding(
+        encoding_name, cfg, longest, task.sequence_length(cfg.train_length)
+    )
     model = pj.models.TransformerConfig(
         vocab_size=task.vocab_size,
         architecture=task.architecture,
@@ -228,6 +234,17 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
     return spec, encoding_kwargs
 
 
+def inapplicable(cfg: ConfigDict, task_name: str, encoding_name: str) -> str | None:
+    """Why a (task, encoding) cell cannot run, or None: an encoding that reads positions
+    the task assigns (Abacus, position coupling) on a task that assigns none."""
+    task = study_task(cfg, task_name)
+    # Sizes do not change a capability.
+    encoding = build_encoding(encoding_name, cfg, longest_sequence=1, train_sequence=1)[0]
+    if encoding.needs_task_positions and not task.gives_task_positions:
+        return f"{encoding_name} reads positions the task assigns, and {task_name} assigns none"
+    return None
+
+
 def validate(cfg: ConfigDict) -> None:
     """Fails before any training on names or sizes that cannot work."""
     for name in cfg.encodings:
@@ -248,9 +265,8 @@ def validate(cfg: ConfigDict) -> None:
             f"eval_batch_size ({cfg.eval_batch_size}) must be positive."
         )
     lengths = eval_lengths(cfg)
-    for task in cfg.tasks:
-        for encoding in cfg.encodings:
-            cell_spec(cfg, task, encoding)  # every cell's run spec builds
+    for task, encoding in study_cells(cfg):
+        cell_spec(cfg, task, encoding)  # every cell's run spec builds
     for task, encoding in traced_cells(cfg, lengths):
         check_eval_lengths(cell_spec(cfg, task, encoding)[0], lengths)
 
@@ -258,13 +274,14 @@ def validate(cfg: ConfigDict) -> None:
 def traced_cells(cfg: ConfigDict, lengths: list[int]) -> list[tuple[str, str]]:
     """The cells whose model :func:`validate` traces at the longest evaluation length.
 
-    Each task with the first encoding, and each encoding with the tasks whose evaluation
+    Each task with its first encoding, and each encoding with the tasks whose evaluation
     batches are the widest of their architecture (in the inputs, and in the source of an
-    encoder-decoder): a table, a position limit or a causal-only encoding that cannot serve
-    a task fails there first. Tracing every cell took minutes for the full preset (364
-    cells, about 0.5 s each on a 2-core CPU).
+    encoder-decoder), among the cells the study runs (:func:`study_cells`): a table, a
+    position limit or a causal-only encoding that cannot serve a task fails there first.
+    Tracing every cell took minutes for the full preset (364 cells, about 0.5 s each on a
+    2-core CPU).
     """
-    widest = {}  # (architecture, input name) -> (width, task)
+    widths = {}  # task -> {(architecture, input name): width}
     for task_name in cfg.tasks:
         task = study_task(cfg, task_name)
         # A corpus task without held-out text, or too little of it, fails here.
@@ -272,14 +289,21 @@ def traced_cells(cfg: ConfigDict, lengths: list[int]) -> list[tuple[str, str]]:
         batch = jax.eval_shape(
             lambda k, t=held_out: t.sample(k, 1, max(lengths)), jax.random.key(0)
         )
-        for name in ("inputs", "source"):
-            if name in batch:
-                width = batch[name].shape[1]
-                best = widest.get((task.architecture, name))
-                if best is None or width > best[0]:
-                    widest[(task.architecture, name)] = (width, task_name)
-    cells = {(task, cfg.encodings[0]) for task in cfg.tasks}
-    cells |= {(task, e) for _, task in widest.values() for e in cfg.encodings}
+        widths[task_name] = {
+            (task.architecture, name): batch[name].shape[1]
+            for name in ("inputs", "source")
+            if name in batch
+        }
+    first = {}  # task -> its first encoding
+    widest = {}  # (encoding, architecture, input name) -> (width, task)
+    for task_name, encoding in study_cells(cfg):
+        first.setdefault(task_name, encoding)
+        for (architecture, name), width in widths[task_name].items():
+            best = widest.get((encoding, architecture, name))
+            if best is None or width > best[0]:
+                widest[(encoding, architecture, name)] = (width, task_name)
+    cells = set(first.items())
+    cells |= {(task_name, key[0]) for key, (_, task_name) in widest.items()}
     return sorted(cells)
 
 
@@ -319,6 +343,11 @@ def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
             results.unchecked_rows(),
             results.path,
         )
+    for task_name in cfg.tasks:
+        for encoding_name in cfg.encodings:
+            reason = inapplicable(cfg, task_name, encoding_name)
+            if reason:
+                logging.warning("cell %s/%s skipped: %s.", task_name, encoding_name, reason)
     pending = []  # (task, encoding, the seeds that lack a row)
     for task_name, encoding_name in study_cells(cfg, shard):
         digest = cell_config_digest(cfg, task_name, encoding_name)
@@ -398,9 +427,14 @@ def write_table_and_plots(cfg: ConfigDict, rows: list[dict], workdir: str) -> st
 
 
 def study_cells(cfg: ConfigDict, shard: CellShard | None = None) -> list[tuple[str, str]]:
-    """The (task, encoding) cells of the configuration (each task, then each encoding), or
-    those of one cell shard."""
-    cells = [(task, encoding) for task in cfg.tasks for encoding in cfg.encodings]
+    """The (task, encoding) cells the study runs (each task, then each encoding), every
+    pair but the inapplicable ones (:func:`inapplicable`), or those of one cell shard."""
+    cells = [
+        (task, encoding)
+        for task in cfg.tasks
+        for encoding in cfg.encodings
+        if inapplicable(cfg, task, encoding) is None
+    ]
     return cells if shard is None else shard.cells(cells)
 
 

@@ -317,9 +317,9 @@ CASES = [
     Case(
         "k and v shapes differ",
         AssertionError,
-        r"k and v must have the same shape \[B, S, G, K\]",
+        r"k and v must share \[B, S, G\]",
         lambda tmp: _attention(v_shape=(1, 5, 2, 8)),
-        "same shape [B, S, G, K]",
+        "must share [B, S, G]",
     ),
     Case(
         "q and k dtypes differ",
@@ -547,6 +547,24 @@ CASES = [
             causal=True, stick_breaking=pj.attention.StickBreaking(), implementation="jax"
         ),
         "this call has stick_breaking weights",
+    ),
+    Case(
+        "a decay with a streaming cache",
+        ValueError,
+        r"streaming evicts the tokens between the sinks and the recent window, but the "
+        r"encoding's decay term \(c_i - c_j\) .* undefined over evicted tokens",
+        lambda tmp: jax.eval_shape(
+            MultiHeadAttention(
+                num_heads=2,
+                causal=True,
+                encoding=pj.encodings.get("fox"),
+                decode=True,
+                streaming=pj.attention.Streaming(2, 3),
+            ).init,
+            KEY,
+            jnp.zeros((1, 4, 8)),
+        ),
+        "streaming evicts the tokens between the sinks",
     ),
     # --- several hosts and cell shards --------------------------------------------------------
     Case(

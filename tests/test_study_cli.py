@@ -70,7 +70,8 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
 
 
 @pytest.mark.parametrize(
-    "preset", ["smoke", "quick", "hybrid", "full", "paper_nope", "paper_rpe", "lm", "lm_quick"]
+    "preset",
+    ["smoke", "quick", "hybrid", "full", "paper_nope", "paper_rpe", "lm", "lm_quick", "arithmetic"],
 )
 def test_every_preset_is_valid(preset, tmp_path):
     """Every preset names registered encodings and tasks, its models trace at the longest
@@ -80,15 +81,20 @@ def test_every_preset_is_valid(preset, tmp_path):
 
     import jax
 
-    from experiments.length_extrapolation import cell_spec, validate
+    from experiments.length_extrapolation import cell_spec, study_cells, validate
     from posenc_jax.train.loop import compiled_init, compiled_step, run_keys
 
     config = importlib.import_module(f"experiments.configs.{preset}").get_config()
     config.lm.data_dir = str(tmp_path)  # the language-model presets prepare their corpus
     validate(config)
     keys = run_keys(list(config.seeds))
-    for task in config.tasks:
-        spec = cell_spec(config, task, config.encodings[0])[0]
+    cells = study_cells(config)
+    first = {}  # each task's first encoding among the cells the study runs
+    for task, encoding in cells:
+        first.setdefault(task, encoding)
+    assert set(first) == set(config.tasks)
+    for task, encoding in first.items():
+        spec = cell_spec(config, task, encoding)[0]
         state = jax.eval_shape(compiled_init(spec), keys)
         stepped, _ = jax.eval_shape(compiled_step(spec), state, keys)
         assert jax.tree.structure(stepped) == jax.tree.structure(state), task
@@ -106,6 +112,9 @@ def test_every_preset_is_valid(preset, tmp_path):
         assert {"sinusoidal", "rope", "t5", "alibi"} <= set(config.encodings)
     if preset == "full":
         assert {"fox", "cable", "stick_breaking"} <= set(config.encodings)
+        assert {"pope", "fope", "abacus", "position_coupling"} <= set(config.encodings)
+        # Encodings that read the task's positions run on the tasks that assign them.
+        assert ("addition", "abacus") in cells and ("copy", "abacus") not in cells
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():

@@ -8,6 +8,7 @@ modules; Multi-Token Attention is multi-head attention plus processors of the ma
 of the softmax), ``cache`` (the decoding cache) and ``temperature``.
 """
 
+from posenc_jax.attention.cache import Streaming
 from posenc_jax.attention.core import dot_product_attention
 from posenc_jax.attention.multi_head import MultiHeadAttention
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
@@ -21,6 +22,7 @@ __all__ = [
     "MultiHeadAttention",
     "MultiTokenAttention",
     "StickBreaking",
+    "Streaming",
     "Window",
     "dot_product_attention",
     "masked_softmax",

@@ -6,12 +6,15 @@ encoding has a ``decay`` hook (a forget gate) keeps a fifth, each cached key's c
 log decay ``c``, from which the next tokens continue the sum. Both skins of
 :class:`~posenc_jax.attention.MultiHeadAttention` (linen's "cache" collection, NNX's
 ``nnx.Cache`` variables, under the same names) create them with :func:`empty_cache` and
-change them only through :func:`append`, so the cache's rules live here once.
+change them only through :func:`append` (or :func:`append_streaming`), so the cache's
+rules live here once.
 
 Positions are data: the cache offset is nothing but the positions passed in, and an empty
 slot holds :data:`EMPTY_CACHE_POSITION`, later than any query, so the causal rule hides it
 without a separate validity mask. A windowed layer keeps only the last ``window.size``
-keys, in a ring buffer whose cached positions say what is where.
+keys, in a ring buffer whose cached positions say what is where. A StreamingLLM cache
+(:class:`Streaming`) keeps the first tokens and the latest ones, and places them by
+positions counted inside the cache.
 """
 
 from typing import NamedTuple
@@ -19,6 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from posenc_jax._checks import is_integer
 from posenc_jax.attention.ops import Window
 from posenc_jax.typing import Array
 
@@ -31,8 +35,8 @@ class KVCache(NamedTuple):
     """The arrays of one layer's cache.
 
     Attributes:
-      key: ``[B, C, G, K]`` cached keys (C slots).
-      value: ``[B, C, G, K]`` cached values.
+      key: ``[B, C, G, K]`` cached keys (C slots), as the encoding's ``rotate`` left them.
+      value: ``[B, C, G, Kv]`` cached values (``Kv = K`` unless ``rotate`` widens keys).
       positions: int32 ``[B, C]``, the position of each slot's key
         (:data:`EMPTY_CACHE_POSITION` when empty).
       index: int32 scalar, how many tokens were written so far.
@@ -76,9 +80,12 @@ class Attended(NamedTuple):
     decay: Array | None = None
 
 
-def cache_capacity(length: int, window: Window | None) -> int:
-    """Slots a cache needs for sequences of ``length`` tokens: ``length``, or the window's
-    size for a windowed layer (a ring buffer)."""
+def cache_capacity(length: int, window: Window | None, streaming: "Streaming | None" = None) -> int:
+    """Slots a cache needs for sequences of ``length`` tokens: ``length``, the window's
+    size for a windowed layer (a ring buffer), or a StreamingLLM cache's
+    ``sinks + recent``."""
+    if streaming is not None:
+        return streaming.capacity
     return length if window is None else window.size
 
 
@@ -89,17 +96,20 @@ def empty_cache(
     head_dim: int,
     dtype,
     *,
+    value_dim: int | None = None,
     decay_heads: int | None = None,
 ) -> KVCache:
-    """A cache with ``capacity`` empty slots for ``[B, ., G, K]`` keys of ``dtype``, and
-    with ``decay_heads`` (H) cumulative log decays per slot when given."""
+    """A cache with ``capacity`` empty slots for ``[B, ., G, K]`` keys of ``dtype`` (and
+    values of ``value_dim`` features; default ``K``), and with ``decay_heads`` (H)
+    cumulative log decays per slot when given."""
     shape = (batch_size, capacity, num_kv_heads, head_dim)
+    value_shape = shape[:3] + (head_dim if value_dim is None else value_dim,)
     decay = None
     if decay_heads is not None:
         decay = jnp.zeros((batch_size, capacity, decay_heads), jnp.float32)
     return KVCache(
         key=jnp.zeros(shape, dtype),
-        value=jnp.zeros(shape, dtype),
+        value=jnp.zeros(value_shape, dtype),
         positions=jnp.full(shape[:2], EMPTY_CACHE_POSITION, jnp.int32),
         index=jnp.zeros((), jnp.int32),
         decay=decay,
@@ -174,3 +184,91 @@ def append(
         lambda old, x: jax.lax.dynamic_update_slice_in_dim(old, x, start, axis=1), cached, new
     )
     return written, KVCache(*written[:3], index, written.decay)
+
+
+class Streaming(NamedTuple):
+    """StreamingLLM's cache: the first ``sinks`` tokens and the ``recent`` latest ones.
+
+    Decoding far beyond the trained length, the cache keeps the first ``sinks`` tokens (the
+    "attention sinks", which softmax attention leans on) and a rolling window of the
+    ``recent`` latest tokens (the current one included); every other token is evicted.
+    Positions are counted inside the cache, not in the text: the kept keys are stored
+    before the encoding's ``rotate`` and take positions ``0 .. n - 1`` in their order,
+    the current token the last, so no position ever exceeds ``sinks + recent - 1``.
+
+    Attributes:
+      sinks: k, the first tokens kept (4 in the paper).
+      recent: the rolling window's size, the current token included.
+
+    References:
+      Xiao, Tian, Chen, Han, Lewis, "Efficient Streaming Language Models with Attention
+      Sinks", ICLR 2024, arXiv 2309.17453, Section 3.2.
+    """
+
+    sinks: int
+    recent: int
+
+    @property
+    def capacity(self) -> int:
+        return self.sinks + self.recent
+
+    def check(self) -> None:
+        """``sinks >= 0`` and ``recent >= 1``, integers."""
+        for name, low in (("sinks", 0), ("recent", 1)):
+            value = getattr(self, name)
+            if not is_integer(value) or value < low:
+                raise ValueError(f"Streaming {name} must be an integer >= {low}, got {value!r}.")
+
+
+def append_streaming(
+    cache: KVCache, k: Array, v: Array, k_positions: Array, streaming: Streaming
+) -> tuple[Attended, KVCache]:
+    """Writes a call's keys into a StreamingLLM cache and returns the whole cache.
+
+    The i-th token ever written goes to slot ``i`` while ``i < sinks`` and to slot
+    ``sinks + (i - sinks) mod recent`` after, overwriting the oldest recent token; the
+    call then attends every kept token (its own included). A call of several tokens is
+    the same as feeding them one by one when none of them evicts a token (a prefill
+    that fits); past that, feed one token per call.
+
+    Args:
+      cache: the layer's cache, ``sinks + recent`` slots.
+      k: this call's keys ``[B, l, G, K]``, not rotated.
+      v: its values.
+      k_positions: int32 ``[B, l]``, the tokens' positions in the text.
+      streaming: the policy.
+
+    Returns:
+      ``(attended, new_cache)``: an :class:`Attended` holding the cache after writing,
+      positions in the text (:data:`EMPTY_CACHE_POSITION` on empty slots), and the
+      updated :class:`KVCache`. It keeps no cumulative log decays (the layer refuses a
+      decay term with streaming).
+    """
+    tokens = cache.index + jnp.arange(k.shape[1])
+    recent = jnp.maximum(tokens - streaming.sinks, 0) % streaming.recent
+    slots = jnp.where(tokens < streaming.sinks, tokens, streaming.sinks + recent)
+    updated = KVCache(
+        key=cache.key.at[:, slots].set(k),
+        value=cache.value.at[:, slots].set(v),
+        positions=cache.positions.at[:, slots].set(k_positions),
+        index=cache.index + k.shape[1],
+    )
+    return Attended(updated.key, updated.value, updated.positions), updated
+
+
+def positions_in_cache(cached_positions: Array, positions: Array) -> Array:
+    """Each token's position counted inside the cache: how many kept tokens precede it.
+
+    Args:
+      cached_positions: int32 ``[B, C]``, the kept tokens' positions in the text
+        (:data:`EMPTY_CACHE_POSITION` on empty slots).
+      positions: int32 ``[B, l]``, positions in the text of the tokens to place.
+
+    Returns:
+      int32 ``[B, l]``; :data:`EMPTY_CACHE_POSITION` where ``positions`` is one (an empty
+      slot stays later than every query).
+    """
+    kept = cached_positions != EMPTY_CACHE_POSITION
+    earlier = kept[:, None, :] & (cached_positions[:, None, :] < positions[:, :, None])
+    counted = jnp.sum(earlier, axis=-1).astype(jnp.int32)
+    return jnp.where(positions == EMPTY_CACHE_POSITION, EMPTY_CACHE_POSITION, counted)

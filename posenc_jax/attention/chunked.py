@@ -125,7 +125,7 @@ def chunked_attention(
     Args:
       q: ``[B, L, H, K]``.
       k: ``[B, S, G, K]``.
-      v: ``[B, S, G, K]``.
+      v: ``[B, S, G, Kv]`` (values may be narrower or wider than the keys).
       bias_fn: pure ``bias_fn(q_positions [B, l], k_positions [B, s]) -> [(B,) H, l, s]``,
         called once per tile, or None.
       mask: boolean broadcastable to ``[B, H, L, S]``, or None.
@@ -154,7 +154,7 @@ def chunked_attention(
         backward pass scans the same way, carrying also ``sum A_j g_j`` over them.
 
     Returns:
-      ``[B, L, H, K]`` in q's dtype; rows with no allowed key are zeros.
+      ``[B, L, H, Kv]`` in q's dtype; rows with no allowed key are zeros.
 
     References:
       Milakov & Gimelshein, "Online normalizer calculation for softmax", arXiv 1805.02867,
@@ -257,9 +257,9 @@ def chunked_attention(
     if sink_logits is not None:
         sink_logits = jnp.asarray(sink_logits, jnp.float32)
     out = _flash(plan, q_tiles, k_tiles, scale, sink_logits, tuple(bias_params), mask_tiles, kinds)
-    # [nq, B, H, q_block, K] -> [B, nq, q_block, H, K]
+    # [nq, B, H, q_block, Kv] -> [B, nq, q_block, H, Kv]
     out = jnp.transpose(out, (1, 0, 3, 2, 4))
-    out = out.reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
+    out = out.reshape(batch, num_q_blocks * q_block, num_heads, v.shape[-1])
     return out[:, :q_len].astype(q.dtype)
 
 
@@ -331,7 +331,7 @@ def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row, *, reverse=Fal
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _flash(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
-    """Float32 output tiles ``[nq, B, H, q_block, K]`` of attention over the tiles."""
+    """Float32 output tiles ``[nq, B, H, q_block, Kv]`` of attention over the tiles."""
     return _flash_forward(
         plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds
     )[0]
@@ -349,7 +349,8 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask
 
     def query_block(xs):
         q_tile, mask_row, kinds_row = xs
-        batch, num_heads, q_block, head_dim = q_tile["q"].shape
+        batch, num_heads, q_block, _ = q_tile["q"].shape
+        value_dim = k_tiles["v"].shape[-1]
 
         def tile(carry, k_tile, masked):
             row_max, row_sum, acc = carry
@@ -375,7 +376,7 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask
         else:  # the sink is a logit every row starts with: maximum s_h, sum exp(0) = 1
             row_max = jnp.broadcast_to(sink_logits[None, :, None], stats_shape)
             row_sum = jnp.ones(stats_shape, jnp.float32)
-        init = (row_max, row_sum, jnp.zeros(stats_shape + (head_dim,), jnp.float32))
+        init = (row_max, row_sum, jnp.zeros(stats_shape + (value_dim,), jnp.float32))
         (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row)
         has_keys = row_sum > 0
         safe_sum = jnp.where(has_keys, row_sum, 1.0)
@@ -394,7 +395,8 @@ def _stick_breaking_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_til
 
     def query_block(xs):
         q_tile, mask_row, kinds_row = xs
-        batch, num_heads, q_block, head_dim = q_tile["q"].shape
+        batch, num_heads, q_block, _ = q_tile["q"].shape
+        value_dim = k_tiles["v"].shape[-1]
 
         def tile(carry, k_tile, masked):
             later, acc = carry
@@ -407,7 +409,7 @@ def _stick_breaking_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_til
         stats_shape = (batch, num_heads, q_block)
         init = (
             jnp.zeros(stats_shape, jnp.float32),
-            jnp.zeros(stats_shape + (head_dim,), jnp.float32),
+            jnp.zeros(stats_shape + (value_dim,), jnp.float32),
         )
         (later, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row, reverse=True)
         return acc, later
@@ -530,10 +532,9 @@ def _flash_bwd(plan, residuals, d_out):
         dw_sum = None if dw is None else dw_sum + dw
         return (dk_sum + dk, dv_sum + dv, d_params, dw_sum), (dq, d_factor, du)
 
-    k_shape = k_tiles["k"].shape
     init = (
-        jnp.zeros(k_shape, jnp.float32),
-        jnp.zeros(k_shape, jnp.float32),
+        jnp.zeros(k_tiles["k"].shape, jnp.float32),
+        jnp.zeros(k_tiles["v"].shape, jnp.float32),
         (jnp.zeros_like(scale), jax.tree.map(jnp.zeros_like, bias_params)),
         jnp.zeros(k_tiles["w"].shape, jnp.float32) if "w" in k_tiles else None,
     )

@@ -67,7 +67,8 @@ def dot_product_attention(
     Args:
       q: queries ``[B, L, H, K]``.
       k: keys ``[B, S, G, K]``; ``H`` must be a multiple of ``G``.
-      v: values ``[B, S, G, K]``.
+      v: values ``[B, S, G, Kv]`` (``Kv`` may differ from ``K``: an encoding may widen
+        queries and keys, as PoPE does).
       bias_fn: ``bias_fn(q_positions, k_positions)`` returning ``[H, L, S]`` or
         ``[B, H, L, S]``, added to the scaled logits. The chunked path calls it once per
         tile with that tile's positions.
@@ -110,7 +111,7 @@ def dot_product_attention(
         chunked), or None.
 
     Returns:
-      ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
+      ``[B, L, H, Kv]`` in q's dtype. A query row with no attendable key returns zeros.
 
     Raises:
       ValueError: for inconsistent shapes, a bad mask, a contextual term built for the
@@ -166,6 +167,7 @@ def dot_product_attention(
         window=window,
         dtype=q.dtype,
         head_dim=head_dim,
+        value_dim=v.shape[-1],
         has_sink=sink_logits is not None,
         weighting="softmax" if stick_breaking is None else "stick_breaking",
     )

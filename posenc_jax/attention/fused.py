@@ -91,13 +91,15 @@ def unsupported(
     window,
     has_sink: bool = False,
     weighting: str = "softmax",
+    values_own_width: bool = False,
 ) -> str | None:
     """Why ``jax.nn.dot_product_attention`` cannot compute a call, or None: it takes plain
     or causal softmax attention and a sliding window, nothing added to the logits or the
-    normalizer."""
+    normalizer, and values as wide as the keys."""
     extra = [
         name
         for name, present in (
+            ("values of another width than the keys", values_own_width),
             ("a position bias", has_bias),
             ("a contextual term", has_contextual),
             ("a mask", has_mask),

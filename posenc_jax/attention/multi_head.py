@@ -94,7 +94,7 @@ class AttentionLayer:
     A skin has the attributes of :class:`MultiHeadAttention` (``num_heads``,
     ``num_kv_heads``, ``head_dim``, ``out_features``, ``causal``, ``temperature``,
     ``block_size``, ``implementation``, ``decode``, ``layer_index``, ``window``,
-    ``attention_sink``, ``stick_breaking``, ``param_dtype``) and
+    ``attention_sink``, ``stick_breaking``, ``streaming``, ``param_dtype``) and
     provides where parameters and state live:
 
     * ``project(name, x, features, axis)``: the projection ``name`` ("query", "key",
@@ -147,34 +147,44 @@ class AttentionLayer:
         params = self.parameters_of(self.layer_parameters(dims))
         q, k, v = inputs.q, inputs.k, inputs.v
         q_positions, k_positions = inputs.q_positions, inputs.k_positions
+        hook_context = inputs.context
         window = as_window(self.window)
         encoding = self.layer_encoding()
+        streaming = self.streaming
         bias_fn = contextual = log_decay = None
-        if encoding is not None:
-            q, k = encoding.rotate(q, k, q_positions, k_positions, context=inputs.context)
-            log_decay = encoding.decay(
-                num_heads=self.num_heads, causal=self.causal, context=inputs.context
-            )
-            log_decay = _checked_decay(log_decay, inputs)
-        q_decay = k_decay = None
         if self.decode:
             if not (inputs.self_attention and self.causal) or padding_mask is not None:
                 raise ValueError(
                     "decode=True keeps a cache for causal self-attention only, without a "
                     "padding_mask (express padding through positions)."
                 )
+        if encoding is not None:
+            log_decay = encoding.decay(
+                num_heads=self.num_heads, causal=self.causal, context=inputs.context
+            )
+            log_decay = _checked_decay(log_decay, inputs)
+        if streaming is not None:
+            # Keys are cached before rotate and placed by positions counted in the cache.
+            (k, v, k_positions), q_positions = self._streamed(
+                k, v, q_positions, k_positions, log_decay
+            )
+            hook_context = hook_context._replace(q_positions=q_positions, k_positions=k_positions)
+        if encoding is not None:
+            q, k = encoding.rotate(q, k, q_positions, k_positions, context=hook_context)
+        q_decay = k_decay = None
+        if self.decode and streaming is None:
             k, v, k_positions, q_decay, k_decay = self._cached(k, v, k_positions, window, log_decay)
         elif log_decay is not None:
             q_decay = k_decay = cumulative_log_decay(log_decay, inputs.padding_mask)
         if encoding is not None:
             bias_fn = encoding.bias_fn(
-                num_heads=self.num_heads, causal=self.causal, context=inputs.context
+                num_heads=self.num_heads, causal=self.causal, context=hook_context
             )
             contextual = encoding.contextual(
                 num_heads=self.num_heads,
-                head_dim=q.shape[-1],
+                head_dim=dims.head_dim,
                 causal=self.causal,
-                context=inputs.context,
+                context=hook_context,
             )
         terms = self.map_terms(inputs, params)
         out = dot_product_attention(
@@ -288,6 +298,49 @@ class AttentionLayer:
             context=hook_context,
         )
 
+    def _streamed(
+        self,
+        k: Array,
+        v: Array,
+        q_positions: Array,
+        k_positions: Array,
+        log_decay: Array | None,
+    ) -> tuple[tuple[Array, Array, Array], Array]:
+        """StreamingLLM decoding (:class:`~posenc_jax.attention.cache.Streaming`): the kept
+        keys (not rotated), values and their positions counted inside the cache, and the
+        queries' positions counted the same way. A decay term is refused: ``c_i - c_j``
+        sums the log decays of every token between a query and a key, and neither the
+        Forgetting Transformer nor StreamingLLM defines that sum over evicted tokens."""
+        streaming = self.streaming
+        streaming.check()
+        if not self.decode or self.window is not None:
+            raise ValueError(
+                "streaming is a decoding cache: build the layer with decode=True and no window."
+            )
+        if log_decay is not None:
+            raise ValueError(
+                "streaming evicts the tokens between the sinks and the recent window, but the "
+                "encoding's decay term (c_i - c_j) sums the log decays of every token between "
+                "a query and a key, which is undefined over evicted tokens; decode this layer "
+                "with streaming=None (the full cache or a window), or use an encoding without "
+                "a decay hook."
+            )
+        batch, length, num_kv_heads, head_dim = k.shape
+
+        def new() -> cache.KVCache:
+            return cache.empty_cache(
+                batch, streaming.capacity, num_kv_heads, head_dim, k.dtype, value_dim=v.shape[-1]
+            )
+
+        state = self.cache_state(new)
+        if state is None:
+            return (k, v, k_positions), q_positions
+        attended, state = cache.append_streaming(state, k, v, k_positions, streaming)
+        self.store_cache(state)
+        kept = attended.positions
+        in_cache = cache.positions_in_cache
+        return (attended.key, attended.value, in_cache(kept, kept)), in_cache(kept, q_positions)
+
     def _cached(
         self,
         k: Array,
@@ -300,13 +353,19 @@ class AttentionLayer:
         (:func:`posenc_jax.attention.cache.append`); with a decay term also the queries'
         and the attended keys' cumulative log decays ``[B, H, L]`` / ``[B, H, S]``, the
         sum continued from the last cached token's."""
-        batch, length, num_kv_heads, head_dim = k.shape
+        batch, length, num_kv_heads, key_dim = k.shape
         decay_heads = None if log_decay is None else log_decay.shape[1]
 
         def new() -> cache.KVCache:
             capacity = cache.cache_capacity(length, window)
             return cache.empty_cache(
-                batch, capacity, num_kv_heads, head_dim, k.dtype, decay_heads=decay_heads
+                batch,
+                capacity,
+                num_kv_heads,
+                key_dim,
+                k.dtype,
+                value_dim=v.shape[-1],
+                decay_heads=decay_heads,
             )
 
         state = self.cache_state(new)
@@ -394,6 +453,10 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
       stick_breaking: a :class:`~posenc_jax.attention.stick_breaking.StickBreaking`: the
         weights are stick-breaking's instead of a softmax (causal attention; the
         ``stick_breaking`` attention kind of a Transformer); None (default): softmax.
+      streaming: with ``decode``, a StreamingLLM cache
+        (:class:`~posenc_jax.attention.cache.Streaming`): the first ``sinks`` tokens and
+        the ``recent`` latest ones are kept, their keys before ``rotate``, and every hook
+        sees positions counted inside the cache; None (default): the full cache.
 
     References:
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017; Shazeer, "Fast Transformer
@@ -422,6 +485,7 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
     window: Window | int | None = None
     attention_sink: bool = False
     stick_breaking: StickBreaking | None = None
+    streaming: cache.Streaming | None = None
 
     @nn.compact
     def __call__(self, x: Array, context: Array | None = None, **options) -> Array:

@@ -70,11 +70,19 @@ def as_window(window: "Window | int | None") -> "Window | None":
 
 
 def check_qkv(q: Array, k: Array, v: Array) -> None:
-    """Trace-time contract of q/k/v shapes and dtypes, with messages that say what to fix."""
+    """Trace-time contract of q/k/v shapes and dtypes, with messages that say what to fix.
+
+    Values may be narrower or wider than queries and keys (``v [B, S, G, Kv]``): an
+    encoding's ``rotate`` may widen queries and keys (PoPE doubles them).
+    """
     chex.assert_rank(
-        [q, k, v], 4, custom_message="q, k and v must be [B, L, H, K], [B, S, G, K], [B, S, G, K]"
+        [q, k, v], 4, custom_message="q, k and v must be [B, L, H, K], [B, S, G, K], [B, S, G, Kv]"
     )
-    chex.assert_equal_shape([k, v], custom_message="k and v must have the same shape [B, S, G, K]")
+    chex.assert_equal_shape_prefix(
+        [k, v],
+        3,
+        custom_message="k and v must share [B, S, G] (values may have their own K)",
+    )
     chex.assert_equal_shape_prefix([q, k], 1, custom_message="q and k must have the same batch B")
     chex.assert_equal_shape_suffix(
         [q, k], 1, custom_message="q and k must have the same head dim K"

@@ -67,6 +67,7 @@ def choose_implementation(
     window: Window | None = None,
     dtype: jnp.dtype = jnp.float32,
     head_dim: int = 64,
+    value_dim: int | None = None,
     cudnn: bool | None = None,
     has_sink: bool = False,
     weighting: str = "softmax",
@@ -77,6 +78,7 @@ def choose_implementation(
       implementation: "auto", "dense", "chunked", "jax" or "cudnn".
       block_size: the requested tile edge; giving one asks for chunked attention.
       q_len, k_len, batch, num_heads, head_dim, dtype: the call's shapes and dtype.
+      value_dim: the values' width when it is not ``head_dim`` (None: the same).
       has_contextual: an encoding's contextual term (needs the full map).
       has_bias: a position bias.
       has_mask: a mask or padding.
@@ -108,6 +110,7 @@ def choose_implementation(
         has_mask=has_mask,
         has_processors=has_processors,
         window=window,
+        values_own_width=value_dim not in (None, head_dim),
         has_sink=has_sink,
         weighting=weighting,
     )

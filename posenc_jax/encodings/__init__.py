@@ -19,18 +19,23 @@ from posenc_jax.encodings.randomized import Randomized
 from posenc_jax.encodings.registry import get, get_class, hyperparameters, names, register
 from posenc_jax.encodings.rotary import (
     DynamicNTKRoPE,
+    FoPE,
     LinearRoPE,
     Llama3RoPE,
     LongRoPE,
     NTKRoPE,
+    PoPE,
     PRoPE,
     RoPE,
     XPos,
     YaRNRoPE,
 )
+from posenc_jax.encodings.task_positions import Abacus, PositionCoupling
 
 __all__ = [
     "ALiBi",
+    "Abacus",
+    "PositionCoupling",
     "FIRE",
     "KerpleLog",
     "KerplePower",
@@ -52,10 +57,12 @@ __all__ = [
     "Sinusoidal",
     "TransformerXL",
     "DynamicNTKRoPE",
+    "FoPE",
     "LinearRoPE",
     "Llama3RoPE",
     "LongRoPE",
     "NTKRoPE",
+    "PoPE",
     "PRoPE",
     "RoPE",
     "XPos",

@@ -168,10 +168,13 @@ class PositionalEncoding(EncodingHooks, nn.Module):
       causal_only: the encoding is defined only for causal attention (xPos, CoPE); using it
         bidirectionally is an error.
       needs_dense: the encoding needs the full logit map, so the chunked core cannot be used.
+      needs_task_positions: the encoding's embedding reads positions the task assigns
+        (:meth:`embed_positions`), so it runs only on tasks that assign them.
     """
 
     causal_only: ClassVar[bool] = False
     needs_dense: ClassVar[bool] = False
+    needs_task_positions: ClassVar[bool] = False
 
     # --- The definition: parameters and pure hooks, shared by linen and NNX. ---------------
 
@@ -277,6 +280,13 @@ class PositionalEncoding(EncodingHooks, nn.Module):
         return hook in self.defined_hooks()
 
     @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        """The width of queries and keys after :meth:`rotate` for heads of ``head_dim``
+        features: ``head_dim`` (rotations keep it; PoPE doubles it). A decoding cache sizes
+        its keys by it."""
+        return head_dim
+
+    @nn.nowrap
     def sample_positions(
         self, key: Array, batch_size: int, length: int, *, lengths: Array | None = None
     ) -> Array:
@@ -300,6 +310,32 @@ class PositionalEncoding(EncodingHooks, nn.Module):
         """
         del key, lengths
         return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch_size, length))
+
+    @nn.nowrap
+    def embed_positions(
+        self, key: Array, task_positions: Array | None, *, training: bool
+    ) -> Array | None:
+        """The positions the ``embed`` hook reads, when they are not the model's positions.
+
+        The model's positions (:meth:`sample_positions`) order the tokens: causality,
+        windows, the cache and the attention hooks read them. An encoding whose embedding
+        is indexed by positions the *task* assigns (each digit's place in its own number:
+        Abacus, position coupling) overrides this and returns them, with whatever it adds
+        in training (a random offset); the model then feeds them to ``embed`` alone.
+        None (the default): ``embed`` reads the model's positions.
+
+        Args:
+          key: a PRNG key.
+          task_positions: int ``[B, L]``, the positions the task assigns to each input
+            token (``batch["task_positions"]``); None when the task assigns none.
+          training: whether the batch is a training batch (offsets drawn for training
+            only are drawn here).
+
+        Returns:
+          int32 ``[B, L]``, or None.
+        """
+        del key, task_positions, training
+        return None
 
     # --- The linen skin. ---------------------------------------------------------------------
 

@@ -93,6 +93,7 @@ class Randomized(PositionalEncoding):
 
     causal_only = _FromBase()
     needs_dense = _FromBase()
+    needs_task_positions = _FromBase()
 
     @nn.nowrap
     def sample_positions(
@@ -126,6 +127,15 @@ class Randomized(PositionalEncoding):
                 f"encoding with max_position >= {length} (the paper uses 2048)."
             )
         return random_subset_positions(key, batch_size, length, self.max_position, lengths)
+
+    @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        return self.base.rotated_width(head_dim)
+
+    @nn.nowrap
+    def embed_positions(self, key: Array, task_positions: Array | None, *, training: bool):
+        """The wrapped encoding's (randomized positions replace only the model's positions)."""
+        return self.base.embed_positions(key, task_positions, training=training)
 
     # Every hook is the wrapped encoding's, with its parameters under "wrapped" (in each
     # layer that uses the wrapper, like the parameters of an unwrapped encoding).

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import as_batched_positions
+from posenc_jax.attention.cache import Streaming
 from posenc_jax.attention.multi_head import MultiHeadAttention, check_heads
 from posenc_jax.attention.multi_token import MTAConfig, MultiTokenAttention
 from posenc_jax.attention.router import check_request
@@ -72,6 +73,10 @@ class TransformerConfig:
       share_encoding_across_layers: every layer of a stack reads one set of encoding
         parameters (bound once per stack as ``position_encoding``), as T5 shares its
         relative-bias table; False (default) gives each layer its own.
+      streaming: with ``decode``, a StreamingLLM cache in every causal self-attention
+        layer (:class:`~posenc_jax.attention.cache.Streaming`: the first ``sinks`` tokens
+        and the ``recent`` latest, positions counted inside the cache), to decode beyond
+        the trained length; None (default): the full cache. Ignored without ``decode``.
       layers: one :class:`~posenc_jax.models.layers.LayerSpec` per layer (its attention's
         encoding, window, kind, temperature), e.g. from a schedule of
         :mod:`posenc_jax.models.schedules`; None (default): every layer as the fields
@@ -99,6 +104,7 @@ class TransformerConfig:
     attention_sink: bool = False
     decode: bool = False
     share_encoding_across_layers: bool = False
+    streaming: Streaming | None = None
     layers: tuple[LayerSpec, ...] | None = None
 
     def __post_init__(self):
@@ -132,6 +138,18 @@ class TransformerConfig:
                 "stick_breaking attention is causal; an encoder's self-attention is "
                 "bidirectional. Use it in a decoder (or the decoder of encoder_decoder)."
             )
+        if self.streaming is not None:
+            if not isinstance(self.streaming, Streaming):
+                raise ValueError(
+                    f"streaming must be a posenc_jax.attention.cache.Streaming, got "
+                    f"{self.streaming!r}."
+                )
+            self.streaming.check()
+            if any(self.layer_spec(i).window is not None for i in range(self.num_layers)):
+                raise ValueError(
+                    "streaming keeps its own window of recent tokens; it takes layers "
+                    "without a window."
+                )
         if not isinstance(self.encoding, PositionalEncoding):
             raise ValueError(
                 f"encoding must be a PositionalEncoding (posenc_jax.encodings.get(name)), "
@@ -235,6 +253,7 @@ def self_attention_options(
         options["config"] = spec.mta or cfg.mta
     else:
         options["decode"] = cfg.decode and causal
+        options["streaming"] = cfg.streaming if cfg.decode and causal else None
     if kind == "stick_breaking":
         options["stick_breaking"] = cfg.stick_breaking
     return kind, options
@@ -274,10 +293,21 @@ def block_forward(block: Any, x, positions, padding_mask, memory=None, memory_pa
 
 
 def stack_forward(
-    encoding, layers, final_norm, x, positions, padding_mask, memory, memory_padding_mask
+    encoding,
+    layers,
+    final_norm,
+    x,
+    positions,
+    padding_mask,
+    memory,
+    memory_padding_mask,
+    embed_positions=None,
 ):
-    """The ``embed`` hook once at the stack's input, then the layers, then a final norm."""
-    x = encoding.embed(x, positions, context=for_tokens(positions, padding_mask))
+    """The ``embed`` hook once at the stack's input (at ``embed_positions`` when given, else
+    at ``positions``), then the layers, then a final norm."""
+    if embed_positions is None:
+        embed_positions = positions
+    x = encoding.embed(x, embed_positions, context=for_tokens(embed_positions, padding_mask))
     for layer in layers:
         x = layer(x, positions, padding_mask, memory, memory_padding_mask)
     return final_norm(x)
@@ -296,6 +326,7 @@ class TransformerModel:
         positions: Array | None = None,
         *,
         padding_mask: Array | None = None,
+        embed_positions: Array | None = None,
         source: Array | None = None,
         source_positions: Array | None = None,
         source_padding_mask: Array | None = None,
@@ -306,6 +337,10 @@ class TransformerModel:
           tokens: integer ``[B, L]``.
           positions: ``[B, L]`` or ``[L]`` integer positions; default ``arange(L)``.
           padding_mask: boolean ``[B, L]``, True on real tokens; None when all are real.
+          embed_positions: ``[B, L]`` or ``[L]`` integer positions that the ``embed`` hook
+            of the ``tokens`` stack reads instead of ``positions`` (the encoding's
+            ``embed_positions``: positions the task assigns, as Abacus and position
+            coupling use); attention still orders the tokens by ``positions``.
           source: the encoder's integer tokens ``[B, S]`` ("encoder_decoder" only).
           source_positions: their positions; default ``arange(S)``.
           source_padding_mask: boolean ``[B, S]``, True on real source tokens.
@@ -318,6 +353,10 @@ class TransformerModel:
         dtype = jnp.dtype(cfg.dtype)
         _check_tokens(tokens, "tokens")
         positions = as_batched_positions(positions, *tokens.shape, "positions")
+        if embed_positions is not None:
+            embed_positions = as_batched_positions(
+                embed_positions, *tokens.shape, "embed_positions"
+            )
         padding_mask = _checked_padding(padding_mask, tokens, "padding_mask")
 
         memory = None
@@ -346,6 +385,7 @@ class TransformerModel:
             padding_mask,
             memory,
             source_padding_mask,
+            embed_positions,
         )
         return model.logits(x.astype(jnp.float32))
 
@@ -395,7 +435,15 @@ class _Stack(nn.Module):
     cross: bool = False
 
     @nn.compact
-    def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
+    def __call__(
+        self,
+        x,
+        positions,
+        padding_mask,
+        memory=None,
+        memory_padding_mask=None,
+        embed_positions=None,
+    ):
         # A zero "perturbation" lets tests and analyses take gradients with respect to the
         # stack's input embeddings (Flax returns x unchanged when none is supplied).
         x = self.perturb("input_embeddings", x)
@@ -423,6 +471,7 @@ class _Stack(nn.Module):
             padding_mask,
             memory,
             memory_padding_mask,
+            embed_positions,
         )
 
 

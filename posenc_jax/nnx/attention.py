@@ -77,6 +77,8 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
       attention_sink: a learned sink logit per head in the softmax normalizer.
       stick_breaking: a :class:`~posenc_jax.attention.StickBreaking` (stick-breaking
         weights instead of a softmax), or None.
+      streaming: with ``decode``, a StreamingLLM cache
+        (:class:`~posenc_jax.attention.cache.Streaming`), or None.
       rngs: the parameters' random keys.
     """
 
@@ -103,6 +105,7 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         window: Window | int | None = None,
         attention_sink: bool = False,
         stick_breaking: StickBreaking | None = None,
+        streaming: cache.Streaming | None = None,
         rngs: nnx.Rngs,
     ):
         kv_heads = num_kv_heads or num_heads
@@ -112,7 +115,7 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         self.in_features, self.out_features = in_features, out_features
         self.causal, self.decode, self.layer_index = causal, decode, layer_index
         self.temperature, self.block_size = temperature, block_size
-        self.implementation, self.window = implementation, window
+        self.implementation, self.window, self.streaming = implementation, window, streaming
         self.attention_sink, self.stick_breaking = attention_sink, stick_breaking
         self.dtype, self.param_dtype = dtype, param_dtype
         linear = functools.partial(
@@ -152,16 +155,20 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
         (a windowed layer keeps ``window`` slots), of the projections' dtype by default."""
         if not self.decode:
             raise ValueError("init_cache needs a layer built with decode=True.")
-        capacity = cache.cache_capacity(length, as_window(self.window))
+        capacity = cache.cache_capacity(length, as_window(self.window), self.streaming)
         kv_heads = self.num_kv_heads or self.num_heads
         encoding = self.position_encoding
+        key_dim = self.head_dim
+        if encoding is not None and self.streaming is None:  # streaming caches keys unrotated
+            key_dim = encoding.rotated_width(self.head_dim)
         decays = encoding is not None and encoding.uses_hook("decay")
         empty = cache.empty_cache(
             batch_size,
             capacity,
             kv_heads,
-            self.head_dim,
+            key_dim,
             dtype or self.dtype,
+            value_dim=self.head_dim,
             decay_heads=self.num_heads if decays else None,
         )
         for name, value in cache.named_arrays(empty).items():

@@ -119,6 +119,14 @@ class Encoding(EncodingHooks, nnx.Module):
         """Whether position enters through ``hook`` (the definition's answer)."""
         return self.definition.uses_hook(hook)
 
+    @property
+    def needs_task_positions(self) -> bool:
+        return self.definition.needs_task_positions
+
+    def rotated_width(self, head_dim: int) -> int:
+        """The width of queries and keys after ``rotate`` (the definition's)."""
+        return self.definition.rotated_width(head_dim)
+
     def run_hook(self, hook: str, *args, **kwargs):
         """Runs the definition's pure ``hook`` with this encoding's parameters."""
         called = hook_dims(hook, args, kwargs).known()
@@ -137,3 +145,10 @@ class Encoding(EncodingHooks, nnx.Module):
     ) -> Array:
         """The positions a model should be fed (the definition's ``sample_positions``)."""
         return self.definition.sample_positions(key, batch_size, length, lengths=lengths)
+
+    def embed_positions(
+        self, key: Array, task_positions: Array | None, *, training: bool
+    ) -> Array | None:
+        """The ``embed`` hook's own positions, or None (the definition's
+        ``embed_positions``)."""
+        return self.definition.embed_positions(key, task_positions, training=training)

@@ -81,7 +81,15 @@ class _Stack(nnx.Module):
             setattr(self, f"layer_{i}", block)
         self.final_norm = nnx.LayerNorm(cfg.d_model, dtype=jnp.dtype(cfg.dtype), rngs=rngs)
 
-    def __call__(self, x, positions, padding_mask, memory=None, memory_padding_mask=None):
+    def __call__(
+        self,
+        x,
+        positions,
+        padding_mask,
+        memory=None,
+        memory_padding_mask=None,
+        embed_positions=None,
+    ):
         layers = [getattr(self, f"layer_{i}") for i in range(self.num_layers)]
         return transformer.stack_forward(
             getattr(self, self.encoding_name),
@@ -92,6 +100,7 @@ class _Stack(nnx.Module):
             padding_mask,
             memory,
             memory_padding_mask,
+            embed_positions,
         )
 
 
