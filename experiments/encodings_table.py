@@ -5,7 +5,7 @@ Command:
 
 Rewrites the lines between ``<!-- encodings-table:start -->`` and
 ``<!-- encodings-table:end -->`` in the README with one row per registered encoding: its
-name and class, the hook(s) through which position enters (read from which private hook
+name and class, the hook(s) through which position enters (read from which hook
 methods the class overrides), the first line of its docstring, its ``References:`` section
 and its hyperparameters with their defaults (``pj.encodings.hyperparameters``). With
 ``--check`` it writes nothing and exits with status 1 when the README is out of date.
@@ -23,12 +23,13 @@ from posenc_jax.encodings import PositionalEncoding
 START = "<!-- encodings-table:start -->"
 END = "<!-- encodings-table:end -->"
 
-# The private method a subclass overrides for each hook, and the hook's name (DESIGN.md).
-HOOK_METHODS = {
-    "_embed": "embed",
-    "_rotate": "rotate",
-    "_bias_fn": "bias",
-    "_contextual": "contextual",
+# The table's name of each hook (DESIGN.md), by the hook's method name.
+HOOK_LABELS = {
+    "embed": "embed",
+    "rotate": "rotate",
+    "bias_fn": "bias",
+    "contextual": "contextual",
+    "decay": "decay",
 }
 
 _README = flags.DEFINE_string("readme", "README.md", "The README whose table is rewritten.")
@@ -38,17 +39,17 @@ _CHECK = flags.DEFINE_bool("check", False, "Exit 1 if the table is out of date; 
 def hooks(cls: type[PositionalEncoding]) -> list[str]:
     """The hooks through which ``cls`` adds position, in DESIGN.md's order.
 
-    A hook counts when the class overrides its private method; ``positions`` is added when
-    it overrides ``sample_positions`` (a different choice of positions, as randomized
-    encodings are).
+    A hook counts when the class defines it (``PositionalEncoding.defined_hooks``);
+    ``positions`` is added when it overrides ``sample_positions`` (a different choice of
+    positions, as randomized encodings are), ``task positions`` when it overrides
+    ``embed_positions`` (its embedding reads positions the task assigns: Abacus, position
+    coupling).
     """
-    used = [
-        hook
-        for method, hook in HOOK_METHODS.items()
-        if getattr(cls, method) is not getattr(PositionalEncoding, method)
-    ]
+    used = [HOOK_LABELS[hook] for hook in cls.defined_hooks()]
     if cls.sample_positions is not PositionalEncoding.sample_positions:
         used.append("positions")
+    if cls.embed_positions is not PositionalEncoding.embed_positions:
+        used.append("task positions")
     return used
 
 

@@ -12,15 +12,18 @@ Writes into ``--out`` (numbers are printed as they are computed):
   fig5_dot_products.png    PE(i) . PE(j) depends on |i - j| only and decays
   fig6_rope_decay.png      RoPE's long-term decay across frequency schedules
   fig7_bias_shapes.png     b_h(i, j) against distance for the relative biases
+  fig7b_decay_maps.png     one example's c_i - c_j for the content-dependent decays (FoX, Cable)
   fig8_attention_maps.png  attention maps of a small trained encoder-decoder
   extrapolation/*.png      accuracy against evaluation length, from --study_dir
 
 Figures 1-6 are analytic (seconds on a CPU). Figure 7 shows the biases at initialization
 and, when a trained model is available, after training: from the study's checkpoints in
 ``--study_dir`` (a study run with ``--config.checkpoint_every``) or else from small copy
-models trained here for ``--train_steps`` steps. Figure 8 trains a small encoder-decoder on
-string reversal. ``--skip_trained`` skips every training (figure 8 is then not written).
-The extrapolation curves and the study panel of figure 2 need ``--study_dir``.
+models trained here for ``--train_steps`` steps; figure 7b the decays' map of one example,
+after as many steps (at initialization with ``--skip_trained``). Figure 8 trains a small
+encoder-decoder on string reversal. ``--skip_trained`` skips every training (figure 8 is
+then not written). The extrapolation curves and the study panel of figure 2 need
+``--study_dir``.
 """
 
 import dataclasses
@@ -61,6 +64,7 @@ _DPI = flags.DEFINE_integer("dpi", 100, "Resolution of the PNGs.")
 ENCODING_DIM = 128  # the width of the encodings drawn (Vaswani et al. use 512)
 BIAS_ENCODINGS = ("alibi", "t5", "kerple_log", "kerple_power", "sandwich", "fire")
 LEARNED_BIAS_ENCODINGS = ("t5", "kerple_log", "kerple_power", "fire")
+DECAY_ENCODINGS = ("fox", "cable")
 NAIVE_ENCODINGS = ("sinusoidal", "normalized", "integer")
 
 
@@ -437,9 +441,9 @@ class SourceReversal(Task):
         }
 
 
-def _train_small(task: Task, encoding, *, steps: int, seed: int, train_length: int):
-    """A small model trained on ``task``; returns its config, parameters and final loss."""
-    model = pj.models.TransformerConfig(
+def _small_model(task: Task, encoding) -> pj.models.TransformerConfig:
+    """The configuration of the small models the figures train."""
+    return pj.models.TransformerConfig(
         vocab_size=task.vocab_size,
         architecture=task.architecture,
         d_model=32,
@@ -448,6 +452,11 @@ def _train_small(task: Task, encoding, *, steps: int, seed: int, train_length: i
         mlp_dim=64,
         encoding=encoding,
     )
+
+
+def _train_small(task: Task, encoding, *, steps: int, seed: int, train_length: int):
+    """A small model trained on ``task``; returns its config, parameters and final loss."""
+    model = _small_model(task, encoding)
     spec = RunSpec(
         model=model,
         task=task,
@@ -566,6 +575,51 @@ def figure_bias_shapes(out_dir: str, trained: dict[str, tuple]) -> str:
     return _save(fig, out_dir, "fig7_bias_shapes.png")
 
 
+def figure_decay_maps(out_dir: str, train_steps: int, seed: int) -> str:
+    """One example's ``c_i - c_j`` of the content-dependent decays (FoX, Cable), layer 0.
+
+    Their bias depends on the tokens between key and query, so it has no profile against
+    distance (figure 7): this is the map of one copy example, per head, at initialization
+    or after ``train_steps`` steps of training on copy.
+    """
+    task, length = get_task("copy"), 8
+    tokens = task.sample(jax.random.key(seed + 1), 1, length)["inputs"]
+    fig, axes = plt.subplots(
+        len(DECAY_ENCODINGS), 4, figsize=(11, 2.9 * len(DECAY_ENCODINGS) + 0.5), squeeze=False
+    )
+    for row, name in enumerate(DECAY_ENCODINGS):
+        encoding = pj.encodings.get(name)
+        if train_steps:
+            model, params, loss = _train_small(
+                task, encoding, steps=train_steps, seed=seed, train_length=length
+            )
+            label = f"trained on copy, {train_steps} steps, loss {loss:.2f}"
+        else:
+            model = _small_model(task, encoding)
+            params = pj.models.Transformer(model).init(jax.random.key(seed), tokens)["params"]
+            label = "at initialization"
+        _, records = analysis.attention_weights(model, params, tokens, return_records=True)
+        log_decay = np.asarray(records["decoder/layer_0/self_attention"]["decay"])
+        bias = analysis.decay_bias_map(log_decay)[0]  # [H, L, L]
+        per_head = " ".join(f"{v:.3f}" for v in log_decay[0].mean(-1))
+        print(f"[7b] {name} ({label}): mean log decay per token, per head: {per_head}")
+        for head in range(model.num_heads):
+            ax = axes[row, head]
+            image = ax.imshow(bias[head], cmap="viridis")
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+            ax.set_title(f"{name}, head {head}\n({label})", fontsize=7)
+            ax.set_xlabel("key j", fontsize=7)
+            ax.set_ylabel("query i", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(
+        "Content-dependent decays: one copy example's bias c_i - c_j (layer 0; blank: keys "
+        "after the query). It depends on the tokens between j and i, not on i - j alone",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return _save(fig, out_dir, "fig7b_decay_maps.png")
+
+
 # 8 ------------------------------------------------------------------------------------------
 
 
@@ -640,6 +694,7 @@ def _write_figures(out_dir, study_dir, skip_trained, train_steps, seed) -> list[
     steps = 0 if skip_trained else train_steps
     trained = _trained_bias_models(study_dir, steps, seed) if (study_dir or steps) else {}
     paths.append(figure_bias_shapes(out_dir, trained))
+    paths.append(figure_decay_maps(out_dir, steps, seed))
     if steps:
         paths.append(figure_attention_maps(out_dir, steps, seed))
     else:

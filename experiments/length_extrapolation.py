@@ -8,6 +8,13 @@ in ``[N, 2N]`` and 4N, 8N, and the table shows the accuracies at each length wit
 summary scores of the references: the RPE score (mean per-token accuracy over lengths
 > N) and the NoPE score (exact match over (N, 2N], greedy decoding for decoder tasks).
 
+A language-model task (``char_lm``; presets ``lm_quick`` and ``lm``) is trained on windows of
+N characters of a corpus (``--config.lm.corpus``: a text file, the offline ``python_docs``
+or a TFDS name) and scored in bits per character on its held-out text at every evaluation
+length, in non-overlapping windows (Press et al. 2022) and optionally sliding ones, overall
+and by position in the window; its rows, table section and plots say so
+(``experiments/lm_study.py``).
+
 Command (``make study`` runs the quick preset):
   python -m experiments.length_extrapolation --config experiments/configs/quick.py \
       --workdir runs/quick [--config.train_length=16 --config.seeds='(0,1,2)']
@@ -20,8 +27,16 @@ metrics and checkpoints of each group of seeds trained together under
 ``cells/<task>/<encoding>/seeds-<s1>-<s2>.../``. Rows record the package version and git
 commit that wrote them; rows of other code in the same work dir are reported.
 
-One study runs in a work dir at a time (``study.lock`` holds its process id); a second one
-refuses to start.
+Several hosts (a TPU pod slice, GPU hosts, a SLURM job) run the study as one job: every
+process runs this same command, joined through ``--config.distributed.*`` (or JAX's
+auto-detection, see ``posenc_jax.train.distributed``); one mesh spans every device,
+process 0 alone writes the results, table, plots and evaluation sets, and a process that
+fails stops the others. A sweep larger than one job splits its cells over independent
+jobs (``--config.cell_shard=i/n``, ``experiments/cell_shards.py``) and merges them with
+``python -m experiments.merge_shards``.
+
+One study runs on a results file at a time (``results.jsonl.lock``, or the cell shard's
+results file's, holds the process id of the job's process 0); a second one refuses to start.
 
 Each row records two digests: of the settings every cell shares (``study_sha256``: model,
 optimizer, train length, batch, evaluation) and of its cell's run spec and evaluation
@@ -31,6 +46,7 @@ reported, or mixed in, as this configuration's. Rows written before the digests 
 are taken without a check (with a warning).
 """
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -45,15 +61,28 @@ from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
 import posenc_jax as pj
+from experiments.cell_shards import CellShard, merge_shard_rows, parse_cell_shard, shard_files
 from experiments.configs import base as base_config
+from experiments.lm_study import is_language_model, lm_evaluation_settings, lm_metrics, study_task
 from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
-from experiments.results import ResultsFile, configured_rows, markdown_table, provenance
+from experiments.results import (
+    RESULTS_FILE,
+    ResultsFile,
+    configured_rows,
+    markdown_table,
+    provenance,
+)
 from experiments.study_lock import study_lock
 from posenc_jax._checks import check_writable_dir
 from posenc_jax._digest import content_digest
-from posenc_jax.data import get_task, task_names
-from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches
+from posenc_jax.data import task_names
+from posenc_jax.data.eval_sets import (
+    build_eval_set,
+    eval_set_batches,
+    eval_set_config,
+    open_eval_set,
+)
 from posenc_jax.data.task import pad_batch
 from posenc_jax.train import (
     LoopConfig,
@@ -64,8 +93,16 @@ from posenc_jax.train import (
 )
 from posenc_jax.train.checkpoint import Checkpointer
 from posenc_jax.train.decode import evaluate_greedy
+from posenc_jax.train.distributed import (
+    barrier,
+    is_main_process,
+    join_job,
+    main_process_first,
+    stop_job_on_error,
+)
 from posenc_jax.train.evaluate import check_eval_lengths
 from posenc_jax.train.loop import run_identity
+from posenc_jax.train.sharding import make_mesh
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/quick.py", "Study preset (a Python config file)."
@@ -158,26 +195,32 @@ def schedule_layers(name: str, cfg: ConfigDict):
 
 
 def build_encoding(
-    name: str, cfg: ConfigDict, longest_sequence: int
+    name: str, cfg: ConfigDict, longest_sequence: int, train_sequence: int
 ) -> tuple[pj.encodings.PositionalEncoding, dict]:
-    """The encoding of a study row, with table sizes filled in to cover every eval length.
+    """The encoding of a study row, with the sizes it depends on filled in.
 
     An encoding with a ``max_length`` hyperparameter (a learned table) gets one row per
     position of the longest evaluation sequence unless the config says otherwise: the
     rows beyond the training length are never trained, which is exactly what the study
-    measures.
+    measures. One with a ``train_length`` (FoPE's L_train) gets the longest training
+    sequence, in tokens.
     """
     registered = registered_name(name, cfg)
     kwargs = dict(cfg.encoding_kwargs.get(name, {}))
-    if "max_length" in pj.encodings.hyperparameters(pj.encodings.get_class(registered)):
+    accepted = pj.encodings.hyperparameters(pj.encodings.get_class(registered))
+    if "max_length" in accepted:
         kwargs.setdefault("max_length", longest_sequence)
+    if "train_length" in accepted:
+        kwargs.setdefault("train_length", train_sequence)
     return pj.encodings.get(registered, **kwargs), kwargs
 
 
 def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunSpec, dict]:
-    task = get_task(task_name, **dict(cfg.task_kwargs.get(task_name, {})))
+    task = study_task(cfg, task_name)
     longest = task.sequence_length(max(eval_lengths(cfg)))
-    encoding, encoding_kwargs = build_encoding(encoding_name, cfg, longest)
+    encoding, encoding_kwargs = build_encoding(
+        encoding_name, cfg, longest, task.sequence_length(cfg.train_length)
+    )
     model = pj.models.TransformerConfig(
         vocab_size=task.vocab_size,
         architecture=task.architecture,
@@ -202,6 +245,17 @@ def cell_spec(cfg: ConfigDict, task_name: str, encoding_name: str) -> tuple[RunS
     return spec, encoding_kwargs
 
 
+def inapplicable(cfg: ConfigDict, task_name: str, encoding_name: str) -> str | None:
+    """Why a (task, encoding) cell cannot run, or None: an encoding that reads positions
+    the task assigns (Abacus, position coupling) on a task that assigns none."""
+    task = study_task(cfg, task_name)
+    # Sizes do not change a capability.
+    encoding = build_encoding(encoding_name, cfg, longest_sequence=1, train_sequence=1)[0]
+    if encoding.needs_task_positions and not task.gives_task_positions:
+        return f"{encoding_name} reads positions the task assigns, and {task_name} assigns none"
+    return None
+
+
 def validate(cfg: ConfigDict) -> None:
     """Fails before any training on names or sizes that cannot work."""
     for name in cfg.encodings:
@@ -222,36 +276,85 @@ def validate(cfg: ConfigDict) -> None:
             f"eval_batch_size ({cfg.eval_batch_size}) must be positive."
         )
     lengths = eval_lengths(cfg)
-    for task in cfg.tasks:
-        for encoding in cfg.encodings:
-            spec = cell_spec(cfg, task, encoding)[0]
-            check_eval_lengths(spec, lengths)
-            # A corpus task without held-out text, or too little of it, fails here.
-            held_out = spec.task.held_out()
-            jax.eval_shape(lambda k, t=held_out: t.sample(k, 1, max(lengths)), jax.random.key(0))
+    for task, encoding in study_cells(cfg):
+        cell_spec(cfg, task, encoding)  # every cell's run spec builds
+    for task, encoding in traced_cells(cfg, lengths):
+        check_eval_lengths(cell_spec(cfg, task, encoding)[0], lengths)
+
+
+def traced_cells(cfg: ConfigDict, lengths: list[int]) -> list[tuple[str, str]]:
+    """The cells whose model :func:`validate` traces at the longest evaluation length.
+
+    Each task with its first encoding, and each encoding with the tasks whose evaluation
+    batches are the widest of their architecture (in the inputs, and in the source of an
+    encoder-decoder), among the cells the study runs (:func:`study_cells`): a table, a
+    position limit or a causal-only encoding that cannot serve a task fails there first.
+    Tracing every cell took minutes for the full preset (364 cells, about 0.5 s each on a
+    2-core CPU).
+    """
+    widths = {}  # task -> {(architecture, input name): width}
+    for task_name in cfg.tasks:
+        task = study_task(cfg, task_name)
+        # A corpus task without held-out text, or too little of it, fails here.
+        held_out = task.held_out()
+        batch = jax.eval_shape(
+            lambda k, t=held_out: t.sample(k, 1, max(lengths)), jax.random.key(0)
+        )
+        widths[task_name] = {
+            (task.architecture, name): batch[name].shape[1]
+            for name in ("inputs", "source")
+            if name in batch
+        }
+    first = {}  # task -> its first encoding
+    widest = {}  # (encoding, architecture, input name) -> (width, task)
+    for task_name, encoding in study_cells(cfg):
+        first.setdefault(task_name, encoding)
+        for (architecture, name), width in widths[task_name].items():
+            best = widest.get((encoding, architecture, name))
+            if best is None or width > best[0]:
+                widest[(encoding, architecture, name)] = (width, task_name)
+    cells = set(first.items())
+    cells |= {(task_name, key[0]) for key, (_, task_name) in widest.items()}
+    return sorted(cells)
 
 
 def run_study(cfg: ConfigDict, workdir: str, *, progress: bool = True) -> str:
     """Runs every unfinished (task, encoding) cell; returns the Markdown table.
 
+    In a job of several processes every process calls it alike; process 0 writes every
+    file and returns the table, the others return an empty string. With
+    ``cfg.cell_shard`` (``i/n``) only that shard's cells run, into the shard's own
+    results file; the table is then of those cells and no ``table.md`` is written (the
+    merge writes it).
+
     Raises:
-      WorkDirInUseError: another study process runs in ``workdir`` (its lock file).
-      DamagedResultsError: a line of results.jsonl is not a whole row.
+      WorkDirInUseError: another study holds the lock of the results file this one
+        would write (process 0 takes it; the others write nothing).
+      DamagedResultsError: a line of the results file is not a whole row.
       ResultsNotWrittenError: rows could not be written (a full disk); the file is as it
         was, and a re-run computes the missing rows.
     """
-    validate(cfg)
+    shard = parse_cell_shard(cfg.cell_shard)
+    # Process 0 first: a corpus named by TFDS is written once, then read by the others.
+    with main_process_first("study configuration checked"):
+        validate(cfg)
     check_writable_dir(workdir, "work dir (--workdir)")
-    with study_lock(workdir):
-        return _run_unfinished_cells(cfg, workdir, progress=progress)
+    results_name = shard.results_name if shard else RESULTS_FILE
+    lock = study_lock(workdir, results_name) if is_main_process() else contextlib.nullcontext()
+    with lock:
+        return _run_unfinished_cells(cfg, workdir, shard, results_name, progress=progress)
 
 
-def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> str:
-    results = ResultsFile(workdir)
+def _run_unfinished_cells(
+    cfg: ConfigDict, workdir: str, shard, results_name: str, *, progress: bool
+) -> str:
+    results = ResultsFile(workdir, results_name)
+    if shard is None:
+        check_shards_merged(workdir, results)
     lengths = eval_lengths(cfg)
     results.check_study(study_settings_digest(cfg))
     other_code = results.other_provenance(provenance())
-    if other_code:
+    if other_code and is_main_process():
         logging.warning(
             "%s holds rows written by other code (%s; this is %s@%s): a fix made between "
             "them would not show in those rows.",
@@ -260,21 +363,25 @@ def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> s
             provenance()["package_version"],
             provenance()["git_commit"] or "no commit",
         )
-    if results.unchecked_rows():
+    if results.unchecked_rows() and is_main_process():
         logging.warning(
             "%d rows of %s carry no configuration digest (written by an older version); "
             "they are taken as this configuration's without a check.",
             results.unchecked_rows(),
             results.path,
         )
-    pending = []  # (task, encoding, the seeds that lack a row)
     for task_name in cfg.tasks:
         for encoding_name in cfg.encodings:
-            digest = cell_config_digest(cfg, task_name, encoding_name)
-            results.check_config(encoding_name, task_name, digest)
-            seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
-            if seeds:
-                pending.append((task_name, encoding_name, seeds))
+            reason = inapplicable(cfg, task_name, encoding_name)
+            if reason:
+                logging.warning("cell %s/%s skipped: %s.", task_name, encoding_name, reason)
+    pending = []  # (task, encoding, the seeds that lack a row)
+    for task_name, encoding_name in study_cells(cfg, shard):
+        digest = cell_config_digest(cfg, task_name, encoding_name)
+        results.check_config(encoding_name, task_name, digest)
+        seeds = results.missing_seeds(encoding_name, task_name, cfg.seeds, lengths)
+        if seeds:
+            pending.append((task_name, encoding_name, seeds))
     # An interrupted cell's checkpoints must be this configuration's; checked before any
     # cell trains, so a mismatch stops the study before it has written anything.
     for task_name, encoding_name, seeds in pending:
@@ -288,6 +395,8 @@ def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> s
                 checker.check_run()
             finally:
                 checker.close()
+    write_eval_sets(cfg, sorted({task for task, _, _ in pending}), lengths, workdir)
+    mesh = make_mesh()  # every device of the job
     bar = tqdm(
         total=len(pending) * cfg.optimizer.total_steps,
         unit="step",
@@ -295,9 +404,11 @@ def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> s
         desc="study",
         dynamic_ncols=True,
     )
-    for task_name, encoding_name, seeds in pending:
+    overheads = []  # each finished cell's time outside its steps, in its steps
+    for done, (task_name, encoding_name, seeds) in enumerate(pending, start=1):
         bar.set_postfix_str(f"{task_name}/{encoding_name}")
         done_before = bar.n
+        start = time.perf_counter()
         rows = run_cell(
             cfg,
             task_name,
@@ -306,10 +417,35 @@ def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> s
             lengths,
             seeds=seeds,
             on_step=lambda step, base=done_before: bar.update(base + step - bar.n),
+            mesh=mesh,
         )
-        results.add(results.without_present(rows))
+        if is_main_process():
+            results.add(results.without_present(rows))
+        # The bar counts compilation and evaluation too, so its ETA is the study's: each
+        # cell adds the mean overhead of the finished ones to the work still to come.
+        overheads.append(overhead_in_steps(rows, time.perf_counter() - start, cfg))
+        steps = cfg.optimizer.total_steps
+        mean = sum(overheads) / len(overheads)
+        finished = done * steps + sum(overheads)
+        bar.total = round(finished + (len(pending) - done) * (steps + mean))
+        bar.update(round(finished) - bar.n)
     bar.close()
-    rows, left_out = configured_rows(results.rows(), cfg.encodings, cfg.tasks, cfg.seeds, lengths)
+    table = ""
+    if is_main_process():
+        if shard is None:
+            table = write_table_and_plots(cfg, results.rows(), workdir)
+        else:
+            rows, left_out = configured_rows(
+                results.rows(), cfg.encodings, cfg.tasks, cfg.seeds, lengths
+            )
+            table = markdown_table(rows, encodings_order=list(cfg.encodings), left_out=left_out)
+    barrier("study written")
+    return table
+
+
+def write_table_and_plots(cfg: ConfigDict, rows: list[dict], workdir: str) -> str:
+    """Writes ``table.md`` and ``plots/`` of this configuration's rows; returns the table."""
+    rows, left_out = configured_rows(rows, cfg.encodings, cfg.tasks, cfg.seeds, eval_lengths(cfg))
     table = markdown_table(rows, encodings_order=list(cfg.encodings), left_out=left_out)
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(table)
@@ -317,9 +453,57 @@ def _run_unfinished_cells(cfg: ConfigDict, workdir: str, *, progress: bool) -> s
     return table
 
 
+def study_cells(cfg: ConfigDict, shard: CellShard | None = None) -> list[tuple[str, str]]:
+    """The (task, encoding) cells the study runs (each task, then each encoding), every
+    pair but the inapplicable ones (:func:`inapplicable`), or those of one cell shard."""
+    cells = [
+        (task, encoding)
+        for task in cfg.tasks
+        for encoding in cfg.encodings
+        if inapplicable(cfg, task, encoding) is None
+    ]
+    return cells if shard is None else shard.cells(cells)
+
+
+def check_shards_merged(workdir: str, results: ResultsFile) -> None:
+    """Refuses to run every cell in a work dir whose cell shards hold rows results.jsonl
+    lacks: their cells would be trained again and their rows never merged."""
+    if not shard_files(workdir):
+        return
+    _, unmerged = merge_shard_rows(workdir)
+    if unmerged:
+        raise ValueError(
+            f"{workdir} holds {unmerged} row(s) of cell shards (results-shard-*.jsonl) that "
+            f"{results.path} lacks: merge them first (python -m experiments.merge_shards "
+            "with this --config and --workdir), or run this study with --config.cell_shard."
+        )
+
+
+def write_eval_sets(cfg: ConfigDict, task_names: list[str], lengths: list[int], workdir: str):
+    """Process 0 writes the evaluation set of every (task, length) the cells will read (of
+    the algorithmic tasks; a language model reads its corpus); the others wait for it."""
+    if is_main_process():
+        for task_name in task_names:
+            task = study_task(cfg, task_name)
+            if is_language_model(task):
+                continue
+            for length in lengths:
+                build_eval_set(
+                    task.held_out(),
+                    length,
+                    num_examples=cfg.eval_examples,
+                    seed=EVAL_KEY_SEED,
+                    data_dir=eval_sets_dir(workdir),
+                )
+    barrier("evaluation sets written")
+
+
 #: Config keys that choose cells or only change how a study runs, not what a row means.
 _NOT_STUDY_SETTINGS = (
+    "cell_shard",
     "checkpoint_every",
+    "compilation_cache_dir",
+    "distributed",
     "encoding_kwargs",
     "encoding_schedules",
     "encoding_variants",
@@ -327,6 +511,7 @@ _NOT_STUDY_SETTINGS = (
     "eval_every_length_to",
     "eval_multipliers",
     "eval_pad_to",
+    "lm",
     "log_every",
     "seeds",
     "start_fresh_if_unusable",
@@ -364,6 +549,8 @@ def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> s
         "greedy_decoding_to": cfg.greedy_decoding_to,
         "eval_key_seed": EVAL_KEY_SEED,
     }
+    if is_language_model(spec.task):
+        evaluation["lm"] = lm_evaluation_settings(cfg)
     digest = hashlib.sha256(content_digest(spec).encode())
     digest.update(json.dumps(evaluation, sort_keys=True).encode())
     return digest.hexdigest()
@@ -372,33 +559,70 @@ def cell_config_digest(cfg: ConfigDict, task_name: str, encoding_name: str) -> s
 @functools.lru_cache(maxsize=64)
 def _stored_batches(task, length, num_examples, batch_size, width, data_dir) -> tuple:
     """The padded batches of one stored evaluation set, read once per process."""
-    # Every encoding reads the same stored examples: a TFDS evaluation set per length.
-    source = build_eval_set(
-        task, length, num_examples=num_examples, seed=EVAL_KEY_SEED, data_dir=data_dir
-    )
+    # Every encoding reads the same stored examples: a TFDS evaluation set per length,
+    # written before the cells train (write_eval_sets).
+    config = eval_set_config(task, length, num_examples=num_examples, seed=EVAL_KEY_SEED)
+    source = open_eval_set(config, data_dir)
     return tuple(pad_batch(batch, width) for batch in eval_set_batches(source, batch_size))
+
+
+def eval_sets_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "eval_sets")
 
 
 def eval_batches(cfg: ConfigDict, task, length: int, workdir: str) -> tuple:
     """The evaluation batches of ``task`` at ``length``, padded to their group's width
     (:func:`padded_length`); every cell of the task reads the same ones."""
     width = task.sequence_length(padded_length(cfg, length))
-    data_dir = os.path.join(os.path.abspath(workdir), "eval_sets")
     return _stored_batches(
-        task.held_out(), length, cfg.eval_examples, cfg.eval_batch_size, width, data_dir
+        task.held_out(),
+        length,
+        cfg.eval_examples,
+        cfg.eval_batch_size,
+        width,
+        eval_sets_dir(workdir),
     )
 
 
+def overhead_in_steps(rows: list[dict], cell_seconds: float, cfg: ConfigDict) -> float:
+    """A finished cell's time outside its training steps (compilation, evaluation, greedy
+    decoding), in steps at the cell's own step rate; 0 when it trained no step."""
+    steps_seconds = rows[0]["steps_seconds"] if rows else 0.0
+    if steps_seconds <= 0:
+        return 0.0
+    return max(cell_seconds - steps_seconds, 0.0) * cfg.optimizer.total_steps / steps_seconds
+
+
+def accuracy_metrics(cfg, spec, params, length, key, workdir) -> list[dict]:
+    """Teacher-forced accuracies of every seed at ``length`` on the stored evaluation set,
+    with greedy decoding's where the config asks for it."""
+    batches = eval_batches(cfg, spec.task, length, workdir)
+    per_seed = evaluate(spec, params, batches, key=key, length=length)
+    if greedy_at(cfg, length) and spec.model.architecture != "encoder":
+        greedy = evaluate_greedy(spec, params, batches, key=key)
+        if greedy is not None:
+            per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
+    return per_seed
+
+
 def run_cell(
-    cfg, task_name, encoding_name, workdir, lengths, *, seeds=None, on_step=None
+    cfg, task_name, encoding_name, workdir, lengths, *, seeds=None, on_step=None, mesh=None
 ) -> list[dict]:
-    """Trains the given seeds (default: all) of one (task, encoding) cell together and
-    evaluates every length."""
+    """Trains the given seeds (default: all) of one (task, encoding) cell together, on
+    ``mesh`` (None: the default device), and evaluates every length."""
     seeds = list(cfg.seeds if seeds is None else seeds)
     spec, encoding_kwargs = cell_spec(cfg, task_name, encoding_name)
     digest = cell_config_digest(cfg, task_name, encoding_name)
     study_digest = study_settings_digest(cfg)
-    start = time.time()
+    first_step = []  # when the first step was dispatched: compile time before, steps after
+
+    def stepped(step):
+        if not first_step:
+            first_step.append(time.perf_counter())
+        if on_step:
+            on_step(step)
+
+    start = time.perf_counter()
     state, history = train(
         spec,
         seeds,
@@ -408,19 +632,23 @@ def run_cell(
             start_fresh_if_unusable=cfg.start_fresh_if_unusable,
         ),
         workdir=cell_dir(workdir, task_name, encoding_name, seeds),
-        on_step=on_step,
+        on_step=stepped,
+        mesh=mesh,
     )
-    train_seconds = time.time() - start
+    end = time.perf_counter()
+    train_seconds = end - start
+    # The steps alone (a resumed cell with nothing left to train has none).
+    steps_seconds = end - first_step[0] if first_step else 0.0
     positions_key = jax.random.key(EVAL_KEY_SEED)
     rows = []
     for length in lengths:
         key = jax.random.fold_in(positions_key, length)
-        batches = eval_batches(cfg, spec.task, length, workdir)
-        per_seed = evaluate(spec, state.params, batches, key=key, length=length)
-        if greedy_at(cfg, length) and spec.model.architecture != "encoder":
-            greedy = evaluate_greedy(spec, state.params, batches, key=key)
-            if greedy is not None:
-                per_seed = [{**m, **g} for m, g in zip(per_seed, greedy, strict=True)]
+        eval_start = time.perf_counter()
+        if is_language_model(spec.task):
+            per_seed = lm_metrics(cfg, spec, state.params, length, key)
+        else:
+            per_seed = accuracy_metrics(cfg, spec, state.params, length, key, workdir)
+        eval_seconds = time.perf_counter() - eval_start
         for seed, metrics in zip(seeds, per_seed, strict=True):
             rows.append(
                 {
@@ -436,7 +664,11 @@ def run_cell(
                     "config_sha256": digest,
                     "study_sha256": study_digest,
                     "final_train_loss": history[-1]["loss"][seeds.index(seed)] if history else None,
+                    # Wall time of the cell's training (with compilation), of its steps
+                    # after the first, and of this length's evaluation (all its seeds).
                     "train_seconds": round(train_seconds, 2),
+                    "steps_seconds": round(steps_seconds, 2),
+                    "eval_seconds": round(eval_seconds, 2),
                     **provenance(),
                     **metrics,
                 }
@@ -448,13 +680,42 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    report_small_pages()
-    workdir = _WORKDIR.value
-    table = run_study(_CONFIG.value, workdir)
-    print(table)
-    print(f"results: {os.path.join(workdir, 'results.jsonl')}")
-    print(f"plots:   {os.path.join(workdir, 'plots')}/")
+    cfg, workdir = _CONFIG.value, _WORKDIR.value
+    use_compilation_cache(cfg.compilation_cache_dir)
+    join_study_job(cfg)
+    if is_main_process():
+        report_small_pages()
+    with stop_job_on_error():
+        table = run_study(cfg, workdir, progress=is_main_process())
+    if is_main_process():
+        print(table)
+        shard = parse_cell_shard(cfg.cell_shard)
+        print(f"results: {os.path.join(workdir, shard.results_name if shard else 'results.jsonl')}")
+        if shard is None:
+            print(f"plots:   {os.path.join(workdir, 'plots')}/")
     sys.stdout.flush()
+
+
+def use_compilation_cache(directory: str) -> None:
+    """Keeps the study's compiled programs in ``directory`` (JAX's persistent compilation
+    cache, keyed by the program, the compiler options and the JAX version), unless the
+    environment already names a cache or ``directory`` is empty."""
+    if not directory or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+
+
+def join_study_job(cfg: ConfigDict) -> bool:
+    """Joins the multi-host job ``cfg.distributed`` describes (or JAX detects); True when
+    this process is one of several."""
+    job = cfg.distributed
+    return join_job(
+        job.coordinator_address or None,
+        job.num_processes,
+        job.process_id,
+        heartbeat_timeout=job.heartbeat_timeout,
+        initialization_timeout=job.initialization_timeout,
+    )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

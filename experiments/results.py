@@ -40,10 +40,11 @@ def row_key(row: dict) -> tuple:
 
 
 class ResultsFile:
-    """``results.jsonl`` in a work dir."""
+    """``results.jsonl`` in a work dir, or another results file there (``name``: a cell
+    shard's, see ``experiments/cell_shards.py``)."""
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, RESULTS_FILE)
+    def __init__(self, workdir: str, name: str = RESULTS_FILE):
+        self.path = os.path.join(workdir, name)
         self._rows: list[dict] | None = None  # read once; this object is the only writer
 
     def rows(self) -> list[dict]:
@@ -259,11 +260,13 @@ def provenance() -> dict:
 
 
 def summarize(rows: list[dict], metric: str) -> dict:
-    """{task: {encoding: {eval_length: (mean, std, n_seeds)}}} over seeds; std is the
-    sample standard deviation (ddof = 1; 0 for one seed)."""
+    """{task: {encoding: {eval_length: (mean, std, n_seeds)}}} over seeds of the rows that
+    have ``metric`` (accuracies for the algorithmic tasks, ``bpc`` for language models);
+    std is the sample standard deviation (ddof = 1; 0 for one seed)."""
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["task"], r["encoding"], r["eval_length"])].append(r[metric])
+        if metric in r:
+            groups[(r["task"], r["encoding"], r["eval_length"])].append(r[metric])
     summary = defaultdict(lambda: defaultdict(dict))
     for (task, encoding, length), values in groups.items():
         summary[task][encoding][length] = mean_std(values)
@@ -353,13 +356,11 @@ def markdown_table(
         n = task_rows[0]["train_length"]
         shortest = task_rows[0].get("min_train_length", n)
         lengths = sorted({r["eval_length"] for r in task_rows})
-        header = [
-            f"{length // n}N ({length})" if length % n == 0 else str(length) for length in lengths
-        ]
+        header = [_length_label(length, n) for length in lengths]
         columns = "exact match ± std / per-token accuracy"
         if greedy.get(task):
             columns += " / greedy-decoding exact match"
-        trained = f"trained on lengths {shortest}..{n}" if shortest != n else f"trained at {n}"
+        trained = _trained(shortest, n)
         in_range = [r for r in task_rows if n < r["eval_length"] <= 2 * n]
         greedy_nope = exact_match_metric(in_range) == "greedy_sequence_accuracy"
         nope_exact = "greedy exact match" if greedy_nope else "exact match"
@@ -371,9 +372,7 @@ def markdown_table(
         )
         lines.append("| encoding | seeds | RPE score | NoPE score | " + " | ".join(header) + " |")
         lines.append("|---|---|---|---|" + "---|" * len(lengths))
-        order = [e for e in (encodings_order or []) if e in exact[task]]
-        order += sorted(e for e in exact[task] if e not in order)
-        for enc in order:
+        for enc in _ordered(exact[task], encodings_order):
             cell_rows = [r for r in task_rows if r["encoding"] == enc]
             scores = summary_scores(cell_rows)
             seeds = len({r["seed"] for r in cell_rows})
@@ -393,7 +392,91 @@ def markdown_table(
                 cells.append(cell)
             lines.append(f"| {enc} | " + " | ".join(cells) + " |")
         lines.append("")
+    for task in sorted(summarize(rows, "bpc")):
+        lines.append(lm_task_table([r for r in rows if r["task"] == task], encodings_order))
     return "\n".join(lines) + "\n" + _left_out_line(left_out)
+
+
+def _length_label(length: int, n: int) -> str:
+    return f"{length // n}N ({length})" if length % n == 0 else str(length)
+
+
+def _trained(shortest: int, n: int) -> str:
+    return f"trained on lengths {shortest}..{n}" if shortest != n else f"trained at {n}"
+
+
+def _ordered(encodings, encodings_order: list[str] | None) -> list[str]:
+    """The configuration's order, then any other encoding by name."""
+    order = [e for e in (encodings_order or []) if e in encodings]
+    return order + sorted(e for e in encodings if e not in order)
+
+
+def lm_task_table(rows: list[dict], encodings_order: list[str] | None = None) -> str:
+    """A language-model task's section of ``table.md``: bits per character at every
+    evaluation length (mean ± sample std over seeds, with the seed count), then by window
+    position at the longest length.
+
+    Args:
+      rows: the task's rows (``bpc``, ``bucket_bpc`` and ``bucket_edges`` per row;
+        ``sliding_bpc`` and ``sliding_stride`` when sliding windows were scored).
+      encodings_order: the configuration's order of encodings.
+
+    Returns:
+      Markdown: a heading, a line saying what was measured, and two tables.
+    """
+    task = rows[0]["task"]
+    n = rows[0]["train_length"]
+    shortest = rows[0].get("min_train_length", n)
+    lengths = sorted({r["eval_length"] for r in rows})
+    plain, sliding = summarize(rows, "bpc")[task], summarize(rows, "sliding_bpc").get(task, {})
+    strides = sorted({r["sliding_stride"] for r in rows if "sliding_stride" in r})
+    corpora = sorted({str(r.get("corpus", "unrecorded")) for r in rows})
+    scored = sorted({r["tokens"] for r in rows})
+    per_length = "bits per character in non-overlapping windows"
+    if sliding:
+        per_length += f" / in sliding windows (stride {', '.join(map(str, strides))})"
+    lines = [
+        f"### {task} (N = {n}, {_trained(shortest, n)})\n",
+        f"Bits per character (lower is better) on the held-out text of {', '.join(corpora)} "
+        f"({', '.join(f'{c:,}' for c in scored)} characters scored, each once), read in "
+        "windows of each evaluation length (Press et al. 2022). Per length: "
+        f"{per_length}; mean ± sample std over seeds.\n",
+        "| encoding | seeds | " + " | ".join(_length_label(x, n) for x in lengths) + " |",
+        "|---|---|" + "---|" * len(lengths),
+    ]
+    order = _ordered(plain, encodings_order)
+    for enc in order:
+        cells = [str(len({r["seed"] for r in rows if r["encoding"] == enc}))]
+        for length in lengths:
+            if length not in plain[enc]:
+                cells.append("—")
+                continue
+            cell = _cell(plain[enc][length])
+            if length in sliding.get(enc, {}):
+                cell += f" / {_cell(sliding[enc][length])}"
+            cells.append(cell)
+        lines.append(f"| {enc} | " + " | ".join(cells) + " |")
+    longest = lengths[-1]
+    at_longest = [r for r in rows if r["eval_length"] == longest]
+    edges = at_longest[0]["bucket_edges"]
+    lines += [
+        "",
+        f"Bits per character by position in the window at {_length_label(longest, n)} "
+        "(non-overlapping windows; mean over seeds): where in the window the loss grows.\n",
+        "| encoding | "
+        + " | ".join(f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:], strict=True))
+        + " |",
+        "|---|" + "---|" * (len(edges) - 1),
+    ]
+    for enc in order:
+        per_seed = [r["bucket_bpc"] for r in at_longest if r["encoding"] == enc]
+        cells = []
+        for bucket in range(len(edges) - 1):
+            values = [b[bucket] for b in per_seed if b[bucket] is not None]
+            cells.append(f"{np.mean(values):.2f}" if values else "—")
+        lines.append(f"| {enc} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def _left_out_line(left_out: int) -> str:

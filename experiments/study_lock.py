@@ -1,7 +1,10 @@
-"""One study per work dir: a lock file holding the process id of the study that runs there.
+"""One study per results file: a lock file holding the process id of the study writing it.
 
 Two studies on one work dir would train the same cells twice and both write their rows.
-The lock is the kernel's (``flock`` on ``study.lock``), so it is released when its process
+Each results file has its lock, ``<results file>.lock`` (``results.jsonl.lock``; a cell
+shard's results file its own, so shards of one sweep share a work dir), taken by the
+process that writes the file (process 0 of a multi-host job). The lock is the kernel's
+(``flock``), so it is released when its process
 ends, however it ends: a study killed with SIGKILL leaves the file (with its old process
 id) but no lock, and the next study takes it. ``flock`` locks are shared by every host of
 a local file system; on NFS they depend on the server.
@@ -11,7 +14,10 @@ import contextlib
 import fcntl
 import os
 
-LOCK_FILE = "study.lock"
+from experiments.results import RESULTS_FILE
+
+LOCK_SUFFIX = ".lock"
+LOCK_FILE = RESULTS_FILE + LOCK_SUFFIX
 
 
 class WorkDirInUseError(RuntimeError):
@@ -19,17 +25,18 @@ class WorkDirInUseError(RuntimeError):
 
 
 @contextlib.contextmanager
-def study_lock(workdir: str):
-    """Holds ``workdir``'s study lock while the block runs.
+def study_lock(workdir: str, results_name: str = RESULTS_FILE):
+    """Holds the lock of ``workdir``'s results file ``results_name`` while the block runs.
 
     Args:
       workdir: the study's work dir (it must exist).
+      results_name: the results file the study writes there.
 
     Raises:
       WorkDirInUseError: another process holds the lock; the message names its process id
         (as written in the lock file) and the file.
     """
-    path = os.path.join(workdir, LOCK_FILE)
+    path = os.path.join(workdir, results_name + LOCK_SUFFIX)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

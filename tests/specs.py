@@ -50,3 +50,7 @@ def smoke_study_command(workdir, *overrides: str) -> list[str]:
         str(workdir),
         *overrides,
     ]
+
+
+#: The wall-clock times of a study row: the fields two runs of one cell never share.
+ROW_TIMES = ("train_seconds", "steps_seconds", "eval_seconds")

@@ -337,3 +337,31 @@ def test_attention_weights_rejects_multi_token_attention():
     config = pj.models.TransformerConfig(vocab_size=10, attention="multi_token")
     with pytest.raises(ValueError, match="multi_head"):
         analysis.attention_weights(config, {}, jnp.zeros((1, 3), jnp.int32))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"encoding": "fox", "attention_sink": True}, {"attention": "stick_breaking"}],
+    ids=["fox_with_a_sink", "stick_breaking"],
+)
+def test_attention_weights_reproduce_decays_sinks_and_stick_breaking(overrides, rng):
+    """The recomputed weights include the forget gate's c_i - c_j (with a padded example),
+    the sink logits and stick-breaking's rule: they reproduce each layer's output."""
+    overrides = dict(overrides)
+    encoding = pj.encodings.get(overrides.pop("encoding", "nope"))
+    config = pj.models.TransformerConfig(
+        vocab_size=10, d_model=16, num_layers=2, num_heads=2, encoding=encoding, **overrides
+    )
+    tokens = jnp.asarray(rng.integers(1, 10, (2, 6)), jnp.int32)
+    padding = jnp.asarray([[True] * 6, [True] * 4 + [False] * 2])
+    params = pj.models.Transformer(config).init(jax.random.key(0), tokens)["params"]
+    params = jax.tree.map(lambda p: p + 0.3 * rng.normal(size=p.shape), params)
+    weights, records = analysis.attention_weights(
+        config, params, tokens, padding_mask=padding, return_records=True
+    )
+    for path, w in weights.items():
+        values = np.asarray(records[path]["value"], np.float64)
+        output = np.einsum("bhls,bshk->blhk", w, values)
+        np.testing.assert_allclose(output, records[path]["attention_output"], atol=1e-5)
+        totals = w.sum(-1)  # a softmax row sums to 1 (or 0 when nothing is allowed)
+        assert np.any((totals > 0.01) & (totals < 0.99))  # the sink's, the stick's remainder

@@ -98,7 +98,7 @@ def test_input_contract_errors(rng):
     q, k, v = _qkv(rng)
     with pytest.raises(AssertionError, match="must be \\[B, L, H, K\\]"):
         dot_product_attention(q[0], k, v)
-    with pytest.raises(AssertionError, match="same shape"):
+    with pytest.raises(AssertionError, match="must share \\[B, S, G\\]"):
         dot_product_attention(q, k, v[:, :3])
     with pytest.raises(AssertionError, match="cast them"):
         dot_product_attention(q, k.astype(np.float16), v.astype(np.float16))

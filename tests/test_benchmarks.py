@@ -88,3 +88,23 @@ def test_windows_benchmark_smoke_run_reports_the_ratio(tmp_path):
     assert result["windowed"]["length"] == 256 and result["full"]["length"] == 32
     ratio = result["windowed"]["tokens_per_s"] / result["full"]["tokens_per_s"]
     assert result["ratio_windowed_to_full"] == ratio > 0
+
+
+def test_peers_benchmark_says_how_to_install_its_peers(tmp_path):
+    """The test environment has no PyTorch: the benchmark stops before any work and names
+    the install command instead of failing inside an import."""
+    try:
+        import torch  # noqa: F401
+
+        pytest.skip("PyTorch is installed here; the message is for environments without it")
+    except ImportError:
+        pass
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks.peers", "--smoke", f"--out={tmp_path}/p"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "pip install -e '.[bench]'" in done.stderr
+    assert not (tmp_path / "p").exists()

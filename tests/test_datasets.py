@@ -3,8 +3,11 @@
 Every test runs with outgoing network connections refused, so nothing can download.
 """
 
+import fcntl
 import os
 import socket
+import threading
+import time
 
 import jax
 import numpy as np
@@ -14,7 +17,12 @@ import tensorflow_datasets as tfds
 from posenc_jax.data import corpus as corpus_lib
 from posenc_jax.data import get_task
 from posenc_jax.data.corpus import LocalTextCorpus, load_corpus, local_text_config
-from posenc_jax.data.eval_sets import build_eval_set, eval_set_batches, eval_set_config
+from posenc_jax.data.eval_sets import (
+    build_eval_set,
+    eval_set_batches,
+    eval_set_config,
+    open_eval_set,
+)
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -77,6 +85,30 @@ def test_eval_set_is_built_once_and_found_by_name(tmp_path):
     for index in range(4):
         np.testing.assert_array_equal(again[index]["inputs"], source[index]["inputs"])
         np.testing.assert_array_equal(by_name[index]["inputs"], source[index]["inputs"])
+
+
+def test_a_set_is_opened_only_once_written_and_its_writers_take_turns(tmp_path):
+    config = eval_set_config("parity", 5, num_examples=4, seed=0)
+    with pytest.raises(FileNotFoundError, match=r"parity_len5_seed0_n4_\w+ is not in"):
+        open_eval_set(config, tmp_path)
+    # Another writer (an independent job sharing the work dir) holds the set's lock: this
+    # one waits for it instead of writing beside it.
+    lock = os.open(tmp_path / f".{config.name}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    built = []
+    writer = threading.Thread(
+        target=lambda: built.append(
+            build_eval_set("parity", 5, num_examples=4, seed=0, data_dir=tmp_path)
+        )
+    )
+    writer.start()
+    time.sleep(1.0)
+    assert writer.is_alive() and not (tmp_path / "task_eval_set").exists()
+    os.close(lock)
+    writer.join(timeout=120)
+    assert len(built) == 1 and len(built[0]) == 4
+    opened = open_eval_set(config, tmp_path)
+    np.testing.assert_array_equal(opened[3]["inputs"], built[0][3]["inputs"])
 
 
 def test_eval_set_names_are_distinct():
@@ -192,3 +224,30 @@ def test_load_corpus_by_tfds_name_with_mock_data(tmp_path):
     vocabulary = corpus.vocabulary
     assert vocabulary.decode(corpus.train) == "To be, or not\nto be: caf\u00e9"
     assert vocabulary.decode(corpus.validation) == "that is the question"
+
+
+def test_python_docs_is_held_out_by_paragraph(tmp_path):
+    """The offline corpus: CPython's documentation topics, split like a file, with no
+    paragraph on both sides of the cut (the raw topics repeat whole sections)."""
+    from pydoc_data.topics import topics
+
+    raw = [p.strip() for name in sorted(topics) for p in topics[name].split("\n\n") if p.strip()]
+    assert len(set(raw)) < len(raw)  # "compound" repeats "if", "while", ...: a real risk
+
+    corpus = load_corpus("python_docs", str(tmp_path))
+    train = corpus.vocabulary.decode(corpus.train)
+    validation = corpus.vocabulary.decode(corpus.validation)
+    assert train + validation == corpus_lib.python_docs_text()
+    assert len(validation) == round(0.1 * (len(train) + len(validation)))
+    train_paragraphs = {p.strip() for p in train.split("\n\n")}
+    # The first validation paragraph is the rest of the one the cut went through.
+    held_out = [p.strip() for p in validation.split("\n\n")[1:] if p.strip()]
+    assert len(held_out) > 50
+    assert not [p for p in held_out if p in train_paragraphs]
+    # Every paragraph of the text is a paragraph of the topics, each once.
+    paragraphs = [p.strip() for p in (train + validation).split("\n\n") if p.strip()]
+    assert len(set(paragraphs)) == len(paragraphs) and set(paragraphs) == set(raw)
+    # Another fraction is another build; the text of the interpreter names it.
+    config = corpus_lib.python_docs_config(validation_fraction=0.2)
+    assert config.name.startswith("cpython") and config.name.endswith("_val0p2")
+    assert config.name != corpus_lib.python_docs_config().name

@@ -15,7 +15,8 @@ import pytest
 import posenc_jax as pj
 from posenc_jax.train.decode import decode_step, greedy_decode, init_cache
 
-ENCODINGS = ["learned", "rope", "xpos", "alibi", "t5", "cope"]  # embed, rotate, bias, contextual
+# embed, rotate (four), bias, contextual, decay
+ENCODINGS = ["learned", "rope", "xpos", "fope", "pope", "alibi", "t5", "cope", "fox"]
 
 
 def _model(name, architecture="decoder"):

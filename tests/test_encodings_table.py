@@ -58,7 +58,13 @@ def test_every_registered_encoding_has_exactly_one_row():
         ("t5", ["bias"]),
         ("cope", ["contextual"]),
         ("shaw", ["contextual"]),
-        ("randomized", ["embed", "rotate", "bias", "contextual", "positions"]),
+        ("fox", ["decay"]),
+        ("abacus", ["embed", "task positions"]),
+        # Every hook and choice is the wrapped encoding's; its own choice is positions.
+        (
+            "randomized",
+            ["embed", "rotate", "bias", "contextual", "decay", "positions", "task positions"],
+        ),
     ],
 )
 def test_hooks_are_the_overridden_hook_methods(name, hooks):

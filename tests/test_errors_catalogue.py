@@ -19,8 +19,14 @@ import numpy as np
 import pytest
 
 import posenc_jax as pj
+from experiments.cell_shards import (
+    ConflictingRowsError,
+    DuplicateRowsError,
+    merge_shard_rows,
+    parse_cell_shard,
+)
 from experiments.configs import smoke
-from experiments.length_extrapolation import eval_lengths
+from experiments.length_extrapolation import check_shards_merged, eval_lengths
 from experiments.results import DamagedResultsError, ResultsFile
 from experiments.study_lock import WorkDirInUseError, study_lock
 from posenc_jax._digest import content_digest
@@ -34,7 +40,10 @@ from posenc_jax.train import (
     generated_batches,
     train,
 )
+from posenc_jax.train.checkpoint import CheckpointLayoutError
+from posenc_jax.train.distributed import HalfConfiguredJobError, join_job
 from posenc_jax.train.evaluate import check_eval_lengths
+from posenc_jax.train.loop import compiled_init, run_keys
 from tests.specs import tiny_copy_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,6 +144,33 @@ def _not_a_directory(directory):
     """A path below a regular file: no one, root included, can create it."""
     blocker = _text_file(directory, "a file, not a directory", "blocker")
     return os.path.join(blocker, "run")
+
+
+def _rows_file(directory, name, rows):
+    """A results file of ``rows``, each (encoding, seed, token accuracy) of task copy at 3."""
+    lines = [
+        f'{{"encoding": "{e}", "task": "copy", "seed": {s}, "eval_length": 3, '
+        f'"token_accuracy": {a}}}\n'
+        for e, s, a in rows
+    ]
+    return _text_file(directory, "".join(lines), name)
+
+
+def _two_shards(directory, second_rows, merged_rows=()):
+    """Shard files 0 and 1 of 2 (the first holds nope's seed 0), and results.jsonl."""
+    _rows_file(directory, "results-shard-0-of-2.jsonl", [("nope", 0, 0.5)])
+    _rows_file(directory, "results-shard-1-of-2.jsonl", second_rows)
+    _rows_file(directory, "results.jsonl", merged_rows)
+    return directory
+
+
+def _restore_into_another_shape(directory):
+    saver = Checkpointer(directory, every=1)
+    saver.save(1, compiled_init(_spec())(run_keys([0])))
+    saver.close()
+    wider = _spec()
+    wider = dataclasses.replace(wider, model=dataclasses.replace(wider.model, d_model=32))
+    Checkpointer(directory, every=1).restore(compiled_init(wider)(run_keys([0])))
 
 
 class CommandFailed(Exception):
@@ -309,9 +345,9 @@ CASES = [
     Case(
         "k and v shapes differ",
         AssertionError,
-        r"k and v must have the same shape \[B, S, G, K\]",
+        r"k and v must share \[B, S, G\]",
         lambda tmp: _attention(v_shape=(1, 5, 2, 8)),
-        "same shape [B, S, G, K]",
+        "must share [B, S, G]",
     ),
     Case(
         "q and k dtypes differ",
@@ -512,6 +548,115 @@ CASES = [
         lambda tmp: local_text_config(_text_file(tmp, "", "empty.txt")),
         "corpus file",
     ),
+    # --- decays, sinks, stick-breaking ---------------------------------------------------
+    Case(
+        "fixed forget gate without decay times",
+        ValueError,
+        r"fox gate='fixed' sets its biases from decay_time; give decay_time=\(T_min, T_max\)",
+        lambda tmp: pj.encodings.get("fox", gate="fixed"),
+        "sets its biases from decay_time",
+    ),
+    Case(
+        "a decay in cross-attention",
+        ValueError,
+        r"the encoding's decay term \(c_i - c_j over one sequence\) needs self-attention",
+        lambda tmp: jax.eval_shape(
+            MultiHeadAttention(num_heads=2, causal=True, encoding=pj.encodings.get("fox")).init,
+            KEY,
+            jnp.zeros((1, 4, 8)),
+            jnp.zeros((1, 3, 8)),
+        ),
+        "needs self-attention",
+    ),
+    Case(
+        "sink logits of the wrong shape",
+        ValueError,
+        r"sink_logits has shape \(3,\); expected one logit per query head, \[H\] = \[2\]",
+        lambda tmp: _attention(sink_logits=jnp.zeros(3)),
+        "sink_logits has shape",
+    ),
+    Case(
+        "bidirectional stick-breaking",
+        ValueError,
+        r"stick-breaking attention is defined for causal attention .*pass causal=True",
+        lambda tmp: _attention(stick_breaking=pj.attention.StickBreaking()),
+        "stick-breaking attention is defined for causal attention",
+    ),
+    Case(
+        "fused stick-breaking",
+        ValueError,
+        r"implementation='jax': it runs jax.nn.dot_product_attention on plain or causal "
+        r"attention .* but this call has stick_breaking weights; use 'auto', 'dense' or",
+        lambda tmp: _attention(
+            causal=True, stick_breaking=pj.attention.StickBreaking(), implementation="jax"
+        ),
+        "this call has stick_breaking weights",
+    ),
+    Case(
+        "a decay with a streaming cache",
+        ValueError,
+        r"streaming evicts the tokens between the sinks and the recent window, but the "
+        r"encoding's decay term \(c_i - c_j\) .* undefined over evicted tokens",
+        lambda tmp: jax.eval_shape(
+            MultiHeadAttention(
+                num_heads=2,
+                causal=True,
+                encoding=pj.encodings.get("fox"),
+                decode=True,
+                streaming=pj.attention.Streaming(2, 3),
+            ).init,
+            KEY,
+            jnp.zeros((1, 4, 8)),
+        ),
+        "streaming evicts the tokens between the sinks",
+    ),
+    # --- several hosts and cell shards --------------------------------------------------------
+    Case(
+        "multi-host job without a coordinator",
+        HalfConfiguredJobError,
+        r"half configured: process_id=1 given, but no coordinator_address and no num_processes",
+        lambda tmp: join_job(process_id=1),
+        "a multi-host job was half configured",
+    ),
+    Case(
+        "cell shard out of range",
+        ValueError,
+        r"cell_shard='2/2'; give i/n with 0 <= i < n",
+        lambda tmp: parse_cell_shard("2/2"),
+        "cell_shard='i/n'; give i/n with 0 <= i < n",
+    ),
+    Case(
+        "a row in two shard files",
+        DuplicateRowsError,
+        r"the row .*'nope'.* is in results-shard-0-of-2.jsonl and in results-shard-1-of-2.jsonl",
+        lambda tmp: merge_shard_rows(_two_shards(tmp, [("nope", 0, 0.5)])),
+        "DuplicateRowsError",
+    ),
+    Case(
+        "a shard row that differs from the merged one",
+        ConflictingRowsError,
+        r"results.jsonl already holds a row for \('rope', 'copy', 0, 3\) that differs .* "
+        r"in \['token_accuracy'\]",
+        lambda tmp: merge_shard_rows(
+            _two_shards(tmp, [("rope", 0, 0.25)], merged_rows=[("rope", 0, 0.75)])
+        ),
+        "ConflictingRowsError",
+    ),
+    Case(
+        "a whole study over unmerged shards",
+        ValueError,
+        r"holds 2 row\(s\) of cell shards .* that .*results.jsonl lacks: merge them first",
+        lambda tmp: check_shards_merged(_two_shards(tmp, [("rope", 0, 0.25)]), ResultsFile(tmp)),
+        "row(s) of cell shards",
+    ),
+    Case(
+        "checkpoint of arrays another shape",
+        CheckpointLayoutError,
+        r"cannot be restored into this run's state: \d+ array\(s\) differ, first .*: "
+        r"\(1, 16\) float32 saved, \(1, 32\) float32 now",
+        _restore_into_another_shape,
+        "CheckpointLayoutError",
+    ),
     Case(
         "work dir that is not writable",
         ValueError,
@@ -531,7 +676,7 @@ CASES = [
         "a second study in a work dir in use",
         WorkDirInUseError,
         rf"another study \(process {os.getpid()}\) is running in the work dir '.*'; it holds "
-        r".*study\.lock",
+        r".*results\.jsonl\.lock",
         lambda tmp: _lock_twice(tmp),
         "WorkDirInUseError",
     ),

@@ -20,6 +20,7 @@ ANALYTIC_FIGURES = [
     "fig5_dot_products.png",
     "fig6_rope_decay.png",
     "fig7_bias_shapes.png",
+    "fig7b_decay_maps.png",
 ]
 
 

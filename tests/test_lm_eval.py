@@ -150,3 +150,82 @@ def test_evaluate_lm_batch_padding_changes_nothing(rng):
     for other in results[1:]:
         assert other["bucket_tokens"] == results[0]["bucket_tokens"]
         np.testing.assert_allclose(other["loss"], results[0]["loss"], rtol=1e-6)
+
+
+def _tiny_lm_run(encoding="alibi"):
+    import posenc_jax as pj
+    from posenc_jax.data.char_lm import CharLM, CharVocabulary
+    from posenc_jax.train import OptimizerConfig, RunSpec
+
+    text = "abcabcabdabcacbabcabcab" * 3
+    vocabulary = CharVocabulary.from_text(text)
+    return RunSpec(
+        model=pj.models.TransformerConfig(
+            vocab_size=vocabulary.size,
+            d_model=16,
+            num_layers=1,
+            num_heads=2,
+            mlp_dim=32,
+            encoding=pj.encodings.get(encoding),
+        ),
+        task=CharLM(corpus=text, vocabulary=vocabulary, held_out_corpus=text[:40]),
+        train_length=4,
+        batch_size=2,
+        optimizer=OptimizerConfig(total_steps=1, warmup_steps=0),
+    ), vocabulary.encode(text[5:50])
+
+
+@pytest.mark.parametrize("stride", [None, 3])
+def test_evaluate_lm_runs_is_evaluate_lm_of_each_seed(stride):
+    """Every seed of stacked parameters scores as its own model does alone."""
+    import jax
+
+    from posenc_jax.train import evaluate_lm_runs, forward
+    from posenc_jax.train.loop import compiled_init, run_keys
+
+    spec, ids = _tiny_lm_run()
+    params = compiled_init(spec)(run_keys([0, 1])).params
+    got = evaluate_lm_runs(
+        spec,
+        params,
+        ids,
+        key=jax.random.key(0),
+        window=8,
+        stride=stride,
+        batch_size=3,
+        num_buckets=4,
+    )
+    assert len(got) == 2 and got[0]["bpc"] != got[1]["bpc"]
+    for seed_index, result in enumerate(got):
+        seed_params = jax.tree.map(lambda x, i=seed_index: x[i], params)
+        alone = evaluate_lm(
+            lambda inputs, p=seed_params: forward(
+                spec.model, p, {"inputs": inputs}, {"positions": jnp.arange(inputs.shape[1])}
+            ),
+            ids,
+            window=8,
+            stride=stride,
+            batch_size=3,
+            num_buckets=4,
+        )
+        assert result["bucket_tokens"] == alone["bucket_tokens"]
+        assert result["windows"] == alone["windows"] and result["tokens"] == len(ids) - 1
+        np.testing.assert_allclose(result["bpc"], alone["bpc"], rtol=1e-5)
+        np.testing.assert_allclose(result["bucket_bpc"], alone["bucket_bpc"], rtol=1e-5)
+
+
+def test_non_finite_loss_is_an_error_naming_the_seed():
+    import jax
+
+    from posenc_jax.train import evaluate_lm_runs
+    from posenc_jax.train.loop import compiled_init, run_keys
+
+    spec, ids = _tiny_lm_run()
+    params = compiled_init(spec)(run_keys([0, 1])).params
+    broken = jax.tree.map(lambda x: x.at[1].set(jnp.nan), params)  # seed index 1 only
+    with pytest.raises(FloatingPointError, match=r"window 8 gave a loss of nan.*seed index 1"):
+        evaluate_lm_runs(
+            spec, broken, ids, key=jax.random.key(0), window=8, batch_size=4, num_buckets=2
+        )
+    with pytest.raises(FloatingPointError, match="not finite"):
+        bucket_metrics({"loss_sum": np.array([np.inf, 1.0]), "tokens": np.array([1.0, 1.0])}, 4)

@@ -93,7 +93,11 @@ def test_quickstart_runs(kernel_name, tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "posenc_jax_repo")
     for name in ("alibi", "rope", "t5", "sinusoidal"):
         assert f"\n{name} " in "\n" + stdout
-    assert "NNX (bridge) after" in stdout
+    assert "NNX after" in stdout and "linen (rope) after" in stdout
+    # The linen Transformer loaded into its NNX twin computes the same logits, and converts
+    # back to the same tree.
+    assert float(stdout.split("max |logit difference| =")[1].split()[0]) < 1e-5
+    assert "NNX -> linen, the same tree: True" in stdout
     assert "Llama3RoPE" in stdout
     shift = float(stdout.split("max |f(p + 100) - f(p)| =")[1].split()[0])
     assert shift < 1e-4  # RoPE and ALiBi see only i - j

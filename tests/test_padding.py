@@ -21,7 +21,8 @@ WIDTH, SHORT, VOCAB = 10, 6, 11
 
 # Every family: none, embed (fixed, learned, the two naive baselines), rotate (plain, the
 # length-dependent scalings with their original context inside the short example so the
-# scaling is active, xPos, p-RoPE), bias (fixed and learned), contextual (Shaw, TXL, CoPE).
+# scaling is active, xPos, p-RoPE), bias (fixed and learned), contextual (Shaw, TXL, CoPE),
+# decay (FoX, Cable).
 ENCODINGS = {
     "nope": {},
     "sinusoidal": {},
@@ -43,6 +44,8 @@ ENCODINGS = {
     "shaw": {},
     "transformer_xl": {},
     "cope": {},
+    "fox": {},
+    "cable": {},
 }
 
 

@@ -42,6 +42,34 @@ def test_every_position_is_equally_likely():
     assert np.all(np.abs(counts - expected) < 5 * std)
 
 
+def test_subsets_are_uniform_as_with_the_papers_sampler():
+    """Every subset of n out of M is equally likely, as with ``sort(choice(M, n,
+    replace=False))`` (Ruoss et al. 2023), here in numpy: both histograms over the 20
+    subsets of 3 out of 6 within 5 standard deviations of uniform and of each other. The
+    rows are padded (3 real positions in 4 slots), so padding cannot bias them."""
+    import itertools
+
+    rows, n, width, max_position = 12000, 3, 4, 6
+    subsets = {s: i for i, s in enumerate(itertools.combinations(range(max_position), n))}
+    lengths = jnp.full((rows,), n)
+    positions = np.asarray(
+        _randomized(max_position=max_position).sample_positions(
+            jax.random.key(11), rows, width, lengths=lengths
+        )
+    )
+    ours = np.bincount([subsets[tuple(row[:n])] for row in positions], minlength=len(subsets))
+    rng = np.random.default_rng(11)
+    papers = [tuple(np.sort(rng.choice(max_position, n, replace=False))) for _ in range(rows)]
+    theirs = np.bincount([subsets[s] for s in papers], minlength=len(subsets))
+    p = 1 / len(subsets)
+    std = np.sqrt(rows * p * (1 - p))
+    assert np.all(np.abs(ours - rows * p) < 5 * std), ours
+    assert np.all(np.abs(theirs - rows * p) < 5 * std), theirs
+    assert np.all(np.abs(ours - theirs) < 5 * np.sqrt(2) * std)
+    # Padding slots: distinct from the real positions and from each other.
+    assert all(len(set(row.tolist())) == width for row in positions)
+
+
 def test_a_sequence_longer_than_max_position_is_an_error():
     encoding = _randomized(max_position=32)
     with pytest.raises(ValueError, match=r"length 33.*max_position=32"):

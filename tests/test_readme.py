@@ -22,6 +22,11 @@ def test_python_example_runs():
     namespace = {}
     exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["logits"].shape == (2, 16, 32)
+    # NNX first, then linen, with the same encoding.
+    assert namespace["nnx_logits"].shape == (2, 16, 32)
+    assert example.index("pj.nnx.MultiHeadAttention") < example.index(
+        "pj.attention.MultiHeadAttention"
+    )
 
 
 def test_layers_example_runs():

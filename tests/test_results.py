@@ -71,3 +71,47 @@ def test_only_the_configurations_rows_are_reported():
         (s, n) for s in (0, 1) for n in (4, 5, 8)
     }
     assert "4 row(s) of this work dir" in markdown_table(kept, left_out=left_out)
+
+
+def _lm_row(seed, length, bpc, bucket_bpc, encoding="alibi"):
+    return {
+        "encoding": encoding,
+        "task": "char_lm",
+        "seed": seed,
+        "train_length": 4,
+        "min_train_length": 4,
+        "eval_length": length,
+        "bpc": bpc,
+        "tokens": 99,
+        "corpus": "written.txt",
+        "bucket_bpc": bucket_bpc,
+        "bucket_edges": [0, length // 2, length],
+    }
+
+
+LM_ROWS = [
+    _lm_row(0, 4, 2.0, [2.2, 1.8]),
+    _lm_row(1, 4, 2.2, [2.4, 2.0]),
+    _lm_row(0, 8, 2.1, [1.8, 2.4]),
+    _lm_row(1, 8, 2.5, [2.0, None]),  # a bucket that scored nothing
+    _lm_row(0, 4, 3.0, [3.0, 3.0], encoding="sinusoidal"),
+]
+
+
+def test_language_model_table_by_hand():
+    """Bits per character per length, mean ± sample std over seeds; by window position at
+    the longest length; beside an algorithmic task's section, which is unchanged."""
+    table = markdown_table(ROWS + LM_ROWS, ["sinusoidal", "alibi"])
+    assert table.startswith(markdown_table(ROWS).rstrip("\n"))
+    lm = table[table.index("### char_lm") :]
+    assert lm.startswith("### char_lm (N = 4, trained at 4)")
+    assert "written.txt (99 characters scored, each once)" in lm
+    lines = [line for line in lm.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| encoding | seeds | 1N (4) | 2N (8) |"
+    # alibi at 4: 2.0, 2.2 -> 2.10 ± 0.1414; at 8: 2.1, 2.5 -> 2.30 ± 0.2828.
+    assert lines[1] == "| sinusoidal | 1 | 3.00 ± 0.00 | — |"
+    assert lines[2] == "| alibi | 2 | 2.10 ± 0.14 | 2.30 ± 0.28 |"
+    assert "by position in the window at 2N (8)" in lm
+    assert lines[3] == "| encoding | 0-3 | 4-7 |"
+    assert lines[4] == "| sinusoidal | — | — |"  # no row at 8
+    assert lines[5] == "| alibi | 1.90 | 2.40 |"  # seed 1 scored nothing in 4-7

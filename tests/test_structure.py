@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "posenc_jax")
 
 #: DESIGN.md's layers, top first; a module may import its own layer and those before it.
-LAYERS = ("functional", "encodings", "attention", "models", "data", "train", "analysis")
+LAYERS = ("functional", "encodings", "attention", "models", "nnx", "data", "train", "analysis")
 
 
 def _modules() -> dict[str, str]:

@@ -69,21 +69,52 @@ def test_bad_configs_fail_before_training(tmp_path, override, message):
     assert not os.path.exists(os.path.join(tmp_path, "results.jsonl"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "quick", "full", "paper_nope", "paper_rpe"])
-def test_every_preset_is_valid(preset):
-    """Every preset names registered encodings and tasks and builds every cell's model."""
+@pytest.mark.parametrize(
+    "preset",
+    ["smoke", "quick", "hybrid", "full", "paper_nope", "paper_rpe", "lm", "lm_quick", "arithmetic"],
+)
+def test_every_preset_is_valid(preset, tmp_path):
+    """Every preset names registered encodings and tasks, its models trace at the longest
+    evaluation length (``validate``), and each of its tasks traces a training step (shapes
+    only, nothing trained)."""
     import importlib
 
-    from experiments.length_extrapolation import validate
+    import jax
+
+    from experiments.length_extrapolation import cell_spec, study_cells, validate
+    from posenc_jax.train.loop import compiled_init, compiled_step, run_keys
 
     config = importlib.import_module(f"experiments.configs.{preset}").get_config()
+    config.lm.data_dir = str(tmp_path)  # the language-model presets prepare their corpus
     validate(config)
+    keys = run_keys(list(config.seeds))
+    cells = study_cells(config)
+    first = {}  # each task's first encoding among the cells the study runs
+    for task, encoding in cells:
+        first.setdefault(task, encoding)
+    assert set(first) == set(config.tasks)
+    for task, encoding in first.items():
+        spec = cell_spec(config, task, encoding)[0]
+        state = jax.eval_shape(compiled_init(spec), keys)
+        stepped, _ = jax.eval_shape(compiled_step(spec), state, keys)
+        assert jax.tree.structure(stepped) == jax.tree.structure(state), task
     if preset == "quick":
         # What the quick table must show: every hook's family and both naive baselines.
         kept = {"nope", "sinusoidal", "learned", "rope", "alibi", "t5", "fire", "randomized_rope"}
         assert kept | {"normalized", "integer"} <= set(config.encodings)
         assert {"copy", "reverse"} <= set(config.tasks) and len(config.seeds) >= 2
         assert config.min_train_length == 1
+    if preset.startswith("lm"):
+        # Press et al. 2022: trained at N, evaluated at N .. 8N and beyond, offline.
+        assert config.tasks == ("char_lm",) and config.lm.corpus == "python_docs"
+        assert config.min_train_length == config.train_length
+        assert {1, 2, 4, 8} <= set(config.eval_multipliers) and len(config.seeds) >= 2
+        assert {"sinusoidal", "rope", "t5", "alibi"} <= set(config.encodings)
+    if preset == "full":
+        assert {"fox", "cable", "stick_breaking"} <= set(config.encodings)
+        assert {"pope", "fope", "abacus", "position_coupling"} <= set(config.encodings)
+        # Encodings that read the task's positions run on the tasks that assign them.
+        assert ("addition", "abacus") in cells and ("copy", "abacus") not in cells
 
 
 def test_char_lm_is_evaluated_on_held_out_text_only():
@@ -214,3 +245,16 @@ def test_unusable_checkpoints_stop_a_study_unless_it_may_start_the_cell_fresh(tm
     assert os.listdir(tmp_path / "cells" / "copy" / "nope" / "seeds-0" / "unusable_checkpoints")
     retrained = _rows(tmp_path)
     assert [r["token_accuracy"] for r in retrained] == [r["token_accuracy"] for r in rows]
+
+
+def test_the_progress_bar_counts_a_cells_time_outside_its_steps():
+    """A cell of 100 steps that ran them in 10 s and took 30 s in all spent 20 s, 200 of its
+    steps, compiling and evaluating; the bar adds that work to the cells still to come."""
+    from ml_collections import ConfigDict
+
+    from experiments.length_extrapolation import overhead_in_steps
+
+    cfg = ConfigDict({"optimizer": {"total_steps": 100}})
+    assert overhead_in_steps([{"steps_seconds": 10.0}], 30.0, cfg) == 200.0
+    assert overhead_in_steps([{"steps_seconds": 0.0}], 30.0, cfg) == 0.0  # nothing trained
+    assert overhead_in_steps([], 5.0, cfg) == 0.0

@@ -49,8 +49,10 @@ def _sequences(batch):
 
 
 def test_every_registered_task_is_covered():
-    # The tasks of Delétang et al.'s suite added later are checked in test_tasks_lengths.
+    # The tasks of Delétang et al.'s suite added later are checked in test_tasks_lengths,
+    # decimal addition there and in test_task_positions.
     later = {
+        "addition",
         "binary_multiplication",
         "bucket_sort",
         "duplicate_string",

@@ -31,6 +31,10 @@ def _value(bits):
     return sum(bit << place for place, bit in enumerate(bits))
 
 
+def _value_10(digits):
+    return sum(d * 10**place for place, d in enumerate(digits))
+
+
 def _string(prompt):
     return [int(t) for t in prompt[:-1]]  # x_1 .. x_n before the separator
 
@@ -66,6 +70,12 @@ def _reference(name, task, prompt):
         else:
             total, width = _value(a) * _value(b), 2 * len(a)
         return [3 + (total >> place) % 2 for place in range(width)]
+    if name == "addition":
+        plus, equals = prompt.tolist().index(1), len(prompt) - 1
+        a, b = _bits(prompt[:plus], 3), _bits(prompt[plus + 1 : equals], 3)
+        assert prompt[equals] == 2 and all(0 <= d <= 9 for d in a + b)
+        total = _value_10(a) + _value_10(b)
+        return [3 + (total // 10**place) % 10 for place in range(max(len(a), len(b)) + 1)]
     if name in ("modular_arithmetic", "modular_arithmetic_brackets"):
         assert prompt[-1] == 1
         first = 5 if name == "modular_arithmetic" else 7
@@ -162,7 +172,9 @@ def test_answers_at_lengths_of_their_own(name):
     real = np.asarray(batch["padding_mask"]).sum(axis=1)
     # Every length from 1 to LENGTH occurs (96 draws of 7 values).
     widths = {task.sequence_length(n) for n in range(1, LENGTH + 1)}
-    if name != "stack_manipulation":  # its answer's length varies within one length
+    # Their widths vary within one length: stack_manipulation's answer, addition's operands
+    # (each draws its own digit count).
+    if name not in ("stack_manipulation", "addition"):
         assert set(real.tolist()) == widths
 
 

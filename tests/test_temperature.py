@@ -115,3 +115,36 @@ def test_transformer_config_passes_the_temperature(rng):
     assert not np.allclose(
         tempered_apply(params, tokens, beyond), plain_apply(params, tokens, beyond)
     )
+
+
+def test_log_floor_is_llama4s_query_temperature():
+    """Hugging Face Llama4TextAttention on NoPE layers: queries at index p times
+    ``log1p(floor((p + 1) / floor_scale)) * attn_scale + 1`` with the released 8192, 0.1."""
+    positions = np.array([0, 8189, 8190, 8191, 16382, 16383, 57343, 999_999])
+    want = 1.0 + 0.1 * np.log(np.floor((positions + 1) / 8192.0) + 1.0)
+    got = AttentionTemperature("log_floor")(jnp.asarray(positions[None]), 1)
+    np.testing.assert_allclose(got[0], want, rtol=1e-6)
+    np.testing.assert_array_equal(got[0, :3], 1.0)
+    assert got[0, 3] > 1.0
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked"])
+def test_log_floor_on_a_nope_layer_is_the_scaled_query(rng, implementation):
+    """Without a bias, multiplying a query's logit row is multiplying the query, as the
+    Hugging Face code does (small floor_scale so that the steps fall inside 12 tokens)."""
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 12, 2, 8)), jnp.float32) for _ in "qkv")
+    temperature = AttentionTemperature("log_floor", floor_scale=3, scale=0.5)
+    block = 4 if implementation == "chunked" else None
+    got = dot_product_attention(
+        q,
+        k,
+        v,
+        causal=True,
+        temperature=temperature,
+        implementation=implementation,
+        block_size=block,
+    )
+    factor = 1.0 + 0.5 * np.log1p(np.floor((np.arange(12) + 1) / 3))
+    want = dot_product_attention(q * factor[None, :, None, None], k, v, causal=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, dot_product_attention(q, k, v, causal=True), atol=1e-3)

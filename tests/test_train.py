@@ -1,6 +1,7 @@
 """Training: metrics, vmapped seeds, NaN guard, checkpoint resume."""
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,12 @@ import numpy as np
 import pytest
 
 from posenc_jax.train import LoopConfig, OptimizerConfig, masked_metrics, train
-from posenc_jax.train.checkpoint import CheckpointOfAnotherRunError
-from posenc_jax.train.loop import run_keys
+from posenc_jax.train.checkpoint import (
+    Checkpointer,
+    CheckpointLayoutError,
+    CheckpointOfAnotherRunError,
+)
+from posenc_jax.train.loop import compiled_init, run_keys
 from tests.specs import tiny_copy_spec
 
 _spec = tiny_copy_spec
@@ -87,6 +92,33 @@ def test_a_checkpoint_of_another_run_is_an_error_not_a_resume(tmp_path):
         train(wider, [0], loop=fresh, workdir=workdir)
     resumed, _ = train(_spec(total_steps=4), [0], loop=loop, workdir=workdir)  # the same run
     assert int(resumed.step[0]) == 4
+
+
+def test_a_checkpoint_whose_arrays_cannot_fit_the_state_is_refused_untouched(tmp_path):
+    """Saved by other code or for another model (here: no run record to tell), its arrays
+    have other shapes: not damaged files to move aside, and not a restore to try."""
+    spec = _spec()
+    wider = dataclasses.replace(spec, model=dataclasses.replace(spec.model, d_model=32))
+    directory = str(tmp_path / "checkpoints")
+    saver = Checkpointer(directory, every=1)
+    saver.save(1, compiled_init(spec)(run_keys([0])))
+    saver.close()
+    template = compiled_init(wider)(run_keys([0]))
+    for start_fresh in (False, True):
+        checkpointer = Checkpointer(directory, every=1)
+        with pytest.raises(
+            CheckpointLayoutError,
+            match=r"written by a job of 1 device\(s\) in 1 process\(es\)\) cannot be "
+            r"restored .* array\(s\) differ, first \.opt_state.*: \(1, \d+(, \d+)?\) "
+            r"float32 saved, \(1, \d+(, \d+)?\) float32 now. Nothing was changed",
+        ):
+            checkpointer.restore(template, start_fresh_if_unusable=start_fresh)
+        checkpointer.close()
+    assert os.listdir(directory) == ["1"]
+    assert not os.path.exists(tmp_path / "unusable_checkpoints")
+    same = Checkpointer(directory, every=1)
+    assert int(same.restore(compiled_init(spec)(run_keys([0]))).step[0]) == 0
+    same.close()
 
 
 @pytest.mark.parametrize(

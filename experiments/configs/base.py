@@ -1,6 +1,7 @@
 """Defaults shared by every study preset; a preset changes only what differs."""
 
 from ml_collections import ConfigDict
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ConfigDict:
@@ -38,6 +39,21 @@ def get_config() -> ConfigDict:
     # reads (N, 2N]; greedy decoding is sequential, the slowest part of an evaluation.
     c.greedy_decoding_to = 0
 
+    # Language-model cells (task char_lm; experiments/lm_study.py): the corpus and how its
+    # held-out text is scored in bits per character.
+    c.lm = ConfigDict()
+    # A text file, "python_docs" (offline: the documentation topics every CPython ships)
+    # or a TFDS name ("tiny_shakespeare"; "lm1b" with validation_split="test").
+    c.lm.corpus = "python_docs"
+    c.lm.validation_fraction = 0.1  # a file or python_docs: share held out, from the end
+    c.lm.validation_split = "validation"  # a TFDS name: its held-out split
+    c.lm.data_dir = ""  # where TFDS prepares the corpus ("": its default)
+    c.lm.eval_characters = 0  # score the first this many held-out characters (0: all)
+    c.lm.num_buckets = 8  # bits per character per equal-width bucket of window position
+    # Also score sliding windows starting every this many characters (Press et al.
+    # 2022, Appendix B); 0: non-overlapping windows only.
+    c.lm.sliding_stride = 0
+
     c.model = ConfigDict()
     c.model.d_model = 64
     c.model.num_layers = 2
@@ -59,4 +75,23 @@ def get_config() -> ConfigDict:
     # When a cell's checkpoints all fail to restore: move them aside and train that cell
     # again (True), or stop with UnusableCheckpointError (False).
     c.start_fresh_if_unusable = False
+
+    # A multi-host job (posenc_jax.train.distributed.join_job): every process runs the same
+    # command. Leave the three unset on Cloud TPU, SLURM or Open MPI (JAX detects the job),
+    # or for a single process; elsewhere give all three.
+    c.distributed = ConfigDict()
+    c.distributed.coordinator_address = ""  # host:port of process 0
+    c.distributed.num_processes = placeholder(int)
+    c.distributed.process_id = placeholder(int)
+    # Seconds without a heartbeat after which a process counts as dead and the others stop.
+    c.distributed.heartbeat_timeout = 100
+    c.distributed.initialization_timeout = 300  # seconds to wait for every process
+    # "i/n": this job runs shard i of the cells split over n independent jobs
+    # (experiments/cell_shards.py); "" runs every cell.
+    c.cell_shard = ""
+    # JAX's persistent compilation cache: a re-run, a resumed cell, and cells whose
+    # programs coincide (the evaluation of one encoding on two tasks with one vocabulary)
+    # load compiled programs instead of compiling them. "" keeps none; the environment
+    # variable JAX_COMPILATION_CACHE_DIR, when set, wins.
+    c.compilation_cache_dir = "~/.cache/posenc_jax/jax"
     return c

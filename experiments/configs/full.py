@@ -1,4 +1,5 @@
-"""Full study: every registered encoding x every algorithmic task x 3 seeds, for a TPU/GPU.
+"""Full study: every registered encoding (and stick-breaking attention) x every algorithmic
+task x 3 seeds, for a TPU/GPU.
 
 Command (Colab or any accelerator; the same code as the quick preset):
   python -m experiments.length_extrapolation --config experiments/configs/full.py \
@@ -14,14 +15,21 @@ from experiments.configs import base
 from posenc_jax.data import task_names
 
 # Causal-only encodings run on decoder tasks only; every task here is a decoder task.
-_SKIPPED_TASKS = ("char_lm",)  # needs a corpus: run it with --config.tasks and task_kwargs
+_SKIPPED_TASKS = ("char_lm",)  # a language model: the lm and lm_quick presets run it
 
 
 def get_config(arg: str | None = None):
     del arg
     c = base.get_config()
-    c.encodings = tuple(pj.encodings.names()) + ("randomized_rope", "randomized_alibi")
+    # Every registered encoding (FoX and Cable among them), randomized RoPE and ALiBi, and
+    # stick-breaking attention without position (an attention kind, so a layer schedule).
+    c.encodings = tuple(pj.encodings.names()) + (
+        "randomized_rope",
+        "randomized_alibi",
+        "stick_breaking",
+    )
     c.encoding_variants = {"randomized_rope": "randomized", "randomized_alibi": "randomized"}
+    c.encoding_schedules = {"stick_breaking": {"schedule": "stick_breaking"}}
     c.encoding_kwargs = {
         "randomized_rope": {"base": "rope", "max_position": 2048},
         "randomized_alibi": {"base": "alibi", "max_position": 2048},

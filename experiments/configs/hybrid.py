@@ -12,7 +12,17 @@ Any schedule can be named the same way from the command line, e.g.
 ``--config.encoding_schedules='{"irope": {"schedule": "llama4_irope", "chunk_size": 8}}'``
 with ``--config.encodings="('rope','irope')"``.
 
-Expected result: see README.md ("The study"), measured with this preset.
+Expected result (measured on a 2-core CPU, two seeds; EM: exact match, tok: per-token
+accuracy, teacher-forced):
+
+  encoding           EM at N   tok at 2N   RPE score   NoPE score
+  rope                 1.00       0.09        0.20        0.00
+  nope                 0.85       0.71        0.73        0.21
+  rope_nope_hybrid     1.00       0.11        0.19        0.00
+
+At this scale one NoPE layer in four does not carry NoPE's extrapolation into the model:
+the hybrid fits N like RoPE and falls like it past N (0.10 and 0.11 per-token at 2N for
+the two seeds, RoPE 0.08 and 0.10).
 """
 
 from experiments.configs import quick

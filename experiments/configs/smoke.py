@@ -27,4 +27,5 @@ def get_config(arg: str | None = None):
     c.optimizer.total_steps = 4
     c.optimizer.warmup_steps = 1
     c.log_every = 2
+    c.lm.num_buckets = 3  # at most N buckets of window position (char_lm cells)
     return c

@@ -12,12 +12,13 @@ figure of ``python -m experiments.figures``:
   distance only and decay.
 * :func:`rope_decay`, :func:`rope_decay_bound`, :func:`rope_decay_integral` -- RoPE's
   long-term decay and the frequency schedules that do or do not give it.
-* :func:`bias_profile` -- ``b_h(i, j)`` against distance for the relative biases.
+* :func:`bias_profile` -- ``b_h(i, j)`` against distance for the relative biases;
+  :func:`decay_bias_map` -- one example's ``c_i - c_j`` of a content-dependent decay.
 * :func:`attention_weights` -- attention maps of a Transformer, layer by layer.
 """
 
 from posenc_jax.analysis.attention_maps import attention_weights
-from posenc_jax.analysis.bias_shapes import bias_profile
+from posenc_jax.analysis.bias_shapes import bias_profile, decay_bias_map
 from posenc_jax.analysis.binary_counter import binary_counter
 from posenc_jax.analysis.dot_products import dot_product_profile, position_dot_products
 from posenc_jax.analysis.equivariance import PermutationTest, permutation_test
@@ -31,6 +32,7 @@ __all__ = [
     "ShiftFit",
     "attention_weights",
     "bias_profile",
+    "decay_bias_map",
     "binary_counter",
     "dot_product_profile",
     "fit_shift_maps",

@@ -5,8 +5,10 @@ runs once under :func:`flax.linen.intercept_methods`, which records for each
 :class:`~posenc_jax.attention.MultiHeadAttention` the queries and keys as they reach the dot
 product (after the encoding's ``rotate`` hook), the encoding's bias and contextual terms,
 its positions and masks; the weights then follow from the function the dense attention
-backend forms them with (:func:`posenc_jax.attention.dense.dense_weights`). A test checks
-that these weights times the layer's values reproduce the layer's own attention output.
+backend forms them with (:func:`posenc_jax.attention.dense.dense_weights`), with the
+encoding's decay (as the separable bias ``c_i - c_j``), the layer's sink logits and its
+stick-breaking rule. A test checks that these weights times the layer's values reproduce
+the layer's own attention output.
 """
 
 from typing import Any
@@ -20,6 +22,7 @@ from posenc_jax.attention.dense import dense_weights
 from posenc_jax.attention.multi_head import MultiHeadAttention
 from posenc_jax.attention.ops import as_window, temperature_factor
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.functional.decay import cumulative_log_decay
 from posenc_jax.models.transformer import Transformer, TransformerConfig
 from posenc_jax.typing import Array
 
@@ -54,6 +57,8 @@ class _Recorder:
                 context=args[1] if len(args) > 1 else kwargs.get("context"),
                 call_kwargs=dict(kwargs),
             )
+            if module.attention_sink:
+                self.layers[path]["sink_logits"] = module.get_variable("params", "sink_logits")
             return out
         out = next_fun(*args, **kwargs)
         if self._running is None:
@@ -68,13 +73,18 @@ class _Recorder:
             record["attention_output"] = args[0]
         elif isinstance(module, PositionalEncoding) and method == "rotate":
             record["query"], record["key"] = out
-        elif isinstance(module, PositionalEncoding) and method in ("bias_fn", "contextual"):
+        elif isinstance(module, PositionalEncoding) and method in (
+            "bias_fn",
+            "contextual",
+            "decay",
+        ):
             record[method] = out
         return out
 
 
 def _weights(record: dict[str, Any]) -> Array:
-    """Softmax weights ``[B, H, L, S]`` of one recorded layer, as its dense path forms them."""
+    """Attention weights ``[B, H, L, S]`` of one recorded layer, as its dense path forms
+    them."""
     module: MultiHeadAttention = record["module"]
     q, k = record["query"], record["key"]
     kwargs = record["call_kwargs"]
@@ -100,9 +110,16 @@ def _weights(record: dict[str, Any]) -> Array:
             padding_mask=padding_mask,
             window=window,
         )
+    separable_bias = None
+    if record.get("decay") is not None:  # self-attention over one sequence, no cache
+        c = cumulative_log_decay(record["decay"], padding_mask)
+        separable_bias = (c, c)
     return dense_weights(
         q,
         k,
+        separable_bias=separable_bias,
+        sink_logits=record.get("sink_logits"),
+        stick_breaking=module.stick_breaking,
         bias_fn=record.get("bias_fn"),
         mask=kwargs.get("mask"),
         causal=module.causal,
@@ -122,6 +139,7 @@ def attention_weights(
     tokens: Array,
     positions: Array | None = None,
     *,
+    padding_mask: Array | None = None,
     source: Array | None = None,
     source_positions: Array | None = None,
     return_records: bool = False,
@@ -129,10 +147,11 @@ def attention_weights(
     """The attention weights of every multi-head attention layer of a Transformer.
 
     Args:
-      config: the model's configuration (``attention="multi_head"``).
+      config: the model's configuration (multi-head or stick-breaking attention).
       params: its parameters (``variables["params"]``).
       tokens: ``[B, L]`` decoder (or encoder-only) tokens.
       positions: ``[B, L]`` or ``[L]``; default ``arange``.
+      padding_mask: ``[B, L]``, True on real tokens; None when all are real.
       source: ``[B, S]`` encoder tokens of an encoder-decoder model.
       source_positions: their positions.
       return_records: also return, per layer, the recorded values ``value [B, S, G, K]``
@@ -141,7 +160,8 @@ def attention_weights(
 
     Returns:
       ``{layer path: float32 weights [B, H, L, S]}``, e.g. ``"encoder/layer_0/self_attention"``,
-      ``"decoder/layer_1/cross_attention"``; rows sum to 1 (0 for a fully masked row).
+      ``"decoder/layer_1/cross_attention"``; rows sum to 1 (0 for a fully masked row; less
+      than 1 with a sink logit or stick-breaking).
       With ``return_records``, a pair ``(weights, records)``.
 
     Raises:
@@ -152,10 +172,12 @@ def attention_weights(
       Vaswani et al., "Attention Is All You Need", NeurIPS 2017 (Eq. 1 and the attention
       visualizations of its appendix).
     """
-    if config.attention != "multi_head":
+    kinds = {config.layer_spec(i).attention or config.attention for i in range(config.num_layers)}
+    if "multi_token" in kinds:
         raise ValueError(
-            f"attention_weights supports attention='multi_head', got {config.attention!r}: "
-            "multi-token attention convolves the weights, which this analysis does not redo."
+            "attention_weights supports attention='multi_head' and 'stick_breaking', got "
+            "'multi_token': multi-token attention convolves the weights, which this analysis "
+            "does not redo."
         )
     if getattr(config, "decode", False):
         raise ValueError(
@@ -168,6 +190,7 @@ def attention_weights(
             {"params": params},
             tokens,
             positions,
+            padding_mask=padding_mask,
             source=source,
             source_positions=source_positions,
         )

@@ -6,6 +6,12 @@ per head for ALiBi, a learned step function over log-spaced buckets for T5, a po
 kernel for KERPLE, a rippling sinusoid dot product for Sandwich, an MLP of a normalized log
 distance for FIRE. :func:`bias_profile` evaluates it through the encoding's own ``bias_fn``
 hook, at initialization or with trained parameters.
+
+A content-dependent decay (the Forgetting Transformer's forget gate, Cable) has no such
+profile: its bias ``c_i - c_j`` depends on the tokens between j and i, so it differs from
+example to example. :func:`decay_bias_map` gives one example's map from the log decays the
+encoding's ``decay`` hook computed (recorded by
+:func:`~posenc_jax.analysis.attention_weights`).
 """
 
 from collections.abc import Sequence
@@ -90,3 +96,28 @@ def bias_profile(
     # are arguments, so they are never baked in as constants.
     profile = jax.jit(bias)(jax.random.key(seed), params, q_positions, k_positions)
     return np.asarray(profile, np.float64)
+
+
+def decay_bias_map(log_decay, valid=None) -> np.ndarray:
+    """The bias ``c_i - c_j = sum_{j < s <= i} a_s`` of a decay for every causal pair.
+
+    Args:
+      log_decay: the ``decay`` hook's per-token log decays ``a [B, H, L]``.
+      valid: bool ``[B, L]``, False on padding (adds nothing to the sums), or None.
+
+    Returns:
+      float64 ``[B, H, L, L]``: ``c_i - c_j`` for keys ``j <= i``, NaN for keys after the
+      query (where the causal bias is not defined).
+
+    References:
+      Lin et al., "Forgetting Transformer: Softmax Attention with a Forget Gate", ICLR
+      2025; Veisi et al., "Context-aware Biases for Length Extrapolation", arXiv
+      2503.08067, 2025.
+    """
+    log_decay = np.asarray(log_decay, np.float64)
+    if valid is not None:
+        log_decay = np.where(np.asarray(valid)[:, None, :], log_decay, 0.0)
+    c = np.cumsum(log_decay, axis=-1)
+    bias = c[..., :, None] - c[..., None, :]
+    length = bias.shape[-1]
+    return np.where(np.tril(np.ones((length, length), bool)), bias, np.nan)

@@ -46,6 +46,12 @@ from posenc_jax.attention.ops import (
     grouped_shape,
     weighted_values,
 )
+from posenc_jax.attention.stick_breaking import (
+    StickBreaking,
+    after,
+    broken_stick,
+    position_order,
+)
 from posenc_jax.typing import Array, BiasFn
 
 #: Tile edges the chunked path picks from when none is given: the largest whose float32
@@ -107,6 +113,8 @@ def chunked_attention(
     padding_mask: Array | None = None,
     window: Window | None = None,
     separable_bias: tuple[Array, Array] | None = None,
+    sink_logits: Array | None = None,
+    stick_breaking: StickBreaking | None = None,
 ) -> Array:
     """Attention computed tile by tile; same result as the dense path.
 
@@ -117,7 +125,7 @@ def chunked_attention(
     Args:
       q: ``[B, L, H, K]``.
       k: ``[B, S, G, K]``.
-      v: ``[B, S, G, K]``.
+      v: ``[B, S, G, Kv]`` (values may be narrower or wider than the keys).
       bias_fn: pure ``bias_fn(q_positions [B, l], k_positions [B, s]) -> [(B,) H, l, s]``,
         called once per tile, or None.
       mask: boolean broadcastable to ``[B, H, L, S]``, or None.
@@ -135,9 +143,18 @@ def chunked_attention(
         ``u_i - w_j`` (a forget gate's shape), or None. They are cut into tiles with the
         queries and keys, so the term costs O(L + S) memory, and the backward pass returns
         their gradients (row sums of the logit gradient, and minus its column sums).
+      sink_logits: float32 ``[H]``, a learned logit per head in every row's normalizer
+        (an attention sink), or None. It starts the online softmax (running maximum
+        ``s_h``, running sum 1), and the backward pass returns its gradient
+        ``-sum_rows exp(s_h - lse) rowsum(dO * O)``.
+      stick_breaking: a :class:`~posenc_jax.attention.stick_breaking.StickBreaking`, or
+        None (softmax). The keys are put in position order, and each query block scans
+        its key blocks from the last backwards, carrying per row the sum of
+        ``softplus(z)`` over the keys already visited (the stick broken so far); the
+        backward pass scans the same way, carrying also ``sum A_j g_j`` over them.
 
     Returns:
-      ``[B, L, H, K]`` in q's dtype; rows with no allowed key are zeros.
+      ``[B, L, H, Kv]`` in q's dtype; rows with no allowed key are zeros.
 
     References:
       Milakov & Gimelshein, "Online normalizer calculation for softmax", arXiv 1805.02867,
@@ -146,6 +163,19 @@ def chunked_attention(
     """
     batch, q_len, num_heads, head_dim = q.shape
     k_len = k.shape[1]
+    if stick_breaking is not None:
+        # The stick is broken from the query backwards in position order: tiles in that
+        # order let each row carry what the later keys took.
+        order = position_order(k_positions)
+        k, v = (jnp.take_along_axis(x, order[:, :, None, None], axis=1) for x in (k, v))
+        k_positions = jnp.take_along_axis(k_positions, order, axis=1)
+        if padding_mask is not None:
+            padding_mask = jnp.take_along_axis(padding_mask, order, axis=1)
+        if separable_bias is not None:
+            u, w = separable_bias
+            separable_bias = (u, jnp.take_along_axis(w, order[:, None, :], axis=2))
+        if mask is not None and mask.shape[3] != 1:
+            mask = jnp.take_along_axis(mask, order[:, None, None, :], axis=3)
     q_block, k_block = min(block_size, q_len), min(block_size, k_len)
     num_q_blocks, num_k_blocks = math.ceil(q_len / q_block), math.ceil(k_len / k_block)
     q_pad, k_pad = num_q_blocks * q_block - q_len, num_k_blocks * k_block - k_len
@@ -216,24 +246,33 @@ def chunked_attention(
         bias_of, bias_params = jax.closure_convert(
             bias_fn, q_tiles["positions"][0], k_tiles["positions"][0]
         )
-    plan = _Plan(bias_of=bias_of, num_kv_heads=k.shape[2], causal=causal, window=window)
+    plan = _Plan(
+        bias_of=bias_of,
+        num_kv_heads=k.shape[2],
+        causal=causal,
+        window=window,
+        stick_breaking=stick_breaking,
+    )
     scale = jnp.asarray(scale, jnp.float32)
-    out = _flash(plan, q_tiles, k_tiles, scale, tuple(bias_params), mask_tiles, kinds)
-    # [nq, B, H, q_block, K] -> [B, nq, q_block, H, K]
+    if sink_logits is not None:
+        sink_logits = jnp.asarray(sink_logits, jnp.float32)
+    out = _flash(plan, q_tiles, k_tiles, scale, sink_logits, tuple(bias_params), mask_tiles, kinds)
+    # [nq, B, H, q_block, Kv] -> [B, nq, q_block, H, Kv]
     out = jnp.transpose(out, (1, 0, 3, 2, 4))
-    out = out.reshape(batch, num_q_blocks * q_block, num_heads, head_dim)
+    out = out.reshape(batch, num_q_blocks * q_block, num_heads, v.shape[-1])
     return out[:, :q_len].astype(q.dtype)
 
 
 class _Plan(NamedTuple):
     """What every tile shares: the closure-converted bias function
-    ``bias_of(q_positions, k_positions, *bias_params)`` (or None), G, the direction and the
-    window."""
+    ``bias_of(q_positions, k_positions, *bias_params)`` (or None), G, the direction, the
+    window and the stick-breaking rule (None: softmax)."""
 
     bias_of: Callable | None
     num_kv_heads: int
     causal: bool = False
     window: Window | None = None
+    stick_breaking: StickBreaking | None = None
 
 
 def _tile_logits(plan, scale, q_tile, k_tile, bias, masked):
@@ -259,14 +298,19 @@ def _tile_logits(plan, scale, q_tile, k_tile, bias, masked):
         valid = k_tile["valid"]  # [s], or [B, s] with a padding mask
         valid = valid[None, None, None, :] if valid.ndim == 1 else valid[:, None, None, :]
         allowed = valid if allowed is None else jnp.logical_and(allowed, valid)
+    if plan.stick_breaking is not None and not plan.stick_breaking.attend_current:
+        # In every tile (a whole one may hold a key at the query's own position).
+        other = q_tile["positions"][:, None, :, None] != k_tile["positions"][:, None, None, :]
+        allowed = other if allowed is None else jnp.logical_and(allowed, other)
     return scores, z, logits, allowed
 
 
-def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
+def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row, *, reverse=False):
     """Scans ``tile_fn(carry, k_tile, masked) -> (carry, out)`` over the key blocks of one
-    query block. ``kinds_row`` (None without causality and window) holds each block's
-    kind: a ``_SKIP`` block keeps the carry and outputs zeros, a ``_WHOLE`` block runs
-    without the position mask, a ``_PARTIAL`` block with it."""
+    query block (the last block first with ``reverse``). ``kinds_row`` (None without
+    causality and window) holds each block's kind: a ``_SKIP`` block keeps the carry and
+    outputs zeros, a ``_WHOLE`` block runs without the position mask, a ``_PARTIAL`` block
+    with it."""
 
     def key_step(carry, xs):
         k_tile, mask_tile, kind = xs
@@ -282,23 +326,31 @@ def _over_key_blocks(tile_fn, init, k_tiles, mask_row, kinds_row):
         branches[_PARTIAL] = lambda c: tile_fn(c, k_tile, True)
         return jax.lax.switch(kind, branches, carry)
 
-    return jax.lax.scan(key_step, init, (k_tiles, mask_row, kinds_row))
+    return jax.lax.scan(key_step, init, (k_tiles, mask_row, kinds_row), reverse=reverse)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
-    """Float32 output tiles ``[nq, B, H, q_block, K]`` of attention over the tiles."""
-    return _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)[0]
+def _flash(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
+    """Float32 output tiles ``[nq, B, H, q_block, Kv]`` of attention over the tiles."""
+    return _flash_forward(
+        plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds
+    )[0]
 
 
-def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
+def _flash_forward(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
     """The online softmax over key blocks, one query block after another; also returns
     each row's log-normalizer ``lse`` ``[nq, B, H, q_block]`` (+inf where nothing is
-    allowed, so that recomputed weights are zero there)."""
+    allowed and there is no sink, so that recomputed weights are zero there). With a
+    stick-breaking plan, :func:`_stick_breaking_forward` instead."""
+    if plan.stick_breaking is not None:
+        return _stick_breaking_forward(
+            plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
+        )
 
     def query_block(xs):
         q_tile, mask_row, kinds_row = xs
-        batch, num_heads, q_block, head_dim = q_tile["q"].shape
+        batch, num_heads, q_block, _ = q_tile["q"].shape
+        value_dim = k_tiles["v"].shape[-1]
 
         def tile(carry, k_tile, masked):
             row_max, row_sum, acc = carry
@@ -318,11 +370,13 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
             return (new_max, row_sum, acc), None
 
         stats_shape = (batch, num_heads, q_block)
-        init = (
-            jnp.full(stats_shape, jnp.finfo(jnp.float32).min, jnp.float32),
-            jnp.zeros(stats_shape, jnp.float32),
-            jnp.zeros(stats_shape + (head_dim,), jnp.float32),
-        )
+        if sink_logits is None:
+            row_max = jnp.full(stats_shape, jnp.finfo(jnp.float32).min, jnp.float32)
+            row_sum = jnp.zeros(stats_shape, jnp.float32)
+        else:  # the sink is a logit every row starts with: maximum s_h, sum exp(0) = 1
+            row_max = jnp.broadcast_to(sink_logits[None, :, None], stats_shape)
+            row_sum = jnp.ones(stats_shape, jnp.float32)
+        init = (row_max, row_sum, jnp.zeros(stats_shape + (value_dim,), jnp.float32))
         (row_max, row_sum, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row)
         has_keys = row_sum > 0
         safe_sum = jnp.where(has_keys, row_sum, 1.0)
@@ -333,27 +387,95 @@ def _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds
     return jax.lax.map(query_block, (q_tiles, mask_tiles, kinds))
 
 
+def _stick_breaking_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
+    """Stick-breaking weights over key blocks from the last backwards, one query block
+    after another: each row carries the sum of ``softplus(z)`` over the keys already
+    visited, and the weighted values add up without normalization. Also returns that sum
+    over every key ``[nq, B, H, q_block]`` (the stick's remainder is ``exp`` of minus it)."""
+
+    def query_block(xs):
+        q_tile, mask_row, kinds_row = xs
+        batch, num_heads, q_block, _ = q_tile["q"].shape
+        value_dim = k_tiles["v"].shape[-1]
+
+        def tile(carry, k_tile, masked):
+            later, acc = carry
+            bias = _bias(plan, q_tile, k_tile, bias_params)
+            _, _, logits, allowed = _tile_logits(plan, scale, q_tile, k_tile, bias, masked)
+            weights, breaks = broken_stick(logits, allowed, later)
+            acc = acc + weighted_values(weights, k_tile["v"], head_major=True)
+            return (later + jnp.sum(breaks, axis=-1), acc), None
+
+        stats_shape = (batch, num_heads, q_block)
+        init = (
+            jnp.zeros(stats_shape, jnp.float32),
+            jnp.zeros(stats_shape + (value_dim,), jnp.float32),
+        )
+        (later, acc), _ = _over_key_blocks(tile, init, k_tiles, mask_row, kinds_row, reverse=True)
+        return acc, later
+
+    return jax.lax.map(query_block, (q_tiles, mask_tiles, kinds))
+
+
+def _stick_breaking_gradient(logits, allowed, g, total, running):
+    """One tile's weights ``A``, the loss's gradient with respect to its logits and the
+    running sums, in the backward scan (key blocks from the last backwards).
+
+    For ``L = sum_j A_j g_j`` (``g_j = dO . v_j``), ``dL/dz_j = A_j g_j (1 - sigmoid(z_j))
+    - sigmoid(z_j) sum_{m < j} A_m g_m``: key j's break shrinks every earlier key's share.
+    The sum over the earlier keys is the row's total ``sum_m A_m g_m = dO . O`` minus the
+    keys from j on (carried), so no scan in the other direction is needed.
+
+    Args:
+      logits, allowed: the tile's (``[B, H, l, s]``).
+      g: ``dO . v_j`` ``[B, H, l, s]``.
+      total: ``dO . O`` per row ``[B, H, l]``.
+      running: ``(later, later_ag)``, the sums of ``softplus(z)`` and of ``A g`` over the
+        keys of the blocks after this one.
+    """
+    later, later_ag = running
+    weights, breaks = broken_stick(logits, allowed, later)
+    ag = weights * g
+    earlier = total[..., None] - (later_ag[..., None] + after(ag) + ag)
+    gate = jax.nn.sigmoid(logits)
+    d_logits = ag * (1.0 - gate) - gate * earlier
+    if allowed is not None:
+        d_logits = jnp.where(allowed, d_logits, 0.0)
+    running = (later + jnp.sum(breaks, axis=-1), later_ag + jnp.sum(ag, axis=-1))
+    return weights, d_logits, running
+
+
 def _bias(plan, q_tile, k_tile, bias_params):
     if plan.bias_of is None:
         return None
     return plan.bias_of(q_tile["positions"], k_tile["positions"], *bias_params)
 
 
-def _flash_fwd(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds):
-    out, lse = _flash_forward(plan, q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds)
-    return out, (q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse)
+def _flash_fwd(plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds):
+    out, lse = _flash_forward(
+        plan, q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds
+    )
+    residuals = (q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds, out, lse)
+    return out, residuals
 
 
 def _flash_bwd(plan, residuals, d_out):
     """The backward pass of FlashAttention (Dao et al. 2022, Algorithm 4): each tile's
     weights ``p`` are recomputed from the saved ``lse``, then ``dv += p^T dO``,
     ``ds = p (dO v^T - rowsum(dO * O))``, ``dq += ds k``, ``dk += ds^T q`` (times the
-    scale and the row factor), the scale gets ``sum(ds * q.k)`` and the bias parameters get
-    ``ds`` through the bias's VJP."""
-    q_tiles, k_tiles, scale, bias_params, mask_tiles, kinds, out, lse = residuals
+    scale and the row factor), the scale gets ``sum(ds * q.k)``, the bias parameters get
+    ``ds`` through the bias's VJP, and a sink logit, which changes only the normalizer,
+    ``-sum_rows p_sink rowsum(dO * O)``."""
+    q_tiles, k_tiles, scale, sink_logits, bias_params, mask_tiles, kinds, out, lse = residuals
     groups = plan.num_kv_heads
     d_out = d_out.astype(jnp.float32)
     d_rows = jnp.sum(d_out * out, axis=-1)  # [nq, B, H, q_block]
+    d_sink = None
+    if sink_logits is not None:
+        sink_weights = jnp.exp(sink_logits[None, None, :, None] - lse)
+        d_sink = -jnp.sum(sink_weights * d_rows, axis=(0, 1, 3))
+
+    stick = plan.stick_breaking is not None
 
     def query_block(carry, xs):
         dk_sum, dv_sum, d_params, dw_sum = carry
@@ -361,19 +483,22 @@ def _flash_bwd(plan, residuals, d_out):
         q_f32 = q_tile["q"].astype(jnp.float32)
 
         def tile(carry, k_tile, masked):
-            dq, d_factor, du, d_params = carry
+            dq, d_factor, du, d_params, running = carry
             bias, bias_vjp = None, None
             if plan.bias_of is not None:
                 bias, bias_vjp = jax.vjp(
                     lambda *params: _bias(plan, q_tile, k_tile, params), *bias_params
                 )
             scores, z, logits, allowed = _tile_logits(plan, scale, q_tile, k_tile, bias, masked)
-            p = jnp.exp(logits - lse_tile[..., None])
-            if allowed is not None:
-                p = jnp.where(allowed, p, 0.0)
-            dv = _key_gradient(p, d_out_tile, groups)
             dp = grouped_logits(d_out_tile, k_tile["v"].astype(jnp.float32), head_major=True)
-            ds = p * (dp - d_row[..., None])  # d loss / d logits
+            if stick:
+                p, ds, running = _stick_breaking_gradient(logits, allowed, dp, d_row, running)
+            else:
+                p = jnp.exp(logits - lse_tile[..., None])
+                if allowed is not None:
+                    p = jnp.where(allowed, p, 0.0)
+                ds = p * (dp - d_row[..., None])  # d loss / d logits
+            dv = _key_gradient(p, d_out_tile, groups)
             if "factor" in q_tile:
                 d_factor = d_factor + jnp.sum(ds * z, axis=(1, 3))
                 ds = ds * q_tile["factor"][:, None, :, None]  # d loss / d z
@@ -395,21 +520,21 @@ def _flash_bwd(plan, residuals, d_out):
                 d_bias_params = jax.tree.map(
                     jnp.add, d_bias_params, bias_vjp(d_bias.astype(bias.dtype))
                 )
-            return (dq, d_factor, du, (d_scale, d_bias_params)), (dk, dv, dw)
+            return (dq, d_factor, du, (d_scale, d_bias_params), running), (dk, dv, dw)
 
         d_factor = jnp.zeros(q_tile["positions"].shape, jnp.float32)  # [B, q_block]
         du = jnp.zeros(q_tile["u"].shape, jnp.float32) if "u" in q_tile else None
-        init = (jnp.zeros_like(q_f32), d_factor, du, d_params)
-        (dq, d_factor, du, d_params), (dk, dv, dw) = _over_key_blocks(
-            tile, init, k_tiles, mask_row, kinds_row
+        running = (jnp.zeros_like(d_row), jnp.zeros_like(d_row)) if stick else None
+        init = (jnp.zeros_like(q_f32), d_factor, du, d_params, running)
+        (dq, d_factor, du, d_params, _), (dk, dv, dw) = _over_key_blocks(
+            tile, init, k_tiles, mask_row, kinds_row, reverse=stick
         )
         dw_sum = None if dw is None else dw_sum + dw
         return (dk_sum + dk, dv_sum + dv, d_params, dw_sum), (dq, d_factor, du)
 
-    k_shape = k_tiles["k"].shape
     init = (
-        jnp.zeros(k_shape, jnp.float32),
-        jnp.zeros(k_shape, jnp.float32),
+        jnp.zeros(k_tiles["k"].shape, jnp.float32),
+        jnp.zeros(k_tiles["v"].shape, jnp.float32),
         (jnp.zeros_like(scale), jax.tree.map(jnp.zeros_like, bias_params)),
         jnp.zeros(k_tiles["w"].shape, jnp.float32) if "w" in k_tiles else None,
     )
@@ -425,7 +550,7 @@ def _flash_bwd(plan, residuals, d_out):
     d_k_tiles.update(k=dk.astype(k_tiles["k"].dtype), v=dv.astype(k_tiles["v"].dtype))
     if "w" in k_tiles:
         d_k_tiles["w"] = dw
-    return d_q_tiles, d_k_tiles, d_scale, d_bias_params, None, None
+    return d_q_tiles, d_k_tiles, d_scale, d_sink, d_bias_params, None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

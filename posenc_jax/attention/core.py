@@ -24,9 +24,11 @@ from posenc_jax.attention.ops import (
     check_padding_mask,
     check_qkv,
     check_separable_bias,
+    check_sink_logits,
     temperature_factor,
 )
 from posenc_jax.attention.router import choose_implementation
+from posenc_jax.attention.stick_breaking import StickBreaking
 from posenc_jax.encodings.base import Contextual
 from posenc_jax.typing import Array, BiasFn
 
@@ -57,13 +59,16 @@ def dot_product_attention(
     logit_processor: MapProcessor | None = None,
     weight_processor: MapProcessor | None = None,
     separable_bias: tuple[Array, Array] | None = None,
+    sink_logits: Array | None = None,
+    stick_breaking: StickBreaking | None = None,
 ) -> Array:
     """Multi-head attention ``softmax(tau * (q k^T * scale + bias)) v`` with positions as data.
 
     Args:
       q: queries ``[B, L, H, K]``.
       k: keys ``[B, S, G, K]``; ``H`` must be a multiple of ``G``.
-      v: values ``[B, S, G, K]``.
+      v: values ``[B, S, G, Kv]`` (``Kv`` may differ from ``K``: an encoding may widen
+        queries and keys, as PoPE does).
       bias_fn: ``bias_fn(q_positions, k_positions)`` returning ``[H, L, S]`` or
         ``[B, H, L, S]``, added to the scaled logits. The chunked path calls it once per
         tile with that tile's positions.
@@ -97,9 +102,16 @@ def dot_product_attention(
         and returns its gradients from the hand-written backward pass. ``u`` is constant
         along a query's row, so it changes no softmax weight (its gradient is 0); it keeps
         the logits bounded, as ``c_i - c_j <= 0`` where ``-c_j`` alone grows with j.
+      sink_logits: ``[H]``, a learned logit per head added to every row's softmax
+        normalizer with a value of zero (an attention sink: ``softmax([z_i1 .. z_iS,
+        s_h])`` without its last entry; gpt-oss's ``sinks``). The temperature does not
+        multiply it. Dense and chunked (where it starts the online softmax).
+      stick_breaking: a :class:`~posenc_jax.attention.stick_breaking.StickBreaking`: the
+        weights are stick-breaking's instead of a softmax (causal attention only; dense and
+        chunked), or None.
 
     Returns:
-      ``[B, L, H, K]`` in q's dtype. A query row with no attendable key returns zeros.
+      ``[B, L, H, Kv]`` in q's dtype. A query row with no attendable key returns zeros.
 
     Raises:
       ValueError: for inconsistent shapes, a bad mask, a contextual term built for the
@@ -118,6 +130,18 @@ def dot_product_attention(
     check_mask(mask, batch, num_heads, q_len, k_len)
     check_padding_mask(padding_mask, batch, k_len)
     check_separable_bias(separable_bias, batch, num_heads, q_len, k_len)
+    check_sink_logits(sink_logits, num_heads)
+    if stick_breaking is not None:
+        if not causal:
+            raise ValueError(
+                "stick-breaking attention is defined for causal attention (each key breaks "
+                "the stick left by the keys between it and the query); pass causal=True."
+            )
+        if sink_logits is not None:
+            raise ValueError(
+                "a sink logit enters a softmax's normalizer; stick-breaking attention has "
+                "none (its remainder already attends nothing). Drop one of them."
+            )
     if contextual is not None and contextual.causal not in (None, causal):
         raise ValueError(
             f"the contextual term was built for causal={contextual.causal} attention, but "
@@ -143,6 +167,9 @@ def dot_product_attention(
         window=window,
         dtype=q.dtype,
         head_dim=head_dim,
+        value_dim=v.shape[-1],
+        has_sink=sink_logits is not None,
+        weighting="softmax" if stick_breaking is None else "stick_breaking",
     )
     logit_factor = None
     if temperature is not None:
@@ -173,6 +200,8 @@ def dot_product_attention(
             padding_mask=padding_mask,
             block_size=block_size,
             separable_bias=separable_bias,
+            sink_logits=sink_logits,
+            stick_breaking=stick_breaking,
             **shared,
         )
     if path in ("jax", "cudnn"):
@@ -186,6 +215,8 @@ def dot_product_attention(
         padding_mask=padding_mask,
         contextual=contextual,
         separable_bias=separable_bias,
+        sink_logits=sink_logits,
+        stick_breaking=stick_breaking,
         **processors,
         **shared,
     )

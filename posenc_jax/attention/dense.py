@@ -2,7 +2,8 @@
 
 It runs every call: a position bias, a contextual term (which needs the map), processors
 of the logit map and of the weights (Multi-Token Attention's convolution and head mixing),
-masks, windows and a per-query temperature. Its memory is O(L S) per head, so the router
+masks, windows, a per-query temperature, a learned sink logit per head, and the
+stick-breaking weights in place of the softmax. Its memory is O(L S) per head, so the router
 sends long sequences to the chunked backend when nothing needs the full map.
 """
 
@@ -17,6 +18,7 @@ from posenc_jax.attention.ops import (
     masked_softmax,
     weighted_values,
 )
+from posenc_jax.attention.stick_breaking import StickBreaking, stick_breaking_weights
 from posenc_jax.encodings.base import Contextual
 from posenc_jax.typing import Array, BiasFn
 
@@ -41,13 +43,16 @@ def dense_weights(
     logit_processor: MapProcessor | None = None,
     weight_processor: MapProcessor | None = None,
     separable_bias: tuple[Array, Array] | None = None,
+    sink_logits: Array | None = None,
+    stick_breaking: StickBreaking | None = None,
 ) -> Array:
     """The attention weights ``[B, H, L, S]`` (float32) of a call; the arguments are the
     core's after its checks (:func:`posenc_jax.attention.core.dot_product_attention`).
 
     The order: ``scale * q.k`` plus the bias, the contextual term, the separable bias
-    ``u_i - w_j``, the logit processor, the temperature, the masked softmax, the weight
-    processor. Rows with no allowed key are zeros.
+    ``u_i - w_j``, the logit processor, the temperature, the masked softmax (with the
+    sink logits in its normalizer) or the stick-breaking weights, the weight processor.
+    Rows with no allowed key are zeros.
     """
     allowed = allowed_mask(
         q_positions,
@@ -72,7 +77,13 @@ def dense_weights(
         logits = _checked_map(logit_processor(logits, allowed), logits.shape, "logit")
     if logit_factor is not None:
         logits = logits * logit_factor[:, None, :, None]
-    weights = masked_softmax(logits, allowed)
+    if stick_breaking is None:
+        weights = masked_softmax(logits, allowed, sink_logits)
+    else:
+        if not stick_breaking.attend_current:
+            other = q_positions[:, None, :, None] != k_positions[:, None, None, :]
+            allowed = other if allowed is None else jnp.logical_and(allowed, other)
+        weights = stick_breaking_weights(logits, allowed, k_positions)
     if weight_processor is not None:
         weights = _checked_map(weight_processor(weights, allowed), weights.shape, "weight")
     return weights

@@ -83,17 +83,29 @@ def cudnn_unsupported(
 
 
 def unsupported(
-    *, has_bias: bool, has_contextual: bool, has_mask: bool, has_processors: bool, window
+    *,
+    has_bias: bool,
+    has_contextual: bool,
+    has_mask: bool,
+    has_processors: bool,
+    window,
+    has_sink: bool = False,
+    weighting: str = "softmax",
+    values_own_width: bool = False,
 ) -> str | None:
     """Why ``jax.nn.dot_product_attention`` cannot compute a call, or None: it takes plain
-    or causal attention and a sliding window, nothing added to the logits."""
+    or causal softmax attention and a sliding window, nothing added to the logits or the
+    normalizer, and values as wide as the keys."""
     extra = [
         name
         for name, present in (
+            ("values of another width than the keys", values_own_width),
             ("a position bias", has_bias),
             ("a contextual term", has_contextual),
             ("a mask", has_mask),
             ("processors of the logit map", has_processors),
+            ("a sink logit", has_sink),
+            (f"{weighting} weights", weighting != "softmax"),
             ("a chunked local window", window is not None and window.kind != "sliding"),
         )
         if present

@@ -43,7 +43,8 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax._checks import is_integer
-from posenc_jax.attention.multi_head import MultiHeadAttention
+from posenc_jax.attention.multi_head import AttentionInputs, AttentionLayer, MultiHeadAttention
+from posenc_jax.encodings.parameters import Dims, Parameter
 from posenc_jax.typing import Array
 
 GROUP_NORM_KINDS = ("depth", "gate")
@@ -213,7 +214,199 @@ def mix_heads(maps: Array, kernel: Array) -> Array:
     return mixed.reshape(batch, num_heads, q_len, k_len)
 
 
-class MultiTokenAttention(MultiHeadAttention):
+def mta_parameters(
+    config: MTAConfig, layer_index: int, dims: Dims, dtype=jnp.float32
+) -> dict[str, Parameter]:
+    """The parameters a Multi-Token Attention layer adds to multi-head attention.
+
+    Every learned map starts at the identity: a convolution kernel ``[H, c_q, c_k]`` is 1
+    at the current query and the centre key, a head-mixing map ``[H / c_h, c_h, c_h]`` is
+    the identity per group; group norm's scale ``[K]`` starts at 1, its gate (``"gate"``)
+    at ``K`` weights truncated-normal with std ``D^-0.5`` and a bias of 0.
+
+    Args:
+      config: the layer's :class:`MTAConfig`.
+      layer_index: 0-based; decides whether the layer convolves.
+      dims: the layer's ``num_heads``, ``head_dim`` and ``d_model``.
+      dtype: the parameters' dtype.
+
+    Returns:
+      name -> :class:`~posenc_jax.encodings.parameters.Parameter`, in creation order.
+    """
+    specs = {}
+    convolves = config.convolves(layer_index)
+    for side in ("pre", "post"):
+        size = getattr(config, f"{side}_softmax_kernel")
+        if convolves and size is not None:
+            shape = (dims.num_heads, *size)
+            specs[f"{side}_softmax_kernel"] = Parameter(shape, _identity_kernel, dtype)
+        group = getattr(config, f"{side}_softmax_head_group")
+        if group is not None:
+            shape = (dims.num_heads // group, group, group)
+            specs[f"{side}_softmax_head_mix"] = Parameter(shape, _identity_maps, dtype)
+    if config.group_norm is not None:
+        head_dim = dims.head_dim
+        specs["group_norm_scale"] = Parameter((head_dim,), nn.initializers.ones, dtype)
+        if config.group_norm == "gate":
+            # The official gate is nn.Linear(head_dim, 1) shared across heads, weights
+            # truncated-normal with std D^-0.5 at +-3 std. Its bias is left uninitialized
+            # there; 0 (an initial gate of 0.5) is the choice made here.
+            stddev = dims.d_model**-0.5
+            gate_init = nn.initializers.truncated_normal(stddev, lower=-3.0, upper=3.0)
+            specs["gate_kernel"] = Parameter((head_dim,), gate_init, dtype)
+            specs["gate_bias"] = Parameter((), nn.initializers.zeros, dtype)
+    return specs
+
+
+def _identity_kernel(key, shape, dtype=jnp.float32):
+    """``[H, c_q, c_k]``: 1 at the current query (last row) and the centre key."""
+    del key
+    _, q_kernel, k_kernel = shape
+    return jnp.zeros(shape, dtype).at[:, q_kernel - 1, k_kernel // 2].set(1)
+
+
+def _identity_maps(key, shape, dtype=jnp.float32):
+    """``[groups, c_h, c_h]``: the identity in every group."""
+    del key
+    return jnp.broadcast_to(jnp.eye(shape[1], dtype=dtype), shape)
+
+
+def check_layer(
+    config: MTAConfig,
+    *,
+    num_heads: int,
+    causal: bool,
+    layer_index: int,
+    decode: bool,
+    self_attention: bool,
+) -> None:
+    """Trace-time errors for requests Multi-Token Attention cannot honour."""
+    if decode:
+        raise ValueError(
+            "decode=True needs multi-head attention: a key/value cache for Multi-Token "
+            "Attention would also need past score rows."
+        )
+    if layer_index < 0:
+        raise ValueError(f"layer_index must be >= 0 (0-based), got {layer_index}.")
+    if config.convolves(layer_index):
+        if not causal:
+            raise ValueError(
+                f"layer {layer_index} has a key-query convolution, which is defined "
+                "for causal attention only (it reads past query rows); build it with "
+                "causal=True, or leave this layer out of MTAConfig.conv_layers."
+            )
+        if not self_attention:
+            raise ValueError(
+                f"layer {layer_index} has a key-query convolution, which needs "
+                "self-attention (queries and keys on one sequence axis); call it without "
+                "a context, or leave this layer out of MTAConfig.conv_layers."
+            )
+    for name in ("pre_softmax_head_group", "post_softmax_head_group"):
+        size = getattr(config, name)
+        if size is not None and num_heads % size:
+            raise ValueError(
+                f"MTAConfig.{name}={size} must divide num_heads={num_heads} (heads "
+                "are mixed within groups of consecutive heads)."
+            )
+
+
+def map_terms(config: MTAConfig, layer_index: int, inputs: AttentionInputs, params: dict) -> dict:
+    """The sequence-order mask of a convolving layer and the four processors.
+
+    Pre-softmax: ``Conv(Mask_0(.))``, then head mixing, then ``Mask_-inf`` inside the
+    softmax. Post-softmax: ``Mask_0(Conv(.))``, then head mixing (re-masked, so a
+    head-specific mask is never mixed into another head); rows are not renormalized.
+
+    Args:
+      config: the layer's :class:`MTAConfig`.
+      layer_index: 0-based index of the layer.
+      inputs: the attention call's inputs.
+      params: the values of :func:`mta_parameters`.
+    """
+    mask = inputs.mask
+    if config.convolves(layer_index):
+        q_len, k_len = inputs.q.shape[1], inputs.k.shape[1]
+        sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
+        mask = sequence_order if mask is None else jnp.logical_and(mask, sequence_order)
+    pre = (params.get("pre_softmax_kernel"), params.get("pre_softmax_head_mix"))
+    post = (params.get("post_softmax_kernel"), params.get("post_softmax_head_mix"))
+
+    def logits_fn(logits, allowed):
+        conv, heads = pre
+        if conv is not None:
+            logits = key_query_convolution(_mask_zero(logits, allowed), conv)
+        if heads is not None:
+            logits = mix_heads(_mask_zero(logits, allowed), heads)
+        return logits
+
+    def weights_fn(weights, allowed):
+        conv, heads = post
+        if conv is not None:
+            weights = _mask_zero(key_query_convolution(weights, conv), allowed)
+        if heads is not None:
+            weights = _mask_zero(mix_heads(weights, heads), allowed)
+        return weights
+
+    return {
+        "mask": mask,
+        "logit_processor": logits_fn if any(p is not None for p in pre) else None,
+        "weight_processor": weights_fn if any(p is not None for p in post) else None,
+    }
+
+
+def group_norm(config: MTAConfig, layer_index: int, out: Array, params: dict) -> Array:
+    """RMS norm of each head's float32 output ``[B, L, H, K]``, then depth factor or gate.
+
+    Args:
+      config: the layer's :class:`MTAConfig` (``group_norm`` not None).
+      layer_index: 0-based index of the layer (the depth factor's ``l``).
+      out: the heads' outputs ``[B, L, H, K]``.
+      params: the values of :func:`mta_parameters`.
+
+    Returns:
+      float32 ``[B, L, H, K]``.
+    """
+    normed = out.astype(jnp.float32)
+    mean_square = jnp.mean(jnp.square(normed), axis=-1, keepdims=True)
+    normed = normed * jax.lax.rsqrt(mean_square + config.norm_eps)
+    scale = params["group_norm_scale"].astype(jnp.float32)
+    normed = normed * scale[None, None, None, :]
+    if config.group_norm == "depth":
+        return normed * depth_scale(layer_index)
+    gate_logits = jnp.einsum("BLHK,K->BLH", normed, params["gate_kernel"].astype(jnp.float32))
+    gate = jax.nn.sigmoid(gate_logits + params["gate_bias"].astype(jnp.float32))
+    return normed * gate[..., None]
+
+
+class MultiTokenLayer(AttentionLayer):
+    """Multi-Token Attention's parameters and terms on top of :class:`AttentionLayer`,
+    shared by the linen and NNX skins (a skin has a ``config``)."""
+
+    def check_structure(self, *, self_attention: bool) -> None:
+        check_layer(
+            self.config,
+            num_heads=self.num_heads,
+            causal=self.causal,
+            layer_index=self.layer_index,
+            decode=self.decode,
+            self_attention=self_attention,
+        )
+
+    def layer_parameters(self, dims: Dims) -> dict[str, Parameter]:
+        mta = mta_parameters(self.config, self.layer_index, dims, self.param_dtype)
+        return {**super().layer_parameters(dims), **mta}
+
+    def map_terms(self, inputs: AttentionInputs, params: dict) -> dict:
+        return map_terms(self.config, self.layer_index, inputs, params)
+
+    def finish(self, out: Array, params: dict) -> Array:
+        """Group normalization of each head's output (or nothing without it)."""
+        if self.config.group_norm is None:
+            return out
+        return group_norm(self.config, self.layer_index, out, params).astype(out.dtype)
+
+
+class MultiTokenAttention(MultiTokenLayer, MultiHeadAttention):
     """Multi-head attention with key-query convolution, head mixing and group norm.
 
     :class:`~posenc_jax.attention.MultiHeadAttention` with processors of the logit map
@@ -246,139 +439,6 @@ class MultiTokenAttention(MultiHeadAttention):
     """
 
     config: MTAConfig = MTAConfig()
-
-    def check_structure(self, *, self_attention: bool) -> None:
-        """Trace-time errors for requests MTA cannot honour."""
-        if self.decode:
-            raise ValueError(
-                "decode=True needs multi-head attention: a key/value cache for Multi-Token "
-                "Attention would also need past score rows."
-            )
-        if self.layer_index < 0:
-            raise ValueError(f"layer_index must be >= 0 (0-based), got {self.layer_index}.")
-        if self.config.convolves(self.layer_index):
-            if not self.causal:
-                raise ValueError(
-                    f"layer {self.layer_index} has a key-query convolution, which is defined "
-                    "for causal attention only (it reads past query rows); build it with "
-                    "causal=True, or leave this layer out of MTAConfig.conv_layers."
-                )
-            if not self_attention:
-                raise ValueError(
-                    f"layer {self.layer_index} has a key-query convolution, which needs "
-                    "self-attention (queries and keys on one sequence axis); call it without "
-                    "a context, or leave this layer out of MTAConfig.conv_layers."
-                )
-        for name in ("pre_softmax_head_group", "post_softmax_head_group"):
-            size = getattr(self.config, name)
-            if size is not None and self.num_heads % size:
-                raise ValueError(
-                    f"MTAConfig.{name}={size} must divide num_heads={self.num_heads} (heads "
-                    "are mixed within groups of consecutive heads)."
-                )
-
-    def map_terms(self, inputs) -> dict:
-        """The sequence-order mask of a convolving layer and the four processors.
-
-        Pre-softmax: ``Conv(Mask_0(.))``, then head mixing, then ``Mask_-inf`` inside the
-        softmax. Post-softmax: ``Mask_0(Conv(.))``, then head mixing (re-masked, so a
-        head-specific mask is never mixed into another head); rows are not renormalized.
-        """
-        cfg = self.config
-        convolves = cfg.convolves(self.layer_index)
-        mask = inputs.mask
-        if convolves:
-            q_len, k_len = inputs.q.shape[1], inputs.k.shape[1]
-            sequence_order = jnp.tri(q_len, k_len, dtype=jnp.bool_)[None, None]
-            mask = sequence_order if mask is None else jnp.logical_and(mask, sequence_order)
-
-        def kernel(name, size):
-            return self._conv_kernel(name, size) if convolves and size is not None else None
-
-        def head_kernel(name, group):
-            return None if group is None else self._head_kernel(name, group)
-
-        pre = (
-            kernel("pre_softmax_kernel", cfg.pre_softmax_kernel),
-            head_kernel("pre_softmax_head_mix", cfg.pre_softmax_head_group),
-        )
-        post = (
-            kernel("post_softmax_kernel", cfg.post_softmax_kernel),
-            head_kernel("post_softmax_head_mix", cfg.post_softmax_head_group),
-        )
-
-        def logits_fn(logits, allowed):
-            conv, heads = pre
-            if conv is not None:
-                logits = key_query_convolution(_mask_zero(logits, allowed), conv)
-            if heads is not None:
-                logits = mix_heads(_mask_zero(logits, allowed), heads)
-            return logits
-
-        def weights_fn(weights, allowed):
-            conv, heads = post
-            if conv is not None:
-                weights = _mask_zero(key_query_convolution(weights, conv), allowed)
-            if heads is not None:
-                weights = _mask_zero(mix_heads(weights, heads), allowed)
-            return weights
-
-        return {
-            "mask": mask,
-            "logit_processor": logits_fn if any(p is not None for p in pre) else None,
-            "weight_processor": weights_fn if any(p is not None for p in post) else None,
-        }
-
-    def finish(self, out: Array, features: int) -> Array:
-        """Group normalization of each head's output (or nothing without it)."""
-        if self.config.group_norm is None:
-            return out
-        return self._group_norm(out, features).astype(out.dtype)
-
-    def _conv_kernel(self, name: str, size: tuple[int, int]) -> Array:
-        """``[H, c_q, c_k]`` kernel, 1 at the current query and the centre key (identity)."""
-        q_kernel, k_kernel = size
-
-        def identity(key, shape, dtype):
-            del key
-            kernel = jnp.zeros(shape, dtype)
-            return kernel.at[:, q_kernel - 1, k_kernel // 2].set(1)
-
-        return self.param(name, identity, (self.num_heads, q_kernel, k_kernel), self.param_dtype)
-
-    def _head_kernel(self, name: str, group_size: int) -> Array:
-        """``[H / c_h, c_h, c_h]`` head-mixing maps, each the identity."""
-
-        def identity(key, shape, dtype):
-            del key
-            return jnp.broadcast_to(jnp.eye(shape[1], dtype=dtype), shape)
-
-        shape = (self.num_heads // group_size, group_size, group_size)
-        return self.param(name, identity, shape, self.param_dtype)
-
-    def _group_norm(self, out: Array, features: int) -> Array:
-        """RMS norm of each head's float32 output ``[B, L, H, K]``, then depth factor or gate."""
-        cfg = self.config
-        head_dim = out.shape[-1]
-        normed = out.astype(jnp.float32)
-        mean_square = jnp.mean(jnp.square(normed), axis=-1, keepdims=True)
-        normed = normed * jax.lax.rsqrt(mean_square + cfg.norm_eps)
-        scale = self.param("group_norm_scale", nn.initializers.ones, (head_dim,), self.param_dtype)
-        normed = normed * scale.astype(jnp.float32)[None, None, None, :]
-        if cfg.group_norm == "depth":
-            normed = normed * depth_scale(self.layer_index)
-        else:
-            # The official gate is nn.Linear(head_dim, 1) shared across heads, weights
-            # truncated-normal with std D^-0.5 at +-3 std. Its bias is left uninitialized
-            # there; 0 (an initial gate of 0.5) is the choice made here.
-            stddev = features**-0.5
-            gate_init = nn.initializers.truncated_normal(stddev, lower=-3.0, upper=3.0)
-            gate_weight = self.param("gate_kernel", gate_init, (head_dim,), self.param_dtype)
-            gate_bias = self.param("gate_bias", nn.initializers.zeros, (), self.param_dtype)
-            gate_logits = jnp.einsum("BLHK,K->BLH", normed, gate_weight.astype(jnp.float32))
-            gate = jax.nn.sigmoid(gate_logits + gate_bias.astype(jnp.float32))
-            normed = normed * gate[..., None]
-        return normed
 
 
 def _mask_zero(maps: Array, allowed: Array | None) -> Array:

@@ -70,11 +70,19 @@ def as_window(window: "Window | int | None") -> "Window | None":
 
 
 def check_qkv(q: Array, k: Array, v: Array) -> None:
-    """Trace-time contract of q/k/v shapes and dtypes, with messages that say what to fix."""
+    """Trace-time contract of q/k/v shapes and dtypes, with messages that say what to fix.
+
+    Values may be narrower or wider than queries and keys (``v [B, S, G, Kv]``): an
+    encoding's ``rotate`` may widen queries and keys (PoPE doubles them).
+    """
     chex.assert_rank(
-        [q, k, v], 4, custom_message="q, k and v must be [B, L, H, K], [B, S, G, K], [B, S, G, K]"
+        [q, k, v], 4, custom_message="q, k and v must be [B, L, H, K], [B, S, G, K], [B, S, G, Kv]"
     )
-    chex.assert_equal_shape([k, v], custom_message="k and v must have the same shape [B, S, G, K]")
+    chex.assert_equal_shape_prefix(
+        [k, v],
+        3,
+        custom_message="k and v must share [B, S, G] (values may have their own K)",
+    )
     chex.assert_equal_shape_prefix([q, k], 1, custom_message="q and k must have the same batch B")
     chex.assert_equal_shape_suffix(
         [q, k], 1, custom_message="q and k must have the same head dim K"
@@ -220,6 +228,15 @@ def check_separable_bias(separable_bias, batch: int, heads: int, q_len: int, k_l
         )
 
 
+def check_sink_logits(sink_logits, heads: int) -> None:
+    """Sink logits are one float per query head, ``[H]``."""
+    if sink_logits is not None and jnp.shape(sink_logits) != (heads,):
+        raise ValueError(
+            f"sink_logits has shape {jnp.shape(sink_logits)}; expected one logit per query "
+            f"head, [H] = [{heads}]."
+        )
+
+
 def check_padding_mask(padding_mask: Array | None, batch: int, k_len: int) -> None:
     """A padding mask must be boolean ``[B, S]``."""
     if padding_mask is None:
@@ -231,13 +248,32 @@ def check_padding_mask(padding_mask: Array | None, batch: int, k_len: int) -> No
         )
 
 
-def masked_softmax(logits: Array, allowed: Array | None) -> Array:
+def masked_softmax(logits: Array, allowed: Array | None, sink_logits: Array | None = None) -> Array:
     """Softmax over the last axis in float32; a row with nothing allowed gives zeros.
 
     No -inf enters the computation, so values and gradients stay finite even for fully
     masked rows (padding queries, the first rows of a windowed mask).
+
+    Args:
+      logits: ``[B, H, L, S]``.
+      allowed: boolean, broadcastable to ``logits``, or None for every entry.
+      sink_logits: ``[H]``, one more logit per head in every row's normalizer, whose value
+        is zero (an attention sink): the weights are ``exp(z_j) / (exp(s_h) + sum_l
+        exp(z_l))`` and sum to less than 1; a row with nothing allowed puts all its weight
+        on the sink. None: a plain softmax.
     """
     logits = logits.astype(jnp.float32)
+    if sink_logits is not None:
+        sink = jnp.broadcast_to(
+            jnp.asarray(sink_logits, jnp.float32)[None, :, None, None],
+            logits.shape[:-1] + (1,),
+        )
+        if allowed is None:
+            allowed = jnp.ones((1, 1, 1, 1), jnp.bool_)
+        allowed = jnp.broadcast_to(allowed, logits.shape)
+        with_sink = jnp.concatenate([logits, sink], axis=-1)
+        allowed = jnp.concatenate([allowed, jnp.ones_like(sink, jnp.bool_)], axis=-1)
+        return _softmax_of_allowed(with_sink, allowed)[..., :-1]
     if allowed is None:
         return jax.nn.softmax(logits, axis=-1)
     return _softmax_of_allowed(logits, allowed)

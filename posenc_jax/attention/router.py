@@ -4,18 +4,19 @@ Backends (each module says what it cannot run):
 
 * ``dense`` (:mod:`posenc_jax.attention.dense`): the full ``[B, H, L, S]`` map; runs
   everything.
-* ``chunked`` (:mod:`posenc_jax.attention.chunked`): tiles with an online softmax, O(L)
-  memory; any bias, masks, windows; not a contextual term or processors of the full map.
+* ``chunked`` (:mod:`posenc_jax.attention.chunked`): tiles with an online softmax (or
+  stick-breaking's running sum), O(L) memory; any bias, masks, windows, sink logits; not a
+  contextual term or processors of the full map.
 * ``jax`` / ``cudnn`` (:mod:`posenc_jax.attention.fused`): ``jax.nn.dot_product_attention``
-  (XLA, or cuDNN's flash kernel on NVIDIA GPUs) for plain or causal attention with at most
-  a sliding window.
+  (XLA, or cuDNN's flash kernel on NVIDIA GPUs) for plain or causal softmax attention with
+  at most a sliding window.
 
 ``implementation="dense"``, ``"chunked"``, ``"jax"`` or ``"cudnn"`` forces one (an error
 naming the reason when it cannot run the call); ``"auto"`` runs cuDNN on an NVIDIA GPU
-when the call has no bias, contextual term, mask, processors or tile size and cuDNN takes
-its dtype, head dimension and lengths; otherwise chunked when a ``block_size`` is given
-or ``L * S`` exceeds :data:`DENSE_MAX_LOGITS` and nothing needs the full map; dense
-otherwise.
+when the call has no bias, contextual term, mask, processors, sink, stick-breaking or tile
+size and cuDNN takes its dtype, head dimension and lengths; otherwise chunked when a
+``block_size`` is given or ``L * S`` exceeds :data:`DENSE_MAX_LOGITS` and nothing needs the
+full map; dense otherwise.
 """
 
 import jax.numpy as jnp
@@ -66,7 +67,10 @@ def choose_implementation(
     window: Window | None = None,
     dtype: jnp.dtype = jnp.float32,
     head_dim: int = 64,
+    value_dim: int | None = None,
     cudnn: bool | None = None,
+    has_sink: bool = False,
+    weighting: str = "softmax",
 ) -> tuple[str, int | None]:
     """Resolves (backend, block size) from the caller's request and the call.
 
@@ -74,11 +78,14 @@ def choose_implementation(
       implementation: "auto", "dense", "chunked", "jax" or "cudnn".
       block_size: the requested tile edge; giving one asks for chunked attention.
       q_len, k_len, batch, num_heads, head_dim, dtype: the call's shapes and dtype.
+      value_dim: the values' width when it is not ``head_dim`` (None: the same).
       has_contextual: an encoding's contextual term (needs the full map).
       has_bias: a position bias.
       has_mask: a mask or padding.
       has_processors: processors of the logit or weight map (need the full map).
       window: the attention window, or None.
+      has_sink: a learned sink logit per head.
+      weighting: "softmax" or "stick_breaking" (the weights' rule).
       cudnn: whether the device runs cuDNN's flash attention (default: asked of the
         device, only when cuDNN is in question,
         :func:`~posenc_jax.attention.fused.cudnn_available`).
@@ -103,6 +110,9 @@ def choose_implementation(
         has_mask=has_mask,
         has_processors=has_processors,
         window=window,
+        values_own_width=value_dim not in (None, head_dim),
+        has_sink=has_sink,
+        weighting=weighting,
     )
 
     def why_not_cudnn() -> str | None:

@@ -21,6 +21,13 @@ TEMPERATURE_KINDS = ("log_length", "log_position", "log_floor")
 def log_length_scale(num_keys: int, *, training_length: int | None = None) -> float:
     """``ln n`` (Chiang & Cholak 2022), or ``log_N(n)`` when a training length N is given.
 
+    This is Scalable-Softmax (SSMax, Nakanishi 2025) with its scalar fixed instead of
+    learned: SSMax computes ``softmax(s ln(n) z)`` over the n keys a query attends, with
+    ``s`` a learnable parameter per layer and head (and, in a variant, a learnable bias:
+    ``(s ln(n) + b) z``); here ``s = 1`` (or ``1 / ln N``), the same for every head, and
+    nothing is learned. The n is the same as SSMax's: the keys the query may attend
+    (its causal prefix, its example's real keys).
+
     Args:
       num_keys: n, the number of keys attended over.
       training_length: N; when given the factor is ``ln n / ln N``, which is 1 at the
@@ -32,7 +39,8 @@ def log_length_scale(num_keys: int, *, training_length: int | None = None) -> fl
     References:
       Chiang & Cholak, "Overcoming a Theoretical Limitation of Self-Attention", ACL 2022
       (the query input is multiplied by ``log n``; without a query bias this multiplies the
-      logits by ``log n``).
+      logits by ``log n``); Nakanishi, "Scalable-Softmax Is Superior for Attention", arXiv
+      2501.19399, 2025 (SSMax, Eq. 2).
     """
     if num_keys < 1:
         raise ValueError(f"num_keys must be positive, got {num_keys}.")
@@ -65,12 +73,26 @@ def log_position_scale(q_positions: Array, training_length: int) -> Array:
 def log_floor_scale(q_positions: Array, *, floor_scale: int, scale: float) -> Array:
     """Llama 4's ``1 + scale * ln(1 + floor((p + 1) / floor_scale))`` per query, float32.
 
-    1 for positions below ``floor_scale - 1``, then growing by steps of ``floor_scale``.
+    1 for positions below ``floor_scale - 1``, then growing by steps of ``floor_scale``:
+    a stepped, position-based form of SSMax's ``ln n`` (whose code it cites), with
+    ``ln(1 + floor((p + 1) / s))`` in place of ``ln n`` and a fixed strength.
+
+    Hugging Face's ``Llama4TextAttention`` multiplies the queries of its NoPE layers
+    (``attn_temperature_tuning`` and not ``use_rope``) by this factor, after the
+    projection, with ``p`` the token's index in the sequence (``cache_position``, which
+    counts left padding); here ``p`` is the token's position. A NoPE layer has no bias, so
+    multiplying the logit row (as :class:`AttentionTemperature` does) is multiplying the
+    query. ``Llama4TextConfig`` defaults to ``attn_temperature_tuning`` on with
+    ``floor_scale`` 8192 and ``attn_scale`` 0.1, the values loaders of the released Scout
+    and Maverick checkpoints use (vLLM turns the temperature on by default only for
+    contexts over 32K tokens) and the defaults here: the factor is 1 up to position 8,190,
+    then 1.0693 from 8,191, 1.1099 from 16,383, and 1.4812 at position 999,999.
 
     References:
-      Meta, Llama 4 (``attn_temperature_tuning`` on its NoPE layers: Hugging Face
-      ``modeling_llama4.py``, ``floor_scale`` 8192, ``attn_scale`` 0.1); Nakanishi,
-      "Scalable-Softmax Is Superior for Attention", arXiv 2501.19399, 2025.
+      Meta, Llama 4 (Hugging Face ``transformers/models/llama4/modeling_llama4.py``,
+      ``Llama4TextAttention``; ``configuration_llama4.py``: ``attn_temperature_tuning``,
+      ``floor_scale`` 8192, ``attn_scale`` 0.1); Nakanishi, "Scalable-Softmax Is Superior
+      for Attention", arXiv 2501.19399, 2025.
     """
     count = jnp.asarray(q_positions, jnp.float32) + 1.0
     return 1.0 + scale * jnp.log1p(jnp.floor(count / floor_scale))
@@ -86,16 +108,18 @@ class AttentionTemperature:
 
     Attributes:
       kind: "log_length" (``ln n``, n the number of keys; ``log_N(n)`` when
-        ``training_length`` is set), "log_position" (``log_N(p + 1)`` for query positions
-        p past the training length N, 1 before; ``training_length`` is required) or
-        "log_floor" (Llama 4: ``1 + scale * ln(1 + floor((p + 1) / floor_scale))``).
+        ``training_length`` is set: SSMax with a fixed, shared scalar), "log_position"
+        (``log_N(p + 1)`` for query positions p past the training length N, 1 before;
+        ``training_length`` is required) or "log_floor" (Llama 4's NoPE-layer query
+        temperature: ``1 + scale * ln(1 + floor((p + 1) / floor_scale))``).
       training_length: N.
       floor_scale: the step of "log_floor" (8192 in Llama 4).
       scale: the strength of "log_floor" (0.1 in Llama 4).
 
     References:
       Chiang & Cholak, ACL 2022; Qwen-1 ``use_logn_attn``; Llama 4 (Hugging Face
-      ``modeling_llama4.py``).
+      ``modeling_llama4.py``); Nakanishi, "Scalable-Softmax Is Superior for Attention",
+      arXiv 2501.19399, 2025.
     """
 
     kind: str = "log_position"

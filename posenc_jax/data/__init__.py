@@ -1,6 +1,7 @@
 """Tasks for the length-extrapolation study: pure functions of a PRNG key."""
 
 from posenc_jax.data import (  # noqa: F401  (registers the tasks)
+    addition,
     associative_recall,
     binary_addition,
     binary_multiplication,

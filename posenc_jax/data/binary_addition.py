@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.data._layout import decoder_batch, leading, separator
+from posenc_jax.data.addition import add_little_endian
 from posenc_jax.data.task import Batch, Task, register_task
 from posenc_jax.typing import Array
 
@@ -44,7 +45,7 @@ class BinaryAddition(Task):
         bits = jax.random.randint(key, (2, batch_size, length), 0, 2, jnp.int32)
         # Bits past a row's width are zero, so its carry lands at bit n and stops there.
         bits = jnp.where(leading(lengths, length)[None], bits, 0)
-        sum_bits = _add_little_endian(bits[0], bits[1])
+        sum_bits = add_little_endian(bits[0], bits[1], base=2)
         return decoder_batch(
             [
                 (bits[0] + ZERO, lengths),
@@ -54,18 +55,3 @@ class BinaryAddition(Task):
             ],
             [(sum_bits + ZERO, None if lengths is None else lengths + 1)],
         )
-
-
-def _add_little_endian(a: Array, b: Array) -> Array:
-    """Bitwise ripple-carry sum of ``[B, n]`` little-endian bit arrays, ``[B, n + 1]``.
-
-    The numbers can be far wider than any integer dtype, so the sum is carried bit by bit.
-    """
-
-    def add_bit(carry, operand_bits):
-        total = operand_bits[0] + operand_bits[1] + carry
-        return total // 2, total % 2
-
-    digits_first = jnp.stack([a, b], axis=0).transpose(2, 0, 1)  # [n, 2, B]
-    carry, sum_bits = jax.lax.scan(add_bit, jnp.zeros(a.shape[0], jnp.int32), digits_first)
-    return jnp.concatenate([sum_bits.T, carry[:, None]], axis=1)

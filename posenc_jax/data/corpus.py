@@ -1,17 +1,21 @@
 """Text corpora for character-level language modelling, through TensorFlow Datasets.
 
-``load_corpus`` accepts either a local text file or a TFDS dataset name. A file goes
-through ``LocalTextCorpus``, a builder that writes the text's train and validation splits
-(the last ``validation_fraction`` of the characters) as array_record files, so it needs no
-TensorFlow and no network. A name such as ``tiny_shakespeare`` or ``lm1b`` is prepared by
-TFDS itself (network access and that dataset's own dependencies, e.g. TensorFlow for
-``tiny_shakespeare``, as on Colab).
+``load_corpus`` accepts a local text file, the name ``python_docs``, or a TFDS dataset
+name. A file goes through ``LocalTextCorpus``, a builder that writes the text's train and
+validation splits (the last ``validation_fraction`` of the characters) as array_record
+files, so it needs no TensorFlow and no network. ``python_docs`` goes through
+``PythonDocs``, the same split of a text every CPython installation ships (the
+documentation topics of ``help()``, see :func:`python_docs_text`): an offline corpus. A
+name such as ``tiny_shakespeare`` or ``lm1b`` is prepared by TFDS itself (network access
+and that dataset's own dependencies, e.g. TensorFlow for ``tiny_shakespeare``, as on
+Colab).
 """
 
 import dataclasses
 import hashlib
 import os
 import re
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -24,42 +28,50 @@ _CHUNK_CHARACTERS = 1 << 20
 
 
 @dataclasses.dataclass(eq=False)
-class LocalTextConfig(tfds.core.BuilderConfig):
+class TextSplitConfig(tfds.core.BuilderConfig):
+    """The share of a text kept for validation.
+
+    Attributes:
+      validation_fraction: share of the characters, taken from the end, in ``validation``.
+    """
+
+    validation_fraction: float = 0.1
+
+
+@dataclasses.dataclass(eq=False)
+class LocalTextConfig(TextSplitConfig):
     """A local text file and the share of it kept for validation.
 
     Attributes:
       path: the UTF-8 text file.
-      validation_fraction: share of the characters, taken from the end, in ``validation``.
     """
 
     path: str = ""
-    validation_fraction: float = 0.1
 
 
-class LocalTextCorpus(ArrayRecordBuilder):
-    """A text file as ``train`` and ``validation`` splits of ordered ``text`` chunks.
-
-    Build it through ``local_text_config`` (which names the configuration after the file's
-    content, so an edited file gets a fresh build) and read it back with
-    ``tfds.data_source``; ``load_corpus`` does both.
-    """
+class _TextSplits(ArrayRecordBuilder, skip_registration=True):
+    """A text as ``train`` and ``validation`` splits of ordered ``text`` chunks: the last
+    ``validation_fraction`` of its characters is the validation split, the rest train."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
+    DESCRIPTION = ""
+
+    def _text(self) -> str:
+        """The whole text, before the split."""
+        raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description="A local UTF-8 text file split into train and validation text.",
+            description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
             disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        train, validation = _split_text(
-            _read_text(self.builder_config.path), self.builder_config.validation_fraction
-        )
+        train, validation = _split_text(self._text(), self.builder_config.validation_fraction)
         return {
             "train": self._generate_examples(train),
             "validation": self._generate_examples(validation),
@@ -68,6 +80,68 @@ class LocalTextCorpus(ArrayRecordBuilder):
     def _generate_examples(self, text: str):
         for index, start in enumerate(range(0, len(text), _CHUNK_CHARACTERS)):
             yield index, {"text": text[start : start + _CHUNK_CHARACTERS]}
+
+
+class LocalTextCorpus(_TextSplits):
+    """A text file as ``train`` and ``validation`` splits of ordered ``text`` chunks.
+
+    Build it through ``local_text_config`` (which names the configuration after the file's
+    content, so an edited file gets a fresh build) and read it back with
+    ``tfds.data_source``; ``load_corpus`` does both.
+    """
+
+    DESCRIPTION = "A local UTF-8 text file split into train and validation text."
+
+    def _text(self) -> str:
+        return _read_text(self.builder_config.path)
+
+
+class PythonDocs(_TextSplits):
+    """:func:`python_docs_text` as ``train`` and ``validation`` splits: an offline corpus.
+
+    Build it through ``python_docs_config`` (named after the interpreter and the text's
+    content); ``load_corpus("python_docs")`` builds and reads it.
+    """
+
+    DESCRIPTION = (
+        "The documentation topics shipped with CPython (pydoc_data.topics), each paragraph "
+        "once, split into train and validation text."
+    )
+
+    def _text(self) -> str:
+        return python_docs_text()
+
+
+def python_docs_text() -> str:
+    """The text of the offline corpus: CPython's documentation topics, each paragraph once.
+
+    ``pydoc_data.topics.topics`` maps each topic of ``help()`` (a statement, an expression,
+    a built-in type: sections of the Python Language and Library References such as
+    ``"assert"`` or ``"typesseq"``) to its plain text; every CPython installation ships it,
+    so the corpus needs no download. The topics are taken in sorted name order and joined
+    by blank lines, and a paragraph (text between blank lines) whose stripped text already
+    appeared is left out: topics such as ``compound`` repeat whole sections of others
+    (``if``, ``while``, ``def``), and those repeats would otherwise put the same paragraph
+    on both sides of the train/validation cut. The text depends on the Python version
+    (3.11.7: 79 topics, 464,970 characters, 373,292 with each paragraph once).
+
+    Returns:
+      the text; no paragraph of it occurs twice.
+    """
+    from pydoc_data.topics import topics
+
+    seen = set()
+    kept_topics = []
+    for name in sorted(topics):
+        paragraphs = []
+        for paragraph in topics[name].split("\n\n"):
+            key = paragraph.strip()
+            if key and key not in seen:
+                seen.add(key)
+                paragraphs.append(paragraph)
+        if paragraphs:
+            kept_topics.append("\n\n".join(paragraphs))
+    return "\n\n".join(kept_topics)
 
 
 def _read_text(path: str) -> str:
@@ -94,22 +168,44 @@ def _split_text(text: str, validation_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def _config_name(stem: str, text: str, validation_fraction: float) -> str:
+    """``<stem>_<content digest>_val<fraction>``: another text or fraction, another name."""
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    stem = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_") or "text"
+    fraction = f"{validation_fraction:.6f}".rstrip("0").replace(".", "p")
+    return f"{stem}_{digest}_val{fraction}"
+
+
 def local_text_config(path: str, *, validation_fraction: float = 0.1) -> LocalTextConfig:
     """The ``LocalTextCorpus`` configuration of a file, named after its content.
 
     Raises:
       ValueError: if the file is missing or empty, or the fraction is not in (0, 1).
     """
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
     path = os.path.abspath(os.path.expanduser(path))
-    digest = hashlib.sha256(_read_text(path).encode("utf-8")).hexdigest()[:16]
-    stem = re.sub(r"[^a-z0-9]+", "_", os.path.splitext(os.path.basename(path))[0].lower())
-    fraction = f"{validation_fraction:.6f}".rstrip("0").replace(".", "p")
+    stem = os.path.splitext(os.path.basename(path))[0]
     return LocalTextConfig(
-        name=f"{stem.strip('_') or 'text'}_{digest}_val{fraction}",
+        name=_config_name(stem, _read_text(path), validation_fraction),
         description=f"{path} with the last {validation_fraction:.2%} as validation.",
         path=path,
+        validation_fraction=validation_fraction,
+    )
+
+
+def python_docs_config(*, validation_fraction: float = 0.1) -> TextSplitConfig:
+    """The ``PythonDocs`` configuration of this interpreter's documentation topics, named
+    after the Python version and the text's content.
+
+    Raises:
+      ValueError: if the fraction is not in (0, 1).
+    """
+    version = "_".join(str(part) for part in sys.version_info[:3])
+    return TextSplitConfig(
+        name=_config_name(f"cpython{version}", python_docs_text(), validation_fraction),
+        description=f"Python {sys.version.split()[0]}'s documentation topics with the last "
+        f"{validation_fraction:.2%} as validation.",
         validation_fraction=validation_fraction,
     )
 
@@ -144,17 +240,20 @@ def load_corpus(
     validation_split: str = "validation",
     text_feature: str = "text",
 ) -> Corpus:
-    """Loads a text corpus as character ids, from a local file or a TFDS dataset.
+    """Loads a text corpus as character ids: a local file, the offline ``python_docs``, or a
+    TFDS dataset.
 
     A local file is recognised by existing, by starting with ``/``, ``.`` or ``~``, or by
-    ending in ``.txt``; anything else is a TFDS name (``"tiny_shakespeare"``, ``"lm1b"``),
-    whose ``train`` and ``validation_split`` splits are read and whose examples'
-    ``text_feature`` strings are joined by newlines.
+    ending in ``.txt``. ``"python_docs"`` is :func:`python_docs_text`, the documentation
+    every CPython ships (no download). Anything else is a TFDS name (``"tiny_shakespeare"``,
+    ``"lm1b"``), whose ``train`` and ``validation_split`` splits are read and whose
+    examples' ``text_feature`` strings are joined by newlines.
 
     Args:
-      name_or_path: a text file or a TFDS dataset name.
+      name_or_path: a text file, ``"python_docs"`` or a TFDS dataset name.
       data_dir: where TFDS keeps prepared datasets (its default when None).
-      validation_fraction: for a file, the share of characters (from the end) held out.
+      validation_fraction: for a file or ``python_docs``, the share of characters (from
+        the end) held out.
       validation_split: for a TFDS name, the held-out split (``"test"`` for lm1b).
       text_feature: for a TFDS name, the feature that holds the text.
 
@@ -166,13 +265,16 @@ def load_corpus(
     """
     if _is_path(name_or_path):
         config = local_text_config(name_or_path, validation_fraction=validation_fraction)
-        LocalTextCorpus(config=config, data_dir=data_dir).download_and_prepare()
-        sources = tfds.data_source(
-            f"{LocalTextCorpus.name}/{config.name}",
-            split=["train", "validation"],
-            data_dir=data_dir,
-            download=False,
-        )
+        builder = LocalTextCorpus(config=config, data_dir=data_dir)
+    elif name_or_path == PythonDocs.name:
+        config = python_docs_config(validation_fraction=validation_fraction)
+        builder = PythonDocs(config=config, data_dir=data_dir)
+    else:
+        builder = None
+    if builder is not None:
+        # The package's own builders: one text cut into chunks, joined back as it was.
+        builder.download_and_prepare()
+        sources = builder.as_data_source(split=["train", "validation"])
         train, validation = (_join(source, "text", "") for source in sources)
     else:
         sources = tfds.data_source(

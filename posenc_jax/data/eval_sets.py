@@ -5,9 +5,15 @@ another machine (or after a change to sampling code elsewhere) reads the same fi
 is ``task.sample(jax.random.key(seed), num_examples, length)``, written row by row as
 array_record files by ``TaskEvalSet`` and read back by random access with
 ``tfds.data_source``, without TensorFlow.
+
+Several writers of one set (independent jobs sharing a work dir) take turns through a
+lock file beside it, so the set is written once and every writer reads it; a process that
+must not write opens it with :func:`open_eval_set` once another has written it.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 from collections.abc import Iterator, Sequence
 
@@ -135,10 +141,48 @@ def build_eval_set(
       numpy arrays without the batch axis; pass it to ``eval_set_batches``.
     """
     config = eval_set_config(task, length, num_examples=num_examples, seed=seed)
-    TaskEvalSet(config=config, data_dir=data_dir).download_and_prepare()
+    builder = TaskEvalSet(config=config, data_dir=data_dir)
+    os.makedirs(builder.data_dir_root, exist_ok=True)
+    with _exclusive(os.path.join(builder.data_dir_root, f".{config.name}.lock")):
+        builder.download_and_prepare()
+    return open_eval_set(config, data_dir)
+
+
+def open_eval_set(
+    config: TaskEvalSetConfig, data_dir: str | os.PathLike | None = None
+) -> Sequence[dict[str, np.ndarray]]:
+    """Opens an evaluation set that :func:`build_eval_set` has written, writing nothing.
+
+    Args:
+      config: the set (``eval_set_config``).
+      data_dir: where TFDS keeps datasets (its default when None).
+
+    Returns:
+      the set's random-access data source, as :func:`build_eval_set` returns it.
+
+    Raises:
+      FileNotFoundError: the set is not in ``data_dir`` (the message names it).
+    """
+    builder = TaskEvalSet(config=config, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"the evaluation set {config.name} is not in {builder.data_dir_root}; write it "
+            "with build_eval_set first."
+        )
     return tfds.data_source(
         f"{TaskEvalSet.name}/{config.name}", split=SPLIT, data_dir=data_dir, download=False
     )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str):
+    """Holds an exclusive ``flock`` on ``lock_path`` (waiting for it) while the block runs."""
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def eval_set_batches(source: Sequence[dict], batch_size: int) -> Iterator[Batch]:

@@ -8,6 +8,10 @@ A batch is a dict of int32 arrays with one layout for every task:
 * ``source [B, S]``: encoder inputs, only for tasks whose architecture is "encoder_decoder".
 * ``padding_mask [B, T]`` (and ``source_padding_mask [B, S]``): bool, True on real input
   tokens, only in batches whose examples have lengths of their own (``min_length``).
+* ``task_positions [B, T]``: int32, the positions the task itself assigns to the input
+  tokens (addition: each digit's place in its own number), only from tasks that assign
+  them; an encoding may index its embedding by them (``embed_positions``: Abacus,
+  position coupling). 0 on padding.
 
 ``length`` is the task's own length axis (symbols to copy, blocks to search, ...); the
 token sequence length follows from it through ``sequence_length``. Token 0 is padding.
@@ -45,9 +49,11 @@ class Task:
     Attributes:
       architecture: the Transformer shape the task is posed for ("decoder", "encoder",
         "encoder_decoder").
+      gives_task_positions: its batches carry ``task_positions``.
     """
 
     architecture = "decoder"
+    gives_task_positions = False
 
     @property
     def name(self) -> str:
@@ -175,7 +181,9 @@ def pad_batch(batch: Batch, width: int, *, source_width: int | None = None) -> B
         size, current = batch[name].shape
         if target < current:
             raise ValueError(f"cannot pad {name} of width {current} to {target} tokens.")
-        names = [mask_name] + (["targets", "weights"] if name == "inputs" else [])
+        names = [mask_name]
+        if name == "inputs":
+            names += [key for key in ("targets", "weights", "task_positions") if key in batch]
         padded.setdefault(mask_name, jnp.ones((size, current), jnp.bool_))
         for key in [name] + names:
             values = jnp.asarray(padded[key])

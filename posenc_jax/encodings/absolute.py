@@ -7,6 +7,7 @@ from posenc_jax import functional
 from posenc_jax._checks import check_positions_below
 from posenc_jax.encodings.base import PositionalEncoding
 from posenc_jax.encodings.context import HookContext
+from posenc_jax.encodings.parameters import Dims, Parameter, Specs
 from posenc_jax.encodings.registry import register
 from posenc_jax.typing import Array
 
@@ -32,7 +33,7 @@ class Sinusoidal(PositionalEncoding):
 
     base: float = 10000.0
 
-    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
+    def embed_with(self, params, x: Array, positions: Array, *, context=None) -> Array:
         table = functional.sinusoidal(positions, x.shape[-1], base=self.base)
         return x + table.astype(x.dtype)
 
@@ -52,9 +53,13 @@ class Learned(PositionalEncoding):
     max_length: int = 512
     stddev: float = 0.02
 
-    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
+    def embed_parameters(self, dims: Dims) -> Specs:
         if self.max_length <= 0:
             raise ValueError(f"learned max_length must be positive, got {self.max_length}.")
+        init = nn.initializers.normal(self.stddev)
+        return {"table": Parameter((self.max_length, dims.d_model), init)}
+
+    def embed_with(self, params, x: Array, positions: Array, *, context=None) -> Array:
         if positions.shape[-1] > self.max_length:
             raise ValueError(
                 f"learned position table has max_length={self.max_length} rows but the "
@@ -62,10 +67,7 @@ class Learned(PositionalEncoding):
                 f"max_length >= {positions.shape[-1]}."
             )
         check_positions_below(positions, self.max_length, "learned position table")
-        table = self.param(
-            "table", nn.initializers.normal(self.stddev), (self.max_length, x.shape[-1])
-        )
-        return x + jnp.take(table, positions, axis=0).astype(x.dtype)
+        return x + jnp.take(params["table"], positions, axis=0).astype(x.dtype)
 
 
 class _ScalarFeature(PositionalEncoding):
@@ -76,9 +78,12 @@ class _ScalarFeature(PositionalEncoding):
     def _feature(self, positions: Array, context: HookContext | None) -> Array:
         raise NotImplementedError
 
-    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
-        direction = self.param("direction", nn.initializers.normal(self.stddev), (x.shape[-1],))
-        features = jnp.einsum("...l,d->...ld", self._feature(positions, context), direction)
+    def embed_parameters(self, dims: Dims) -> Specs:
+        return {"direction": Parameter((dims.d_model,), nn.initializers.normal(self.stddev))}
+
+    def embed_with(self, params, x: Array, positions: Array, *, context=None) -> Array:
+        feature = self._feature(positions, context)
+        features = jnp.einsum("...l,d->...ld", feature, params["direction"])
         return x + features.astype(x.dtype)
 
 

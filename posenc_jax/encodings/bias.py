@@ -1,8 +1,8 @@
 """Relative-bias encodings: position enters as ``b_h(i, j)`` added to the attention logits.
 
 Every encoding here implements only the ``bias_fn`` hook. Its parameters (if any) are
-created when the hook is called, with the head count attention passes in, and the
-function it returns closes over them as plain arrays, so the chunked attention core can
+declared per attention layer with shapes from the head count, and the function the hook
+returns closes over their values as plain arrays, so the chunked attention core can
 evaluate it tile by tile. The bias is added to the logits after the ``1/sqrt(d)`` scaling,
 as ALiBi, KERPLE, Sandwich and FIRE prescribe.
 
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from posenc_jax import functional
 from posenc_jax._checks import check_positive_int, is_integer
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.parameters import Dims, Parameter, Specs
 from posenc_jax.encodings.registry import register
 from posenc_jax.typing import Array, BiasFn
 
@@ -39,7 +40,7 @@ class ALiBi(PositionalEncoding):
 
     alibi_heads: int | None = None
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "alibi num_heads")
         biased = num_heads if self.alibi_heads is None else self.alibi_heads
         if not is_integer(biased) or not 0 < biased <= num_heads:
@@ -79,19 +80,19 @@ class T5Bias(PositionalEncoding):
     num_buckets: int = 32
     max_distance: int = 128
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
-        check_positive_int(num_heads, "t5 num_heads")
+    def attention_parameters(self, dims: Dims) -> Specs:
+        num_heads = check_positive_int(dims.num_heads, "t5 num_heads")
+        # t5x's initializer for the relative-position embedding.
+        init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+        return {"relative_attention_bias": Parameter((num_heads, self.num_buckets), init)}
+
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn:
+        table = params["relative_attention_bias"]
         bucket = lambda relative: functional.t5_relative_bucket(
             relative,
             bidirectional=not causal,
             num_buckets=self.num_buckets,
             max_distance=self.max_distance,
-        )
-        table = self.param(
-            "relative_attention_bias",
-            # t5x's initializer for the relative-position embedding.
-            nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
-            (num_heads, self.num_buckets),
         )
 
         def bias_fn(q_positions: Array, k_positions: Array) -> Array:
@@ -114,18 +115,22 @@ class _Kerple(PositionalEncoding):
     def _bias(self, r1, r2, q_positions, k_positions) -> Array:
         raise NotImplementedError
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
-        check_positive_int(num_heads, "kerple num_heads")
-        r1 = self.param("r1", _uniform(self.R1_INIT_MAX), (num_heads,))
-        r2 = self.param("r2", _uniform(self.R2_INIT_MAX), (num_heads,))
+    def attention_parameters(self, dims: Dims) -> Specs:
+        num_heads = check_positive_int(dims.num_heads, "kerple num_heads")
+        return {
+            "r1": Parameter((num_heads,), _uniform(self.R1_INIT_MAX)),
+            "r2": Parameter((num_heads,), _uniform(self.R2_INIT_MAX)),
+        }
+
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         # The official code clamps the stored parameters at every forward pass (a
         # projection that keeps the kernel valid, not an input clamp) and takes the
         # gradient at the clamped value. Here the forward pass uses the clamped value and
         # the gradient passes through unchanged, so a parameter past its bound (r ~ U(0, .)
         # starts below 0.01 for some heads) can still be trained back; a plain clip would
         # give it zero gradient for good.
-        r1 = _clamp_keeping_gradient(r1, self.MIN_VALUE, None)
-        r2 = _clamp_keeping_gradient(r2, self.MIN_VALUE, self.R2_MAX)
+        r1 = _clamp_keeping_gradient(params["r1"], self.MIN_VALUE, None)
+        r2 = _clamp_keeping_gradient(params["r2"], self.MIN_VALUE, self.R2_MAX)
         return lambda q_positions, k_positions: self._bias(r1, r2, q_positions, k_positions)
 
 
@@ -197,7 +202,7 @@ class Sandwich(PositionalEncoding):
     dim: int = 64
     base: float = 10000.0
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn:
         check_positive_int(num_heads, "sandwich num_heads")
         return lambda q_positions, k_positions: functional.sandwich_bias(
             q_positions, k_positions, num_heads=num_heads, dim=self.dim, base=self.base
@@ -232,23 +237,27 @@ class FIRE(PositionalEncoding):
     init_threshold: float = 512.0
     eps: float = 1e-6
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn:
-        check_positive_int(num_heads, "fire num_heads")
-        check_positive_int(self.mlp_width, "fire mlp_width")
-        width = self.mlp_width
-        c = self.param("c", nn.initializers.constant(self.init_c), ())
-        multiplier = self.param("threshold_multiplier", nn.initializers.ones, ())
-        hidden_kernel = self.param("hidden_kernel", _torch_linear_init(1), (width,))
-        hidden_bias = self.param("hidden_bias", _torch_linear_init(1), (width,))
-        out_kernel = self.param("out_kernel", _torch_linear_init(width), (width, num_heads))
-        out_bias = self.param("out_bias", _torch_linear_init(width), (num_heads,))
-        threshold = multiplier * self.init_threshold
+    def attention_parameters(self, dims: Dims) -> Specs:
+        num_heads = check_positive_int(dims.num_heads, "fire num_heads")
+        width = check_positive_int(self.mlp_width, "fire mlp_width")
+        return {
+            "c": Parameter((), nn.initializers.constant(self.init_c)),
+            "threshold_multiplier": Parameter((), nn.initializers.ones),
+            "hidden_kernel": Parameter((width,), _torch_linear_init(1)),
+            "hidden_bias": Parameter((width,), _torch_linear_init(1)),
+            "out_kernel": Parameter((width, num_heads), _torch_linear_init(width)),
+            "out_bias": Parameter((num_heads,), _torch_linear_init(width)),
+        }
+
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn:
+        threshold = params["threshold_multiplier"] * self.init_threshold
+        mlp = [params[name] for name in ("hidden_kernel", "hidden_bias", "out_kernel", "out_bias")]
 
         def bias_fn(q_positions: Array, k_positions: Array) -> Array:
             normalized = functional.fire_normalized_distance(
-                q_positions, k_positions, c=c, threshold=threshold, eps=self.eps
+                q_positions, k_positions, c=params["c"], threshold=threshold, eps=self.eps
             )
-            return functional.fire_mlp(normalized, hidden_kernel, hidden_bias, out_kernel, out_bias)
+            return functional.fire_mlp(normalized, *mlp)
 
         return bias_fn
 

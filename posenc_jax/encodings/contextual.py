@@ -2,7 +2,7 @@
 
 Each adds to the full logit map through the ``contextual`` hook (and Shaw also to the
 outputs), so each sets ``needs_dense = True``: attention runs them on the dense path.
-Their parameters are created per attention layer (the layer binds its own copy).
+Their parameters are declared per attention layer, with shapes from its head dim.
 """
 
 import flax.linen as nn
@@ -10,6 +10,7 @@ import flax.linen as nn
 from posenc_jax import functional
 from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import Contextual, PositionalEncoding
+from posenc_jax.encodings.parameters import Dims, Parameter, Specs
 from posenc_jax.encodings.registry import register
 
 
@@ -36,14 +37,16 @@ class Shaw(PositionalEncoding):
     max_distance: int = 16
     stddev: float = 0.02
 
-    def _contextual(
-        self, *, num_heads: int, head_dim: int, causal: bool, context=None
-    ) -> Contextual:
+    def attention_parameters(self, dims: Dims) -> Specs:
         check_positive_int(self.max_distance, "Shaw max_distance")
-        shape = (2 * self.max_distance + 1, head_dim)
+        shape = (2 * self.max_distance + 1, dims.head_dim)
         init = nn.initializers.normal(self.stddev)
-        key_table = self.param("relative_keys", init, shape)
-        value_table = self.param("relative_values", init, shape)
+        return {"relative_keys": Parameter(shape, init), "relative_values": Parameter(shape, init)}
+
+    def contextual_with(
+        self, params, *, num_heads: int, head_dim: int, causal: bool, context=None
+    ) -> Contextual:
+        key_table, value_table = params["relative_keys"], params["relative_values"]
         max_distance = self.max_distance
 
         def logits_fn(logits, q, k, q_positions, k_positions, allowed, scale):
@@ -86,22 +89,24 @@ class TransformerXL(PositionalEncoding):
     base: float = 10000.0
     stddev: float = 0.02
 
-    def _contextual(
-        self, *, num_heads: int, head_dim: int, causal: bool, context=None
-    ) -> Contextual:
+    def attention_parameters(self, dims: Dims) -> Specs:
+        num_heads, head_dim = dims.num_heads, dims.head_dim
         relative_dim = self.relative_dim or num_heads * head_dim
         if relative_dim <= 0 or relative_dim % 2:
             raise ValueError(
                 f"Transformer-XL relative_dim must be a positive even number, got {relative_dim}."
             )
         init = nn.initializers.normal(self.stddev)
-        content_bias = self.param("content_bias", init, (num_heads, head_dim))
-        position_bias = self.param("position_bias", init, (num_heads, head_dim))
-        relative_kernel = self.param(
-            "relative_kernel",
-            nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2)),
-            (relative_dim, num_heads, head_dim),
-        )
+        kernel_init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+        return {
+            "content_bias": Parameter((num_heads, head_dim), init),
+            "position_bias": Parameter((num_heads, head_dim), init),
+            "relative_kernel": Parameter((relative_dim, num_heads, head_dim), kernel_init),
+        }
+
+    def contextual_with(
+        self, params, *, num_heads: int, head_dim: int, causal: bool, context=None
+    ) -> Contextual:
         base = self.base
 
         def logits_fn(logits, q, k, q_positions, k_positions, allowed, scale):
@@ -109,9 +114,9 @@ class TransformerXL(PositionalEncoding):
             relative = functional.transformer_xl_logits(
                 q,
                 k,
-                content_bias,
-                position_bias,
-                relative_kernel,
+                params["content_bias"],
+                params["position_bias"],
+                params["relative_kernel"],
                 q_positions,
                 k_positions,
                 base=base,
@@ -145,18 +150,20 @@ class CoPE(PositionalEncoding):
 
     num_positions: int = 16
 
-    def _contextual(
-        self, *, num_heads: int, head_dim: int, causal: bool, context=None
+    def attention_parameters(self, dims: Dims) -> Specs:
+        num_positions = check_positive_int(self.num_positions, "CoPE num_positions")
+        shape = (num_positions, dims.head_dim)
+        return {"position_embeddings": Parameter(shape, nn.initializers.zeros)}
+
+    def contextual_with(
+        self, params, *, num_heads: int, head_dim: int, causal: bool, context=None
     ) -> Contextual:
         if not causal:
             raise ValueError(
                 "CoPE is defined for causal attention only (positions count the gated "
                 "tokens between key and query); build the attention with causal=True."
             )
-        check_positive_int(self.num_positions, "CoPE num_positions")
-        position_embeddings = self.param(
-            "position_embeddings", nn.initializers.zeros, (self.num_positions, head_dim)
-        )
+        position_embeddings = params["position_embeddings"]
         num_positions = self.num_positions
 
         def logits_fn(logits, q, k, q_positions, k_positions, allowed, scale):

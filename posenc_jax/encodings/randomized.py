@@ -4,12 +4,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from posenc_jax._checks import check_positive_int
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.parameters import Dims, Specs
 from posenc_jax.encodings.registry import get, register
+from posenc_jax.functional.random_positions import random_subset_positions
 from posenc_jax.typing import Array, BiasFn
 
 
@@ -39,7 +39,7 @@ class Randomized(PositionalEncoding):
     has already seen the large positions (and distances) of long ones. The same sampling
     is used at evaluation, as in the paper, so ``max_position`` must be at least the
     longest evaluation length (at length M the sample is ``arange(M)``). Every hook
-    (``embed``, ``rotate``, ``bias_fn``, ``contextual``, and the capabilities
+    (``embed``, ``rotate``, ``bias_fn``, ``contextual``, ``decay``, and the capabilities
     ``causal_only`` and ``needs_dense``) is the wrapped encoding's; only
     :meth:`sample_positions` differs, and the wrapped encoding never knows. Training and
     evaluation code get positions from :meth:`sample_positions` and pass them to the model;
@@ -81,11 +81,19 @@ class Randomized(PositionalEncoding):
             raise ValueError(
                 f"randomized base must be an encoding or a registered name, got {self.base!r}."
             )
+        linen_only = self.base.linen_only_hooks()
+        if linen_only:
+            raise ValueError(
+                f"randomized wraps encodings defined by their parameters and pure hooks; "
+                f"{type(self.base).__name__} defines {', '.join(linen_only)} the linen way "
+                "(overriding the private hook); define it with the *_with hooks instead."
+            )
         check_positive_int(self.max_position, "randomized max_position")
         super().__post_init__()
 
     causal_only = _FromBase()
     needs_dense = _FromBase()
+    needs_task_positions = _FromBase()
 
     @nn.nowrap
     def sample_positions(
@@ -93,12 +101,12 @@ class Randomized(PositionalEncoding):
     ) -> Array:
         """Sorted samples without replacement from ``[0, max_position)``, one per row.
 
-        Row ``b`` takes the first ``n`` entries of a random permutation of
-        ``[0, max_position)`` drawn with its own key and sorts them, ``n`` its example's
-        length: a uniform sorted subset, the paper's ``sort(choice(..., replace=False))``.
-        The real tokens' positions depend only on the row's key and ``n``, so a padded
-        example gets exactly the positions it gets unpadded. Padding slots take the next
-        entries of the permutation, sorted (distinct from the real ones, never attended).
+        Row ``b`` gets a uniformly random sorted subset of ``n`` positions, ``n`` its
+        example's length: the paper's ``sort(choice(..., replace=False))``
+        (:func:`posenc_jax.functional.random_subset_positions`). The real tokens' positions
+        depend only on the row's key and ``n``, so a padded example gets exactly the
+        positions it gets unpadded; padding slots take distinct positions that are never
+        attended.
 
         Args:
           key: a PRNG key; rows use independent keys split from it.
@@ -118,36 +126,54 @@ class Randomized(PositionalEncoding):
                 f"distinct positions, but max_position={self.max_position}; build the "
                 f"encoding with max_position >= {length} (the paper uses 2048)."
             )
-        keys = jax.random.split(key, batch_size)
-        if lengths is None:
-            lengths = jnp.full((batch_size,), length, jnp.int32)
+        return random_subset_positions(key, batch_size, length, self.max_position, lengths)
 
-        def sample_row(row_key: Array, row_length: Array) -> Array:
-            drawn = jax.random.permutation(row_key, self.max_position)[:length]
-            # Real slots sort before padding slots, each group in increasing order.
-            padding = jnp.arange(length) >= row_length
-            order = jnp.lexsort((drawn, padding))
-            return drawn[order]
+    @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        return self.base.rotated_width(head_dim)
 
-        return jax.vmap(sample_row)(keys, jnp.asarray(lengths)).astype(jnp.int32)
+    @nn.nowrap
+    def embed_positions(self, key: Array, task_positions: Array | None, *, training: bool):
+        """The wrapped encoding's (randomized positions replace only the model's positions)."""
+        return self.base.embed_positions(key, task_positions, training=training)
 
-    def _wrapped(self) -> PositionalEncoding:
-        """This wrapper's own copy of ``base``, with its parameters under ``wrapped``.
+    # Every hook is the wrapped encoding's, with its parameters under "wrapped" (in each
+    # layer that uses the wrapper, like the parameters of an unwrapped encoding).
 
-        Every clone of the wrapper holds the same ``base`` instance; calling it directly
-        would bind it once and share its parameters between all the layers that use the
-        wrapper. A fresh clone per wrapper keeps them per layer, like an unwrapped encoding.
-        """
-        return self.base.clone(parent=self, name="wrapped")
+    def uses_hook(self, hook: str) -> bool:
+        return self.base.uses_hook(hook)
 
-    def _embed(self, x: Array, positions: Array, *, context=None) -> Array:
-        return self._wrapped().embed(x, positions, context=context)
+    def embed_parameters(self, dims: Dims) -> Specs:
+        return _under_wrapped(self.base.embed_parameters(dims))
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None):
-        return self._wrapped().rotate(q, k, q_positions, k_positions, context=context)
+    def attention_parameters(self, dims: Dims) -> Specs:
+        return _under_wrapped(self.base.attention_parameters(dims))
 
-    def _bias_fn(self, *, num_heads: int, causal: bool, context=None) -> BiasFn | None:
-        return self._wrapped().bias_fn(num_heads=num_heads, causal=causal, context=context)
+    def embed_with(self, params, x: Array, positions: Array, *, context=None) -> Array:
+        return self.base.embed_with(_wrapped(params), x, positions, context=context)
 
-    def _contextual(self, **kwargs):
-        return self._wrapped().contextual(**kwargs)
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
+        return self.base.rotate_with(
+            _wrapped(params), q, k, q_positions, k_positions, context=context
+        )
+
+    def bias_fn_with(self, params, *, num_heads: int, causal: bool, context=None) -> BiasFn | None:
+        return self.base.bias_fn_with(
+            _wrapped(params), num_heads=num_heads, causal=causal, context=context
+        )
+
+    def contextual_with(self, params, **kwargs):
+        return self.base.contextual_with(_wrapped(params), **kwargs)
+
+    def decay_with(self, params, **kwargs):
+        return self.base.decay_with(_wrapped(params), **kwargs)
+
+
+def _under_wrapped(specs: Specs) -> Specs:
+    return {"wrapped": specs} if specs else {}
+
+
+def _wrapped(params: dict) -> dict:
+    return params.get("wrapped", {})

@@ -1,8 +1,9 @@
-"""Rotary encodings: RoPE, its long-context scalings, xPos and p-RoPE (the ``rotate`` hook).
+"""Rotary encodings: RoPE, its long-context scalings, xPos, p-RoPE, FoPE, PoPE (``rotate``).
 
 Every encoding here rotates queries ``[B, L, H, K]`` and keys ``[B, S, G, K]`` by their
-positions and adds nothing elsewhere. The math lives in :mod:`posenc_jax.functional.rope`
-and :mod:`posenc_jax.functional.rope_scaling`; these modules only choose the frequencies.
+positions and adds nothing elsewhere (PoPE also widens them to ``2K``). The math lives in
+:mod:`posenc_jax.functional` (``rope``, ``rope_scaling``, ``fope``, ``pope``); these
+modules choose the frequencies and parameters.
 
 Current length. Dynamic NTK and LongRoPE depend on the current length, taken as the
 largest query or key position + 1 over the whole batch (Hugging Face's
@@ -24,13 +25,19 @@ attention scale, as Hugging Face multiplies cos and sin, so the logits are multi
 its square.
 """
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax._checks import is_concrete
 from posenc_jax.encodings.base import PositionalEncoding
+from posenc_jax.encodings.parameters import Dims, Parameter, Specs
 from posenc_jax.encodings.registry import register
+from posenc_jax.functional import fope as fope_math
+from posenc_jax.functional import pope as pope_math
 from posenc_jax.functional import rope as rope_math
 from posenc_jax.functional import rope_scaling
 from posenc_jax.typing import Array
@@ -58,7 +65,9 @@ class _Rotary(PositionalEncoding):
         """Whether the frequencies follow the current length (dynamic NTK, LongRoPE)."""
         return False
 
-    def _rotate(self, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None):
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
         if q.shape[-1] != k.shape[-1]:
             raise ValueError(
                 f"queries and keys need the same head dimension to be rotated, got "
@@ -327,3 +336,115 @@ class PRoPE(_Rotary):
 
     def _frequencies(self, head_dim, q_positions, k_positions, *, length):
         return rope_math.p_rope_inv_freq(head_dim, p=self.p, base=self.base), 1.0
+
+
+@register("fope")
+class FoPE(PositionalEncoding):
+    """FoPE: each rotated pair's phase a fixed Fourier series over RoPE's trained frequencies.
+
+    Queries and keys of head ``g`` at position ``n`` turn pair ``t`` by the factors
+    ``C_t(n) = sum_f cos(w_f n) A_g[f, t]`` and ``S_t(n) = sum_f sin(w_f n) B_g[f, t]``
+    instead of RoPE's ``cos(w_t n)``, ``sin(w_t n)``: the frequencies ``w_f`` are RoPE's
+    without those below ``2 pi / train_length`` (zeroed: a frequency that never completes
+    a period in training is never learned beyond it), ``A = I + a`` and ``B = I + b`` with
+    small random ``a``, ``b`` per key/value head, fixed at initialization as in the
+    official code, and drawn per layer (the seed with the layer index folded in). The
+    first ``min(F, K / 4)`` pairs carry series; the rest carry no position (factors
+    ``C = S = 1``, as the official code pads them). See
+    :mod:`posenc_jax.functional.fope`. With ``gain=0`` it is RoPE at the kept
+    frequencies, relative in position; with noise a logit depends on both positions.
+
+    Attributes:
+      train_length: L_train, the longest training sequence in tokens (the study sets it
+        to its training length).
+      base: RoPE's base.
+      gain: the Xavier gain of the coefficients' noise (0.3, the official 60M models').
+      seed: the coefficients' seed.
+
+    References:
+      Hua, Jiang, Lv, Zhang, Sun, Fan, Zhu, Qi, Ding, Zhou, "Fourier Position Embedding:
+      Enhancing Attention's Periodic Extension for Length Generalization", ICML 2025,
+      arXiv 2412.17739.
+    """
+
+    train_length: int = 512
+    base: float = 10000.0
+    gain: float = 0.3
+    seed: int = 0
+
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
+        head_dim = q.shape[-1]
+        inv_freq = fope_math.fope_inv_freq(head_dim, train_length=self.train_length, base=self.base)
+        series = fope_math.fope_num_series(head_dim, inv_freq.shape[0])
+        layer = 0 if context is None or context.layer_index is None else context.layer_index
+        cos_coefficients, sin_coefficients = fope_math.fope_coefficients(
+            k.shape[-2], inv_freq.shape[0], series, gain=self.gain, seed=[self.seed, layer]
+        )
+        apply = functools.partial(
+            fope_math.apply_fope,
+            inv_freq=inv_freq,
+            cos_coefficients=cos_coefficients,
+            sin_coefficients=sin_coefficients,
+        )
+        return apply(q, q_positions), apply(k, k_positions)
+
+
+@register("pope")
+class PoPE(PositionalEncoding):
+    """PoPE: magnitudes softplus(content), phases from position, a learned phase offset per head.
+
+    Each of a head's ``K`` query and key features becomes a complex number of magnitude
+    ``softplus(x_c)`` and phase ``p theta_c`` (``theta_c = base^(-c/K)``), keys with a
+    learned per-head offset ``delta_c`` clamped to ``[-2 pi, 0]``, so that the logit is
+    ``sum_c softplus(q_c) softplus(k_c) cos((t - s) theta_c - delta_c) / sqrt(K)``:
+    content sets only magnitudes, position only phases, and the logit depends on the two
+    positions through ``t - s`` alone. ``rotate`` returns queries and keys of ``2K``
+    features ``[mu cos, mu sin]`` (the values keep ``K``); the queries carry ``sqrt(2)``
+    so that the attention's ``1 / sqrt(2K)`` is the ``1 / sqrt(K)`` above, and the offset
+    (on the queries' phase, an equivalent form) leaves grouped key heads shared. See
+    :mod:`posenc_jax.functional.pope`.
+
+    Attributes:
+      base: the frequencies' base.
+      learned_offset: learn ``delta`` (``[H, K]``, zeros at first as in x-transformers'
+        ``polar_pos_emb``); False fixes it at 0.
+      uniform_offset_init: start ``delta`` uniform in ``[-2 pi, 0]`` instead (the
+        x-transformers option ``polar_bias_uniform_init``).
+
+    References:
+      Gopalakrishnan, Csordás, Schmidhuber, Mozer, "Decoupling the 'What' and 'Where' With
+      Polar Coordinate Positional Embeddings", arXiv 2509.10534, 2025.
+    """
+
+    base: float = 10000.0
+    learned_offset: bool = True
+    uniform_offset_init: bool = False
+
+    @nn.nowrap
+    def rotated_width(self, head_dim: int) -> int:
+        return 2 * head_dim
+
+    def attention_parameters(self, dims: Dims) -> Specs:
+        if not self.learned_offset:
+            return {}
+
+        def init(key, shape, dtype=jnp.float32):
+            if self.uniform_offset_init:
+                return jax.random.uniform(key, shape, dtype, -2 * np.pi, 0.0)
+            return jnp.zeros(shape, dtype)
+
+        return {"phase_offset": Parameter((dims.num_heads, dims.head_dim), init)}
+
+    def rotate_with(
+        self, params, q: Array, k: Array, q_positions: Array, k_positions: Array, *, context=None
+    ):
+        inv_freq = pope_math.pope_inv_freq(q.shape[-1], base=self.base)
+        offset = None
+        if self.learned_offset:
+            offset = pope_math.clamp_phase_bias(params["phase_offset"])
+        q = pope_math.apply_pope(
+            q, q_positions, inv_freq, phase_bias=offset, scale=float(np.sqrt(2.0))
+        )
+        return q, pope_math.apply_pope(k, k_positions, inv_freq)

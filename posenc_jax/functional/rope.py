@@ -363,8 +363,28 @@ def apply_rope(
     if scale.ndim:
         scale = jnp.broadcast_to(scale, cos.shape)
     cos, sin = cos * scale, sin * scale
-    cos, sin = cos[..., None, :], sin[..., None, :]  # a head axis: [..., L, 1, P]
+    # A head axis: [..., L, 1, P].
+    return rotate_pairs(x, cos[..., None, :], sin[..., None, :], layout=layout)
 
+
+def rotate_pairs(x: Array, cos: Array, sin: Array, *, layout: str = "half") -> Array:
+    """Turns each feature pair ``(a, b)`` of ``x [..., L, H, K]`` to
+    ``(a cos - b sin, b cos + a sin)``: RoPE's rotation, given its factors.
+
+    Args:
+      x: queries or keys ``[..., L, H, K]``.
+      cos: float32 ``[..., L, H or 1, P]``, one factor per pair (``P <= K / 2``); plain
+        RoPE's are ``cos(p theta_t)``, FoPE's Fourier series.
+      sin: the same shape as ``cos``.
+      layout: "half" (pairs ``(t, t + P)``) or "interleaved" (pairs ``(2t, 2t + 1)``);
+        features ``2P..K`` pass through unchanged.
+
+    Returns:
+      ``x`` with its first ``2P`` features rotated (in float32), same shape and dtype.
+    """
+    _check_layout(layout)
+    pairs = cos.shape[-1]
+    rotated_dim = 2 * pairs
     rotated = x[..., :rotated_dim].astype(jnp.float32)
     if layout == "half":
         first, second = rotated[..., :pairs], rotated[..., pairs:]

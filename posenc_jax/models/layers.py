@@ -20,7 +20,9 @@ from posenc_jax.attention.ops import Window, as_window
 from posenc_jax.attention.temperature import AttentionTemperature
 from posenc_jax.encodings.base import PositionalEncoding
 
-ATTENTION_KINDS = ("multi_head", "multi_token")
+#: "multi_head" (softmax), "multi_token" (Multi-Token Attention), "stick_breaking"
+#: (multi-head attention with stick-breaking weights instead of a softmax).
+ATTENTION_KINDS = ("multi_head", "multi_token", "stick_breaking")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +38,12 @@ class LayerSpec:
         without position); None: the model's encoding.
       window: a :class:`~posenc_jax.attention.Window` or an int (sliding window of that
         many keys); None: full attention.
-      attention: "multi_head" or "multi_token"; None: the model's.
+      attention: "multi_head", "multi_token" or "stick_breaking"; None: the model's.
       mta: the layer's :class:`~posenc_jax.attention.MTAConfig`; None: the model's.
       temperature: the layer's :class:`~posenc_jax.attention.AttentionTemperature`;
         None: the model's (``attention_temperature``).
+      attention_sink: whether the layer's softmax has a learned sink logit per head;
+        None: the model's (``attention_sink``).
     """
 
     encoding: PositionalEncoding | None = None
@@ -47,6 +51,7 @@ class LayerSpec:
     attention: str | None = None
     mta: MTAConfig | None = None
     temperature: AttentionTemperature | None = None
+    attention_sink: bool | None = None
 
     def __post_init__(self):
         if self.encoding is not None and not isinstance(self.encoding, PositionalEncoding):
@@ -73,4 +78,6 @@ class LayerSpec:
             parts.append(self.attention)
         if self.temperature is not None:
             parts.append(f"temperature {self.temperature.kind}")
+        if self.attention_sink:
+            parts.append("sink")
         return "/".join(parts)

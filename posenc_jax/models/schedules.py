@@ -1,5 +1,8 @@
 """Named layer schedules: the per-layer patterns of production models, as layer specs.
 
+(And one research model's: :func:`stick_breaking`, stick-breaking attention without
+position in every layer.)
+
 Each function returns one :class:`~posenc_jax.models.layers.LayerSpec` per layer, for
 ``TransformerConfig(layers=...)``; its docstring cites the configuration it follows.
 :func:`from_hf_config` builds the schedule of a Hugging Face config dict (Llama 4,
@@ -142,12 +145,28 @@ def command_a(
     )
 
 
+def stick_breaking(num_layers: int) -> Schedule:
+    """Stick-breaking attention in every layer and no positional encoding: the models of
+    Tan et al., whose stick-breaking replaces softmax + RoPE. The rule's options are the
+    model's (``TransformerConfig.stick_breaking``).
+
+    References:
+      Tan, Yang, Courville, Panda & Shen, "Scaling Stick-Breaking Attention: An Efficient
+      Implementation and In-depth Study", ICLR 2025 (arXiv 2410.17980).
+    """
+    check_positive_int(num_layers, "num_layers")
+    return tuple(
+        LayerSpec(encoding=get("nope"), attention="stick_breaking") for _ in range(num_layers)
+    )
+
+
 #: The named schedules, by name (``get_schedule``).
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "llama4_irope": llama4_irope,
     "gemma3": gemma3,
     "smollm3": smollm3,
     "command_a": command_a,
+    "stick_breaking": stick_breaking,
 }
 
 

@@ -14,7 +14,17 @@ Each checkpoint also records what run it belongs to (``run``: the seeds and a di
 run's spec). A checkpoint of another run in the same directory is an error, not a resume:
 restoring it would report one run's model under another run's seeds or settings.
 
+Each also records the shape and dtype of every array it holds. A checkpoint whose arrays
+cannot fit the run's state (written by other code, or for another model, into the same
+directory) is refused with an error naming the first array that differs, before any
+restore is tried and without moving anything: it is not damaged, only not this run's.
+
 A state holding NaN or Inf is never saved, so every checkpoint on disk is finite.
+
+In a job of several processes each process writes its own shards (Orbax's multi-host
+form, in a directory every process reaches); a job with another number of devices
+restores them onto its own devices. Every process takes every decision alike: a restore
+that fails on one process fails on all, and process 0 alone moves checkpoints aside.
 """
 
 import hashlib
@@ -28,6 +38,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from posenc_jax.train.distributed import barrier, is_main_process, which_processes
+from posenc_jax.train.sharding import to_host
 from posenc_jax.train.step import TrainState
 
 
@@ -39,19 +51,33 @@ class CheckpointOfAnotherRunError(ValueError):
     """The directory's checkpoints were saved by a run with other seeds or another spec."""
 
 
+class CheckpointLayoutError(ValueError):
+    """The directory's checkpoints hold arrays of other shapes or dtypes than the state."""
+
+
 def state_fingerprint(state) -> str:
-    """SHA-256 over every leaf's tree path, dtype, shape and bytes, in tree order."""
+    """SHA-256 over every leaf's tree path, dtype, shape and bytes, in tree order (a
+    collective in a job of several processes: see ``sharding.to_host``)."""
     digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(to_host(state))[0]:
         leaf = np.ascontiguousarray(leaf)
         digest.update(f"{jax.tree_util.keystr(path)}|{leaf.dtype}|{leaf.shape}|".encode())
         digest.update(leaf.tobytes())
     return digest.hexdigest()
 
 
-def _first_non_finite(state) -> str | None:
+def state_layout(state) -> dict[str, str]:
+    """``{tree path: "shape dtype"}`` of every leaf, e.g. ``"(2, 16) float32"`` (the global
+    shape: the same on every process and for any number of devices)."""
+    return {
+        jax.tree_util.keystr(path): f"{tuple(leaf.shape)} {np.dtype(leaf.dtype).name}"
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+    }
+
+
+def _first_non_finite(host_state) -> str | None:
     """The tree path of the first floating-point leaf holding NaN or Inf, or None."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state))[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(host_state)[0]:
         leaf = np.asarray(leaf)
         if np.issubdtype(leaf.dtype, np.inexact) and not np.all(np.isfinite(leaf)):
             return jax.tree_util.keystr(path)
@@ -120,8 +146,11 @@ class Checkpointer:
             step and why.
           CheckpointOfAnotherRunError: the newest usable checkpoint records another ``run``
             (nothing on disk is changed).
+          CheckpointLayoutError: the newest checkpoint's arrays have other shapes or dtypes
+            than ``template``'s (nothing on disk is changed).
         """
         self.check_run()
+        self.check_layout(template)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         failures = []
         restored = None
@@ -146,9 +175,11 @@ class Checkpointer:
                 "start_fresh_if_unusable=True (LoopConfig(start_fresh_if_unusable=True)); "
                 f"the unusable checkpoints are then moved to {self.unusable_directory}."
             )
-        for step, _ in failures:
-            self._move_aside(step)
+        if failures and is_main_process():
+            for step, _ in failures:
+                self._move_aside(step)
         if failures:
+            barrier(f"checkpoints moved aside: {self.directory}")
             self._manager.reload()
             logging.warning(
                 "%s",
@@ -165,16 +196,7 @@ class Checkpointer:
         parameters have other shapes is named as another run, not as damaged files."""
         if self.run is None:
             return
-        saved = None
-        for step in sorted(self._manager.all_steps(), reverse=True):
-            try:
-                items = self._manager.restore(
-                    step, args=ocp.args.Composite(fingerprint=ocp.args.JsonRestore())
-                )
-            except Exception:  # noqa: BLE001 - an unreadable record is judged by restore()
-                continue
-            saved = (items.fingerprint or {}).get("run")
-            break
+        saved = self._newest_record().get("run")
         if saved is None or saved == self.run:
             return
         differing = sorted(k for k in {*self.run, *saved} if self.run.get(k) != saved.get(k))
@@ -185,14 +207,63 @@ class Checkpointer:
             "this run its own directory."
         )
 
-    def _restore_verified(self, step: int, abstract) -> TrainState:
-        """The state at ``step``, checked against its fingerprint."""
-        items = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), fingerprint=ocp.args.JsonRestore()
-            ),
+    def check_layout(self, template: TrainState) -> None:
+        """Raises :class:`CheckpointLayoutError` if the newest checkpoint whose record can be
+        read holds arrays of other shapes or dtypes than ``template`` (records written
+        before layouts were recorded are not checked)."""
+        saved = self._newest_record().get("layout")
+        if saved is None:
+            return
+        layout = state_layout(template)
+        differing = sorted(k for k in {*saved, *layout} if saved.get(k) != layout.get(k))
+        if not differing:
+            return
+        first = differing[0]
+        job = self._newest_record().get("job", {})
+        written_by = (
+            f" (written by a job of {job['devices']} device(s) in {job['processes']} process(es))"
+            if job
+            else ""
         )
+        raise CheckpointLayoutError(
+            f"the checkpoints in {self.directory}{written_by} cannot be restored into this "
+            f"run's state: {len(differing)} array(s) differ, first {first}: "
+            f"{saved.get(first, 'absent')} saved, {layout.get(first, 'absent')} now. Nothing "
+            "was changed on disk. They were saved by other code or for another model: give "
+            "this run its own directory, or resume with the code and settings that saved them."
+        )
+
+    def _newest_record(self) -> dict:
+        """The JSON record (fingerprint, run, layout) of the newest checkpoint whose record
+        can be read, or {}."""
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                items = self._manager.restore(
+                    step, args=ocp.args.Composite(fingerprint=ocp.args.JsonRestore())
+                )
+            except Exception:  # noqa: BLE001 - an unreadable record is judged by restore()
+                continue
+            return items.fingerprint or {}
+        return {}
+
+    def _restore_verified(self, step: int, abstract) -> TrainState:
+        """The state at ``step``, checked against its fingerprint; a restore that fails on
+        any process of the job fails on every process."""
+        try:
+            items = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), fingerprint=ocp.args.JsonRestore()
+                ),
+            )
+            local_error = None
+        except Exception as error:  # noqa: BLE001 - re-raised below, on every process
+            local_error = error
+        failed_on = which_processes(local_error is not None)
+        if local_error is not None:
+            raise local_error
+        if failed_on:
+            raise RuntimeError(f"the restore failed on process(es) {failed_on}")
         expected = (items.fingerprint or {}).get("sha256")
         actual = state_fingerprint(items.state)
         if expected != actual:
@@ -226,7 +297,7 @@ class Checkpointer:
           FloatingPointError: the state holds NaN or Inf; nothing is saved, and the
             message names the step, the leaf and the last checkpoint.
         """
-        host = jax.device_get(state)
+        host = to_host(state)
         bad_leaf = _first_non_finite(host)
         if bad_leaf is not None:
             latest = self.latest_step()
@@ -240,7 +311,14 @@ class Checkpointer:
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                fingerprint=ocp.args.JsonSave({"sha256": state_fingerprint(host), "run": self.run}),
+                fingerprint=ocp.args.JsonSave(
+                    {
+                        "sha256": state_fingerprint(host),
+                        "run": self.run,
+                        "layout": state_layout(host),
+                        "job": {"devices": jax.device_count(), "processes": jax.process_count()},
+                    }
+                ),
             ),
         )
 

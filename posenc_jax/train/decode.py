@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from posenc_jax.models.transformer import Transformer, TransformerConfig
+from posenc_jax.train.sharding import to_host
 from posenc_jax.train.step import model_positions
 from posenc_jax.typing import Array
 
@@ -32,7 +33,11 @@ def init_cache(
 ) -> Any:
     """An empty cache for sequences of up to ``max_length`` tokens."""
     tokens = jnp.zeros((batch_size, max_length), jnp.int32)
-    variables = _decoding(config).init(jax.random.key(0), tokens, source=source)
+    # Only the cache's shapes matter here; the embedding reads position 0 everywhere, which
+    # every table has (positions of an embedding indexed by the task's need not reach L).
+    variables = _decoding(config).init(
+        jax.random.key(0), tokens, embed_positions=jnp.zeros_like(tokens), source=source
+    )
     return variables["cache"]
 
 
@@ -43,14 +48,17 @@ def decode_step(
     tokens: Array,
     positions: Array,
     *,
+    embed_positions: Array | None = None,
     source: Array | None = None,
     source_positions: Array | None = None,
 ) -> tuple[Array, Any]:
-    """Feeds ``tokens [B, l]`` at ``positions [B, l]``; returns their logits and the new cache."""
+    """Feeds ``tokens [B, l]`` at ``positions [B, l]`` (their ``embed`` hook at
+    ``embed_positions [B, l]`` when given); returns their logits and the new cache."""
     logits, variables = _decoding(config).apply(
         {"params": params, "cache": cache},
         tokens,
         positions,
+        embed_positions=embed_positions,
         source=source,
         source_positions=source_positions,
         mutable=["cache"],
@@ -66,6 +74,7 @@ def greedy_decode(
     positions: Array,
     num_tokens: int,
     *,
+    embed_positions: Array | None = None,
     source: Array | None = None,
     source_positions: Array | None = None,
 ) -> Array:
@@ -78,6 +87,8 @@ def greedy_decode(
       positions: ``[B, P + num_tokens - 1]``: the positions of the prompt and of every fed
         token (the encoding's ``sample_positions`` gives them).
       num_tokens: how many tokens to generate.
+      embed_positions: None, or the ``embed`` hook's positions of the same tokens, shaped
+        as ``positions`` (the encoding's ``embed_positions`` gives them).
       source, source_positions: encoder inputs of an encoder-decoder model.
 
     Returns:
@@ -87,25 +98,37 @@ def greedy_decode(
     if num_tokens <= 0:
         raise ValueError(f"num_tokens must be positive, got {num_tokens}.")
     needed = prompt_length + num_tokens - 1
-    if positions.shape != (batch, needed):
-        raise ValueError(
-            f"positions has shape {positions.shape}; expected [B, P + num_tokens - 1] = "
-            f"[{batch}, {needed}]."
-        )
+    for name, array in (("positions", positions), ("embed_positions", embed_positions)):
+        if array is not None and array.shape != (batch, needed):
+            raise ValueError(
+                f"{name} has shape {array.shape}; expected [B, P + num_tokens - 1] = "
+                f"[{batch}, {needed}]."
+            )
+    if embed_positions is None:
+        embed_positions = positions
     cache = init_cache(config, batch, needed, source=source)
     step = functools.partial(
         decode_step, config, params, source=source, source_positions=source_positions
     )
-    logits, cache = step(cache, prompt, positions[:, :prompt_length])
+    logits, cache = step(
+        cache,
+        prompt,
+        positions[:, :prompt_length],
+        embed_positions=embed_positions[:, :prompt_length],
+    )
     first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
 
-    def next_token(carry, position):
+    def next_token(carry, fed_positions):
         cache, token = carry
-        logits, cache = step(cache, token[:, None], position[:, None])
+        position, embed_position = fed_positions
+        logits, cache = step(
+            cache, token[:, None], position[:, None], embed_positions=embed_position[:, None]
+        )
         token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
         return (cache, token), token
 
-    _, rest = jax.lax.scan(next_token, (cache, first), positions[:, prompt_length:].T)
+    rest_positions = (positions[:, prompt_length:].T, embed_positions[:, prompt_length:].T)
+    _, rest = jax.lax.scan(next_token, (cache, first), rest_positions)
     return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
@@ -118,6 +141,7 @@ def greedy_fill(
     prompt_lengths: Array,
     num_steps: Array | int | None = None,
     *,
+    embed_positions: Array | None = None,
     source: Array | None = None,
     source_positions: Array | None = None,
 ) -> Array:
@@ -137,6 +161,8 @@ def greedy_fill(
       prompt_lengths: int ``[B]``, each at least 1.
       num_steps: how many steps to run (default T; may be traced, so a batch whose
         answers end early stops early without another compilation).
+      embed_positions: None, or ``[B, T]`` the ``embed`` hook's positions of every input
+        token (the encoding's ``embed_positions``).
       source, source_positions: encoder inputs of an encoder-decoder model.
 
     Returns:
@@ -144,10 +170,13 @@ def greedy_fill(
       t), zeros after ``num_steps``.
     """
     batch, width = inputs.shape
-    if positions.shape != inputs.shape:
-        raise ValueError(
-            f"positions has shape {positions.shape}; expected the inputs' {inputs.shape}."
-        )
+    for name, array in (("positions", positions), ("embed_positions", embed_positions)):
+        if array is not None and array.shape != inputs.shape:
+            raise ValueError(
+                f"{name} has shape {array.shape}; expected the inputs' {inputs.shape}."
+            )
+    if embed_positions is None:
+        embed_positions = positions
     num_steps = width if num_steps is None else jnp.minimum(num_steps, width)
     step = functools.partial(
         decode_step, config, params, source=source, source_positions=source_positions
@@ -158,7 +187,10 @@ def greedy_fill(
         fed = jax.lax.dynamic_index_in_dim(inputs, t, 1, keepdims=False)
         token = jnp.where(t < prompt_lengths, fed, predicted)
         logits, cache = step(
-            cache, token[:, None], jax.lax.dynamic_slice_in_dim(positions, t, 1, 1)
+            cache,
+            token[:, None],
+            jax.lax.dynamic_slice_in_dim(positions, t, 1, 1),
+            embed_positions=jax.lax.dynamic_slice_in_dim(embed_positions, t, 1, 1),
         )
         predicted = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
         generated = jax.lax.dynamic_update_slice_in_dim(generated, predicted[:, None], t, 1)
@@ -203,7 +235,9 @@ def greedy_metric_sums(
 
     Each row's prompt is its inputs up to its first answer target; the model then
     generates the answer token by token from its own predictions (:func:`greedy_fill`),
-    with the positions the encoding chose for the whole sequence. Returns None if a row
+    with the positions the encoding chose for the whole sequence (``model_positions``:
+    the embed positions of a task's answer follow from its prompt, as an addition's
+    answer width follows from its operands'). Returns None if a row
     has no contiguous answer after a prompt (see :func:`answer_spans`).
     """
     starts = answer_spans(batch["weights"])
@@ -218,6 +252,7 @@ def greedy_metric_sums(
         positions["positions"],
         jnp.asarray(starts + 1, jnp.int32),
         jnp.asarray(np.max(last_target), jnp.int32),
+        embed_positions=positions.get("embed_positions"),
         source=batch.get("source"),
         source_positions=positions.get("source_positions"),
     )
@@ -235,8 +270,11 @@ def evaluate_greedy(spec, params: Any, batches, *, key) -> list[dict] | None:
 
     Positions come from the same keys as teacher-forced evaluation (``evaluate``), so both
     read the same examples at the same positions. Returns None for tasks without a
-    contiguous answer after a prompt (see :func:`answer_spans`).
+    contiguous answer after a prompt (see :func:`answer_spans`). Each seed decodes on this
+    process's default device, from a whole copy of its parameters (on every process of a
+    job of several: they all compute the same numbers).
     """
+    params = to_host(params)
     num_seeds = jax.tree.leaves(params)[0].shape[0]
     totals = [None] * num_seeds
     for index, batch in enumerate(batches):

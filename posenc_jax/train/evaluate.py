@@ -17,6 +17,7 @@ import numpy as np
 from posenc_jax._checks import is_integer
 from posenc_jax.data.task import Batch
 from posenc_jax.train.metrics import ratios
+from posenc_jax.train.sharding import to_host
 from posenc_jax.train.step import RunSpec, eval_batch, init_state, over_seeds
 
 
@@ -105,7 +106,7 @@ def evaluate(
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     if totals is None:
         raise ValueError("evaluation got no batches.")
-    totals = {k: np.asarray(v, np.float64) for k, v in totals.items()}
+    totals = {k: np.asarray(v, np.float64) for k, v in to_host(totals).items()}
     if np.any(totals["tokens"] == 0):
         raise ValueError("evaluation batches contain no counted target token.")
     pooled = {k: np.asarray(v) for k, v in ratios(totals).items()}

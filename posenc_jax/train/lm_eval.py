@@ -14,7 +14,8 @@ A final window aligned to the end of the corpus scores whatever targets the regu
 left over. ``position_bucket_sums`` pools the cross-entropy of scored targets into
 equal-width buckets of window position (how much context the model had); ``evaluate_lm``
 runs a model over all windows and reports per-bucket loss (nats) and bits per character
-(``bpc = nats / ln 2``).
+(``bpc = nats / ln 2``), and ``evaluate_lm_runs`` does the same for every seed of a
+trained run (a ``RunSpec`` and its stacked parameters) in one compiled program.
 
 References:
   Press, Smith & Lewis, "Train Short, Test Long: Attention with Linear Biases Enables Input
@@ -22,8 +23,10 @@ References:
   window evaluation).
 """
 
+import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +34,8 @@ import numpy as np
 import optax
 
 from posenc_jax.data.task import Batch
+from posenc_jax.train.sharding import to_host
+from posenc_jax.train.step import RunSpec, forward, model_positions, over_seeds
 from posenc_jax.typing import Array
 
 
@@ -135,6 +140,7 @@ def bucket_metrics(sums: dict, window: int) -> dict:
 
     Raises:
       ValueError: if no target was scored.
+      FloatingPointError: if the loss is NaN or Inf (no such number is returned).
     """
     loss_sum = np.asarray(sums["loss_sum"], np.float64)
     tokens = np.asarray(sums["tokens"], np.float64)
@@ -142,6 +148,11 @@ def bucket_metrics(sums: dict, window: int) -> dict:
         raise ValueError("language-model evaluation scored no target character.")
     bucket_loss = [float(s / n) if n > 0 else None for s, n in zip(loss_sum, tokens, strict=True)]
     loss = float(loss_sum.sum() / tokens.sum())
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"language-model evaluation at window {window} gave a loss of {loss}: the "
+            "model's outputs are not finite there, so no bits per character are reported."
+        )
     return {
         "loss": loss,
         "bpc": loss / math.log(2),
@@ -151,6 +162,27 @@ def bucket_metrics(sums: dict, window: int) -> dict:
         "bucket_tokens": [int(n) for n in tokens],
         "bucket_edges": bucket_edges(window, len(tokens)),
     }
+
+
+def _pooled_window_sums(
+    sums_fn: Callable[[Batch, int], dict], ids, window: int, stride: int | None, batch_size: int
+) -> tuple[dict, int]:
+    """Bucket sums of every window of ``ids``, pooled by addition, and the window count.
+
+    ``sums_fn(batch, index)`` scores the ``index``-th batch of ``batch_size`` windows;
+    the last batch is padded with unscored rows, so every batch has one shape.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    windows = lm_windows(ids, window, stride=stride)
+    num_windows = windows["inputs"].shape[0]
+    padded = -(-num_windows // batch_size) * batch_size
+    windows = {k: np.pad(v, ((0, padded - num_windows), (0, 0))) for k, v in windows.items()}
+    totals = None
+    for index, start in enumerate(range(0, padded, batch_size)):
+        sums = sums_fn({k: v[start : start + batch_size] for k, v in windows.items()}, index)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    return totals, num_windows
 
 
 def evaluate_lm(
@@ -177,24 +209,76 @@ def evaluate_lm(
     Returns:
       ``bucket_metrics`` of all windows, plus ``window``, ``stride`` and ``windows``.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    windows = lm_windows(ids, window, stride=stride)
-    num_windows = windows["inputs"].shape[0]
-    padded = -(-num_windows // batch_size) * batch_size
-    windows = {k: np.pad(v, ((0, padded - num_windows), (0, 0))) for k, v in windows.items()}
 
     @jax.jit
     def batch_sums(batch):
         logits = logits_fn(batch["inputs"])
         return position_bucket_sums(logits, batch["targets"], batch["weights"], num_buckets)
 
-    totals = None
-    for start in range(0, padded, batch_size):
-        sums = batch_sums({k: v[start : start + batch_size] for k, v in windows.items()})
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals, num_windows = _pooled_window_sums(
+        lambda batch, index: batch_sums(batch), ids, window, stride, batch_size
+    )
+    return {**bucket_metrics(totals, window), **_windowing(window, stride, num_windows)}
+
+
+@functools.lru_cache(maxsize=128)
+def _compiled_run_sums(spec: RunSpec, num_buckets: int) -> Callable:
+    def one_seed(params, batch, positions_key):
+        positions = model_positions(spec.model, batch, positions_key)
+        logits = forward(spec.model, params, batch, positions)
+        return position_bucket_sums(logits, batch["targets"], batch["weights"], num_buckets)
+
+    return jax.jit(over_seeds(one_seed, in_axes=(0, None, None)))
+
+
+def evaluate_lm_runs(
+    spec: RunSpec,
+    params: Any,
+    ids,
+    *,
+    key,
+    window: int,
+    stride: int | None = None,
+    batch_size: int,
+    num_buckets: int = 8,
+) -> list[dict]:
+    """``evaluate_lm`` of every seed of a trained run, in one program compiled per window.
+
+    Args:
+      spec: the run (its model and encoding).
+      params: its parameters with a leading seed axis (``TrainState.params``).
+      ids: int ``[M]`` token ids of the evaluation text.
+      key: PRNG key of the positions an encoding samples (randomized encodings), folded
+        with the batch index.
+      window, stride, batch_size, num_buckets: as in :func:`evaluate_lm`.
+
+    Returns:
+      one :func:`evaluate_lm` result per seed, in the order of the seed axis.
+
+    Raises:
+      FloatingPointError: a seed's loss is NaN or Inf; the message names the seed index.
+    """
+    fn = _compiled_run_sums(spec, num_buckets)
+    totals, num_windows = _pooled_window_sums(
+        lambda batch, index: fn(params, batch, jax.random.fold_in(key, index)),
+        ids,
+        window,
+        stride,
+        batch_size,
+    )
+    totals = to_host(totals)  # split over the seeds' devices, which may be other hosts'
+    results = []
+    for seed_index in range(totals["tokens"].shape[0]):
+        try:
+            metrics = bucket_metrics({k: v[seed_index] for k, v in totals.items()}, window)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"{error} (seed index {seed_index})") from error
+        results.append({**metrics, **_windowing(window, stride, num_windows)})
+    return results
+
+
+def _windowing(window: int, stride: int | None, num_windows: int) -> dict:
     return {
-        **bucket_metrics(totals, window),
         "window": window,
         "stride": window if stride is None else stride,
         "windows": num_windows,

@@ -5,6 +5,11 @@ on the host. A NaN or Inf loss stops the run with an error naming the step and t
 checkpoint. With a checkpoint directory, a restarted run resumes from its newest
 checkpoint and, because the data of every step is a pure function of (seed, step), ends
 with the same parameters as an uninterrupted run.
+
+In a job of several processes (``distributed.join_job``) every process calls ``train``
+alike: the run spans every device of the job, each step's metrics are replicated so that
+every process reads the same numbers (and stops alike on a NaN), checkpoints are Orbax's
+multi-host form, and process 0 alone writes ``metrics.jsonl``.
 """
 
 import dataclasses
@@ -15,14 +20,14 @@ import os
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from posenc_jax._checks import check_writable_dir, is_integer
 from posenc_jax._digest import content_digest
 from posenc_jax.train.checkpoint import Checkpointer
-from posenc_jax.train.sharding import Placement, placement
+from posenc_jax.train.distributed import is_main_process
+from posenc_jax.train.sharding import Placement, make_mesh, placement, to_host
 from posenc_jax.train.step import RunSpec, TrainState, init_state, over_seeds, train_step
 
 
@@ -49,15 +54,20 @@ class LoopConfig:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}.")
 
 
-def run_keys(seeds: Sequence[int]) -> jax.Array:
-    """A stacked PRNG key per seed, the leading axis of every vmapped quantity."""
+def run_keys(seeds: Sequence[int], sharding: NamedSharding | None = None) -> jax.Array:
+    """A stacked PRNG key per seed, the leading axis of every vmapped quantity, made where
+    ``sharding`` places them (None: the default device). Keys are made, not moved, so
+    that they can live on devices of other processes."""
     if not seeds:
         raise ValueError("at least one seed is needed.")
     bad = [s for s in seeds if not is_integer(s)]
     bad += [s for s in seeds if s not in bad and not 0 <= s < 2**32]
     if bad:
         raise ValueError(f"seeds must be integers in [0, 2^32), got {bad}.")
-    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+    make = jax.vmap(jax.random.key)
+    if sharding is not None:
+        make = jax.jit(make, out_shardings=sharding)
+    return make(np.asarray(seeds, np.uint32))
 
 
 def run_identity(spec: RunSpec, seeds: Sequence[int]) -> dict:
@@ -77,7 +87,10 @@ def compiled_step(spec: RunSpec, place: Placement | None = None) -> Callable:
     step = functools.partial(train_step, spec, batch_sharding=place and place.batch)
     shardings = {}
     if place is not None:
-        shardings = {"in_shardings": (place.state, place.state), "out_shardings": place.state}
+        shardings = {
+            "in_shardings": (place.state, place.state),
+            "out_shardings": (place.state, place.replicated),
+        }
     return jax.jit(over_seeds(step), donate_argnums=0, **shardings)
 
 
@@ -99,7 +112,8 @@ def train(
       workdir: where checkpoints and ``metrics.jsonl`` go; None keeps nothing on disk.
       on_step: called with the number of steps done after each step (progress bars).
       mesh: devices to train on (``sharding.make_mesh()``); seeds or batch are split over
-        them. None: the default device.
+        them. None: the default device, or in a job of several processes every device of
+        the job.
 
     Returns:
       The final stacked TrainState and the logged metrics, one dict per logged step with
@@ -114,12 +128,12 @@ def train(
     """
     if workdir is not None:
         workdir = check_writable_dir(workdir)
-    keys = run_keys(seeds)
+    if mesh is None and jax.process_count() > 1:
+        mesh = make_mesh()
     place = (
         None if mesh is None else placement(mesh, num_seeds=len(seeds), batch_size=spec.batch_size)
     )
-    if place is not None:
-        keys = jax.device_put(keys, place.state)
+    keys = run_keys(seeds, place and place.state)
     state = compiled_init(spec, place)(keys)
     checkpointer = None
     if workdir is not None and loop.checkpoint_every:
@@ -130,8 +144,8 @@ def train(
         )
         restored = checkpointer.restore(state, start_fresh_if_unusable=loop.start_fresh_if_unusable)
         if restored is not None:
-            state = restored if place is None else jax.device_put(restored, place.state)
-    start = int(np.asarray(state.step).reshape(-1)[0])
+            state = restored  # placed as the template, ``state``
+    start = int(to_host(state.step).reshape(-1)[0])
     log_path = os.path.join(workdir, "metrics.jsonl") if workdir else None
     history = _read_history(log_path, before_step=start)
 
@@ -170,7 +184,8 @@ def train(
 def _record(pending, seeds, loop, total, history, last_saved) -> None:
     """Reads one step's metrics (already computed), checks them, keeps them if due."""
     step, metrics = pending
-    losses = np.asarray(metrics["loss"])
+    metrics = to_host(metrics)
+    losses = metrics["loss"]
     bad = [(seed, float(v)) for seed, v in zip(seeds, losses, strict=True) if not math.isfinite(v)]
     if bad:
         seed, value = bad[0]
@@ -180,7 +195,7 @@ def _record(pending, seeds, loop, total, history, last_saved) -> None:
             f"{where}. Lower the learning rate or check the inputs."
         )
     if step % loop.log_every == 0 or step == total:
-        history.append({"step": step, **{k: np.asarray(v).tolist() for k, v in metrics.items()}})
+        history.append({"step": step, **{k: v.tolist() for k, v in metrics.items()}})
 
 
 def _read_history(path: str | None, *, before_step: int) -> list[dict]:
@@ -193,6 +208,8 @@ def _read_history(path: str | None, *, before_step: int) -> list[dict]:
 
 
 def _write_history(path: str, history: list[dict]) -> None:
+    if not is_main_process():
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

@@ -70,21 +70,50 @@ class RunSpec:
             )
 
 
+#: Folded into the positions key to draw the embed positions' offsets.
+_EMBED_POSITIONS_STREAM = 0xAB
+
+
 def _keys(run_key: Array, step: Array) -> tuple[Array, Array, Array]:
     data_key, positions_key, source_key = jax.random.split(jax.random.fold_in(run_key, step), 3)
     return data_key, positions_key, source_key
 
 
-def model_positions(model: TransformerConfig, batch: Batch, key: Array) -> dict[str, Array]:
-    """The position arrays of a batch, chosen by the encoding (``sample_positions``), for
-    each example's own length when the batch is padded."""
+def model_positions(
+    model: TransformerConfig, batch: Batch, key: Array, *, training: bool = False
+) -> dict[str, Array]:
+    """The position arrays of a batch, chosen by the model's encoding: the one place that
+    decides positions.
+
+    ``positions`` (and ``source_positions``) come from ``sample_positions``, for each
+    example's own length when the batch is padded; ``embed_positions``, when the encoding
+    has its own (``embed_positions``: Abacus, position coupling), from the positions the
+    task assigns (``batch["task_positions"]``), with the offsets it draws in training.
+
+    Args:
+      model: the model's configuration.
+      batch: a batch in the task layout.
+      key: a PRNG key.
+      training: whether the batch is a training batch.
+
+    Returns:
+      ``positions`` ``[B, T]``, and ``embed_positions`` ``[B, T]`` and
+      ``source_positions`` ``[B, S]`` where they apply.
+    """
     target_key, source_key = jax.random.split(key)
+    # Folded in, so the other positions are those drawn before embed positions existed.
+    embed_key = jax.random.fold_in(key, _EMBED_POSITIONS_STREAM)
 
     def sample(key, tokens, padding_mask):
         lengths = None if padding_mask is None else jnp.sum(padding_mask, axis=-1)
         return model.encoding.sample_positions(key, *tokens.shape, lengths=lengths)
 
     positions = {"positions": sample(target_key, batch["inputs"], batch.get("padding_mask"))}
+    embed_positions = model.encoding.embed_positions(
+        embed_key, batch.get("task_positions"), training=training
+    )
+    if embed_positions is not None:
+        positions["embed_positions"] = embed_positions
     if "source" in batch:
         positions["source_positions"] = sample(
             source_key, batch["source"], batch.get("source_padding_mask")
@@ -99,6 +128,7 @@ def forward(model: TransformerConfig, params: Any, batch: Batch, positions: dict
         batch["inputs"],
         positions["positions"],
         padding_mask=batch.get("padding_mask"),
+        embed_positions=positions.get("embed_positions"),
         source=batch.get("source"),
         source_positions=positions.get("source_positions"),
         source_padding_mask=batch.get("source_padding_mask"),
@@ -121,6 +151,7 @@ def init_state(spec: RunSpec, run_key: Array) -> TrainState:
         init_key,
         batch["inputs"],
         positions["positions"],
+        embed_positions=positions.get("embed_positions"),
         source=batch.get("source"),
         source_positions=positions.get("source_positions"),
     )["params"]
@@ -172,7 +203,7 @@ def train_step(
     batch = sample_train_batch(spec, data_key, spec.batch_size)
     if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    positions = model_positions(spec.model, batch, positions_key)
+    positions = model_positions(spec.model, batch, positions_key, training=True)
 
     def loss_fn(params):
         metrics = masked_metrics(
