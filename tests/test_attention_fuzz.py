@@ -345,7 +345,8 @@ def _backends(setup: Setup, has_contextual: bool, has_bias: bool) -> list[str]:
             has_mask=setup.mask != "none" or setup.padding,
             window=setup.window,
             dtype=jnp.dtype(setup.dtype),
-            head_dim=setup.head_dim,
+            head_dim=setup.module().rotated_width(setup.head_dim),
+            value_dim=setup.head_dim,
         )
         backends.append("jax")
     except ValueError:
@@ -436,7 +437,7 @@ def _reference(setup, params, call, q, k, bias):
     if setup.separable:
         bias = bias + call["u"][..., :, None] - call["w"][..., None, :]
     q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
-    scale = setup.head_dim**-0.5
+    scale = q.shape[-1] ** -0.5  # the rotated width (PoPE doubles it), as the core
     if setup.encoding in CONTEXTUAL:
         logits = _contextual_logits(setup, params, call, q, k, allowed)
         content = np.einsum("blhk,bshk->bhls", q, repeat_kv_heads(k, setup.heads)) * scale
@@ -465,7 +466,7 @@ def _gradient_terms(setup, q, k, weights, d_out, d_z):
     ``sum a b``. Softmax rows make them cancel (``sum_j dz_ij = 0``: the gradient of u is
     0), and rounding scales with these sizes, not with the result's."""
     heads, kv_heads = setup.heads, setup.kv_heads
-    scale, size = setup.head_dim**-0.5, np.abs(d_z)
+    scale, size = q.shape[-1] ** -0.5, np.abs(d_z)
     return {
         "q": scale * np.einsum("bhls,bshk->blhk", size, np.abs(repeat_kv_heads(k, heads))),
         "k": scale * sum_kv_heads(np.einsum("bhls,blhk->bshk", size, np.abs(q)), kv_heads),
