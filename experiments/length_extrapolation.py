@@ -11,9 +11,9 @@ summary scores of the references: the RPE score (mean per-token accuracy over le
 A language-model task (``char_lm``; presets ``lm_quick`` and ``lm``) is trained on windows of
 N characters of a corpus (``--config.lm.corpus``: a text file, the offline ``python_docs``
 or a TFDS name) and scored in bits per character on its held-out text at every evaluation
-length, in non-overlapping windows (Press et al. 2022) and optionally sliding ones, overall
-and by position in the window; its rows, table section and plots say so
-(``experiments/lm_study.py``).
+length, in non-overlapping windows (Press et al. 2022), optionally in sliding ones and
+decoded token by token with StreamingLLM's cache, overall and by position in the window;
+its rows, table section and plots say so (``experiments/lm_study.py``).
 
 Command (``make study`` runs the quick preset):
   python -m experiments.length_extrapolation --config experiments/configs/quick.py \
@@ -63,7 +63,13 @@ from tqdm import tqdm
 import posenc_jax as pj
 from experiments.cell_shards import CellShard, merge_shard_rows, parse_cell_shard, shard_files
 from experiments.configs import base as base_config
-from experiments.lm_study import is_language_model, lm_evaluation_settings, lm_metrics, study_task
+from experiments.lm_study import (
+    check_lm_cell,
+    is_language_model,
+    lm_evaluation_settings,
+    lm_metrics,
+    study_task,
+)
 from experiments.memory_pages import report_small_pages
 from experiments.plots import extrapolation_plots
 from experiments.results import (
@@ -277,7 +283,9 @@ def validate(cfg: ConfigDict) -> None:
         )
     lengths = eval_lengths(cfg)
     for task, encoding in study_cells(cfg):
-        cell_spec(cfg, task, encoding)  # every cell's run spec builds
+        spec, _ = cell_spec(cfg, task, encoding)  # every cell's run spec builds
+        if is_language_model(spec.task):
+            check_lm_cell(cfg, spec, lengths, f"{task}/{encoding}")
     for task, encoding in traced_cells(cfg, lengths):
         check_eval_lengths(cell_spec(cfg, task, encoding)[0], lengths)
 

@@ -58,12 +58,18 @@ def extrapolation_plots(rows: list[dict], out_dir: str, *, dpi: int = 110) -> li
 def lm_plots(rows: list[dict], out_dir: str, *, dpi: int = 110) -> list[str]:
     """Per language-model task: bits per character against evaluation length, one line per
     encoding (as Press et al. 2022, Figure 1; ``<task>_bpc.png``, and
-    ``<task>_sliding_bpc.png`` when sliding windows were scored), and by position in the
+    ``<task>_sliding_bpc.png`` when sliding windows were scored and
+    ``<task>_streaming_bpc.png`` when windows were decoded with StreamingLLM's cache), and
+    by position in the
     window, one panel per encoding and one line per evaluation length
     (``<task>_bpc_by_position.png``). Returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    for metric, label in (("bpc", "non-overlapping"), ("sliding_bpc", "sliding")):
+    for metric, label in (
+        ("bpc", "non-overlapping windows"),
+        ("sliding_bpc", "sliding windows"),
+        ("streaming_bpc", "windows decoded with StreamingLLM's cache"),
+    ):
         for task, by_encoding in sorted(summarize(rows, metric).items()):
             n = next(r["train_length"] for r in rows if r["task"] == task)
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -77,7 +83,7 @@ def lm_plots(rows: list[dict], out_dir: str, *, dpi: int = 110) -> list[str]:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("evaluation length (characters per window)")
             ax.set_ylabel("bits per character (mean ± std over seeds)")
-            ax.set_title(f"{task}: held-out bits per character, {label} windows")
+            ax.set_title(f"{task}: held-out bits per character, {label}", fontsize=9)
             ax.legend(fontsize=7, ncol=2)
             fig.tight_layout()
             paths.append(_save(fig, out_dir, f"{task}_{metric}.png", dpi))

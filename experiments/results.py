@@ -418,7 +418,9 @@ def lm_task_table(rows: list[dict], encodings_order: list[str] | None = None) ->
 
     Args:
       rows: the task's rows (``bpc``, ``bucket_bpc`` and ``bucket_edges`` per row;
-        ``sliding_bpc`` and ``sliding_stride`` when sliding windows were scored).
+        ``sliding_bpc`` and ``sliding_stride`` when sliding windows were scored;
+        ``streaming_bpc``, ``streaming_tokens``, ``streaming_sinks`` and
+        ``streaming_recent`` when windows were decoded with StreamingLLM's cache).
       encodings_order: the configuration's order of encodings.
 
     Returns:
@@ -430,11 +432,28 @@ def lm_task_table(rows: list[dict], encodings_order: list[str] | None = None) ->
     lengths = sorted({r["eval_length"] for r in rows})
     plain, sliding = summarize(rows, "bpc")[task], summarize(rows, "sliding_bpc").get(task, {})
     strides = sorted({r["sliding_stride"] for r in rows if "sliding_stride" in r})
+    streaming = summarize(rows, "streaming_bpc").get(task, {})
+    caches = sorted(
+        {
+            (r["streaming_sinks"], r["streaming_recent"], r["streaming_tokens"])
+            for r in rows
+            if "streaming_bpc" in r
+        }
+    )
     corpora = sorted({str(r.get("corpus", "unrecorded")) for r in rows})
     scored = sorted({r["tokens"] for r in rows})
     per_length = "bits per character in non-overlapping windows"
     if sliding:
         per_length += f" / in sliding windows (stride {', '.join(map(str, strides))})"
+    if streaming:
+        kept = ", ".join(
+            f"{sinks} sinks + {recent} recent, {count:,} characters scored"
+            for sinks, recent, count in caches
+        )
+        per_length += (
+            " / in non-overlapping windows decoded token by token with StreamingLLM's "
+            f"cache ({kept})"
+        )
     lines = [
         f"### {task} (N = {n}, {_trained(shortest, n)})\n",
         f"Bits per character (lower is better) on the held-out text of {', '.join(corpora)} "
@@ -454,6 +473,8 @@ def lm_task_table(rows: list[dict], encodings_order: list[str] | None = None) ->
             cell = _cell(plain[enc][length])
             if length in sliding.get(enc, {}):
                 cell += f" / {_cell(sliding[enc][length])}"
+            if length in streaming.get(enc, {}):
+                cell += f" / {_cell(streaming[enc][length])}"
             cells.append(cell)
         lines.append(f"| {enc} | " + " | ".join(cells) + " |")
     longest = lengths[-1]

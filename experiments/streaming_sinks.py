@@ -9,7 +9,9 @@ the true character and scored on the next). Three caches are compared:
   inside the cache (``Streaming(0, T)``);
 * ``sinks``: the first 4 tokens and the T - 4 latest (``Streaming(4, T - 4)``).
 
-Bits per character are reported over the first T characters and over the rest.
+Bits per character are reported over the first T characters and over the rest. The study's
+language-model cells score the same kind of pass in their rows with
+``--config.lm.streaming_recent`` (``experiments/lm_study.py``).
 
 Command (the corpus is any UTF-8 text; its last tenth is held out):
   python -m experiments.streaming_sinks [--corpus PATH] [--steps 800]
@@ -33,7 +35,6 @@ on them little (an observation of this run, not a measurement of why).
 """
 
 import dataclasses
-import functools
 import glob
 import os
 import time
@@ -41,13 +42,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags
 
 import posenc_jax as pj
 from posenc_jax.attention import Streaming
 from posenc_jax.data.char_lm import CharLM, CharVocabulary
 from posenc_jax.train import LoopConfig, OptimizerConfig, RunSpec, train
-from posenc_jax.train.decode import decode_step, init_cache
+from posenc_jax.train.decode import teacher_forced_logits
 
 _CORPUS = flags.DEFINE_string(
     "corpus", "/usr/share/common-licenses", "A text file, or a directory of text files."
@@ -74,22 +76,15 @@ def caches(length: int) -> dict[str, Streaming | None]:
     return {"full": None, "window": Streaming(0, length), "sinks": Streaming(SINKS, length - SINKS)}
 
 
-@functools.partial(jax.jit, static_argnames="config")
-def teacher_forced_losses(config: pj.models.TransformerConfig, params, tokens):
-    """Per-step cross-entropy (nats) ``[B, L - 1]`` of decoding ``tokens [B, L]`` one token
-    per step with ``config``'s cache, each step fed the true token."""
-    batch, length = tokens.shape
-    cache = init_cache(config, batch, length)
-
-    def step(cache, t):
-        token = jax.lax.dynamic_slice_in_dim(tokens, t, 1, axis=1)
-        logits, cache = decode_step(config, params, cache, token, jnp.full((batch, 1), t))
-        target = jax.lax.dynamic_index_in_dim(tokens, t + 1, axis=1, keepdims=False)
-        log_probs = jax.nn.log_softmax(logits[:, 0])
-        return cache, -jnp.take_along_axis(log_probs, target[:, None], axis=1)[:, 0]
-
-    _, losses = jax.lax.scan(step, cache, jnp.arange(length - 1))
-    return losses.T
+def teacher_forced_bits(config: pj.models.TransformerConfig, params, tokens) -> np.ndarray:
+    """Per-step cross-entropy in bits ``[B, L - 1]`` of decoding ``tokens [B, L]`` one
+    token per step with ``config``'s cache, each step fed the true token and scored on the
+    next (``train.decode.teacher_forced_logits``, positions ``0 .. L - 2`` in the text)."""
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    logits = teacher_forced_logits(config, params, inputs, positions)
+    nats = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return np.asarray(nats) / np.log(2)
 
 
 def measure(text: str, *, steps: int, length: int, read: int, rows: int) -> dict:
@@ -122,7 +117,7 @@ def measure(text: str, *, steps: int, length: int, read: int, rows: int) -> dict
     results = {"train_seconds": round(time.time() - start, 1)}
     for name, streaming in caches(length).items():
         config = dataclasses.replace(model, decode=True, streaming=streaming)
-        bits = np.asarray(teacher_forced_losses(config, params, tokens)) / np.log(2)
+        bits = teacher_forced_bits(config, params, tokens)
         results[name] = {
             f"bpc 1..{length}": round(float(bits[:, :length].mean()), 3),
             f"bpc {length + 1}..{span - 1}": round(float(bits[:, length:].mean()), 3),

@@ -13,6 +13,7 @@ import re
 import statistics
 import subprocess
 
+import jax
 import pytest
 
 from tests.specs import smoke_study_command
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 8
 LENGTHS = (N, 4 * N)
 ENCODINGS = ("nope", "alibi")
+SINKS, RECENT = 2, 6  # a StreamingLLM cache of N characters
 
 
 def _corpus(tmp_path) -> tuple[str, str]:
@@ -51,6 +53,8 @@ def _run(workdir, corpus, *overrides, encodings=ENCODINGS):
         f"--config.lm.data_dir={workdir / 'tfds'}",
         "--config.lm.num_buckets=4",
         "--config.lm.sliding_stride=4",
+        f"--config.lm.streaming_sinks={SINKS}",
+        f"--config.lm.streaming_recent={RECENT}",
         *overrides,
     )
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -104,6 +108,15 @@ def test_rows_score_every_held_out_character_once(study):
         assert pooled / row["tokens"] == pytest.approx(row["loss"], rel=1e-6)
         assert row["bpc"] == pytest.approx(row["loss"] / math.log(2), rel=1e-12)
         assert 0.0 < row["bpc"] < 8.0 and 0.0 < row["sliding_bpc"] < 8.0
+        # The streaming pass scores every target of the (short) held-out text once; at N
+        # its cache holds a whole window, so it scores as the forward pass does.
+        assert (
+            row["streaming_tokens"] == row["tokens"] and row["streaming_windows"] == row["windows"]
+        )
+        assert (row["streaming_sinks"], row["streaming_recent"]) == (SINKS, RECENT)
+        if window == N:
+            assert row["streaming_bpc"] == pytest.approx(row["bpc"], rel=1e-5)
+        assert 0.0 < row["streaming_bpc"] < 8.0
         # The digests and provenance that resume and "only this configuration" read.
         assert len(row["config_sha256"]) == len(row["study_sha256"]) == 64
         assert row["package_version"] and "git_commit" in row
@@ -115,6 +128,11 @@ def test_table_reports_bpc_per_length_over_seeds_and_by_position(study):
     table = open(os.path.join(workdir, "table.md")).read()
     assert table.strip() in result.stdout
     assert "1N (8)" in table and "4N (32)" in table and "sliding windows (stride 4)" in table
+    scored = f"{rows[0]['tokens']:,}"
+    assert (
+        f"StreamingLLM's cache ({SINKS} sinks + {RECENT} recent, {scored} characters scored)"
+        in table
+    )
     assert "RPE score" not in table  # accuracies are not a language model's measure
     for encoding in ENCODINGS:
         per_length, by_position = _table_cells(table, encoding)
@@ -123,7 +141,8 @@ def test_table_reports_bpc_per_length_over_seeds_and_by_position(study):
             at = [r for r in rows if r["encoding"] == encoding and r["eval_length"] == length]
             plain = _mean_std([r["bpc"] for r in at])
             sliding = _mean_std([r["sliding_bpc"] for r in at])
-            assert cell == f"{plain} / {sliding}"
+            streaming = _mean_std([r["streaming_bpc"] for r in at])
+            assert cell == f"{plain} / {sliding} / {streaming}"
         longest = [r for r in rows if r["encoding"] == encoding and r["eval_length"] == 4 * N]
         expected = [f"{statistics.mean(r['bucket_bpc'][b] for r in longest):.2f}" for b in range(4)]
         assert by_position == expected
@@ -132,7 +151,8 @@ def test_table_reports_bpc_per_length_over_seeds_and_by_position(study):
 
 def test_plots_of_bpc_against_length_and_position(study):
     workdir = study[0]
-    for name in ("char_lm_bpc", "char_lm_sliding_bpc", "char_lm_bpc_by_position"):
+    names = ("char_lm_bpc", "char_lm_sliding_bpc", "char_lm_streaming_bpc")
+    for name in (*names, "char_lm_bpc_by_position"):
         assert os.path.getsize(os.path.join(workdir, "plots", f"{name}.png")) > 1000
 
 
@@ -167,6 +187,16 @@ def test_resume_subset_and_another_configuration(study):
         ("corpus", "", "lm.corpus=''"),
         ("corpus", "./no_such_corpus.txt", "no_such_corpus.txt' does not exist"),
         ("validation_fraction", 1.0, "validation_fraction must be in (0, 1), got 1.0"),
+        ("streaming_recent", -1, "lm.streaming_recent=-1; give 0 (no streaming pass)"),
+        ("streaming_sinks", -1, "lm.streaming_sinks=-1; give the number of first characters"),
+        (
+            "streaming_recent",
+            5,
+            "lm.streaming_sinks=4 + lm.streaming_recent=5 = 9 cached characters exceed "
+            "train_length=8",
+        ),
+        ("streaming_characters", 1, "lm.streaming_characters=1; give the number"),
+        ("streaming_characters", -5, "lm.streaming_characters=-5; give the number"),
     ],
 )
 def test_bad_lm_settings_fail_before_training(tmp_path, setting, value, message):
@@ -179,6 +209,123 @@ def test_bad_lm_settings_fail_before_training(tmp_path, setting, value, message)
     config.lm[setting] = value
     with pytest.raises(ValueError, match=re.escape(message)):
         validate(config)
+
+
+def _tiny_lm_config(tmp_path, **lm):
+    """lm_quick at N = 8 on a written corpus, with a tiny model and the given lm settings."""
+    from experiments.configs.lm_quick import get_config
+
+    corpus, held_out = _corpus(tmp_path)
+    config = get_config()
+    config.train_length = config.min_train_length = N
+    config.eval_multipliers = (1, 4)
+    config.lm.corpus, config.lm.data_dir = corpus, str(tmp_path / "tfds")
+    config.lm.num_buckets = 4
+    config.model.d_model, config.model.num_layers, config.model.mlp_dim = 16, 1, 32
+    config.model.num_heads = 2
+    for setting, value in lm.items():
+        config.lm[setting] = value
+    return config, held_out
+
+
+@pytest.mark.parametrize(
+    "encoding,message",
+    [
+        ("fox", "cell char_lm/fox cannot decode: streaming evicts the tokens"),
+        ("cable", "cell char_lm/cable cannot decode: streaming evicts the tokens"),
+    ],
+)
+def test_streaming_an_encoding_with_a_decay_term_fails_before_training(tmp_path, encoding, message):
+    from experiments.length_extrapolation import validate
+
+    config, _ = _tiny_lm_config(tmp_path, streaming_recent=4)
+    config.encodings = ("rope", encoding)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate(config)
+    config.lm.streaming_recent = 0  # without the streaming pass the cell runs
+    validate(config)
+
+
+def test_too_few_streaming_characters_for_the_longest_window_fail_before_training(tmp_path):
+    from experiments.length_extrapolation import validate
+
+    config, _ = _tiny_lm_config(tmp_path, streaming_recent=4, streaming_characters=4 * N)
+    with pytest.raises(ValueError, match=re.escape("lm.streaming_characters=32 is too few")):
+        validate(config)
+    config.lm.streaming_characters = 4 * N + 1
+    validate(config)
+
+
+@pytest.mark.parametrize("encoding,sinks", [("rope", 0), ("alibi", 3), ("sinusoidal", 3)])
+def test_a_streaming_cache_that_holds_a_window_scores_as_the_forward_pass(
+    tmp_path, encoding, sinks
+):
+    """At length N a cache of sinks + recent = N characters evicts nothing, and positions
+    counted inside it are the positions in the window: the token-by-token pass gives the
+    non-overlapping windows' bits per character (random parameters: the property holds for
+    any model). Past N it evicts, and the numbers part."""
+    from experiments.length_extrapolation import cell_spec
+    from experiments.lm_study import lm_metrics
+    from posenc_jax.train import init_state
+
+    config, held_out = _tiny_lm_config(tmp_path, streaming_sinks=sinks, streaming_recent=N - sinks)
+    spec, _ = cell_spec(config, "char_lm", encoding)
+    keys = jax.random.split(jax.random.key(3), 2)
+    params = jax.vmap(lambda k: init_state(spec, k).params)(keys)
+    key = jax.random.key(0)
+    for row in lm_metrics(config, spec, params, N, key):
+        assert row["streaming_tokens"] == row["tokens"] == len(held_out) - 1
+        assert row["streaming_bpc"] == pytest.approx(row["bpc"], rel=1e-5)
+        for streamed, plain in zip(row["streaming_bucket_bpc"], row["bucket_bpc"], strict=True):
+            assert streamed == pytest.approx(plain, rel=1e-5)
+    for row in lm_metrics(config, spec, params, 4 * N, key):
+        assert abs(row["streaming_bpc"] - row["bpc"]) > 1e-4
+
+
+def test_the_streaming_pass_reads_the_first_streaming_characters(tmp_path):
+    from experiments.length_extrapolation import cell_spec
+    from experiments.lm_study import lm_metrics
+    from posenc_jax.train import evaluate_lm_runs, init_state
+
+    config, _ = _tiny_lm_config(tmp_path, streaming_recent=N - 4, streaming_characters=50)
+    spec, _ = cell_spec(config, "char_lm", "rope")
+    params = jax.vmap(lambda k: init_state(spec, k).params)(jax.random.split(jax.random.key(3)))
+    key = jax.random.key(0)
+    rows = lm_metrics(config, spec, params, N, key)
+    # The forward pass over the same 50 characters (nothing is evicted at N).
+    first = evaluate_lm_runs(
+        spec,
+        params,
+        spec.task.held_out().corpus[:50],
+        key=key,
+        window=N,
+        batch_size=32,
+        num_buckets=4,
+    )
+    for row, plain in zip(rows, first, strict=True):
+        assert row["streaming_tokens"] == 49 and row["tokens"] > 49
+        assert row["streaming_windows"] == math.ceil(49 / N)
+        assert row["streaming_bpc"] == pytest.approx(plain["bpc"], rel=1e-5)
+
+
+def test_the_streaming_settings_change_the_cell_digest_only_when_on(tmp_path):
+    """Rows with and without the streaming pass, or with another cache, never mix; rows
+    without it keep the digest they had before the setting existed."""
+    from experiments.length_extrapolation import cell_config_digest
+
+    def digest(**lm):
+        config, _ = _tiny_lm_config(tmp_path, **lm)
+        return cell_config_digest(config, "char_lm", "rope")
+
+    off = digest()
+    assert digest(streaming_sinks=0, streaming_characters=100) == off  # off: not read
+    on = digest(streaming_recent=4)
+    others = {
+        digest(streaming_recent=3),
+        digest(streaming_recent=4, streaming_sinks=2),
+        digest(streaming_recent=4, streaming_characters=100),
+    }
+    assert len({off, on, *others}) == 5
 
 
 def test_eval_characters_keeps_the_start_of_the_held_out_text(tmp_path):

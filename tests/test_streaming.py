@@ -124,18 +124,22 @@ def test_bad_streaming_settings_are_named():
         )
 
 
-def test_the_measurement_scores_a_full_cache_as_the_full_pass():
-    """experiments/streaming_sinks.py decodes teacher-forced; with the full cache its
-    per-step losses are the full pass's cross-entropy."""
-    from experiments.streaming_sinks import teacher_forced_losses
+@pytest.mark.parametrize("streaming", [None, Streaming(3, 6)])
+def test_the_measurement_scores_a_cache_that_keeps_everything_as_the_full_pass(streaming):
+    """experiments/streaming_sinks.py decodes teacher-forced
+    (``train.decode.teacher_forced_logits``); with the full cache, or a streaming cache
+    with room for every token (nothing evicted, positions in the cache = in the text),
+    its per-step bits are the full pass's cross-entropy."""
+    from experiments.streaming_sinks import teacher_forced_bits
 
     cfg, params, tokens = _decoder(None)
-    logits = pj.models.Transformer(cfg).apply({"params": params}, tokens)[:, :-1]
-    want = -np.take_along_axis(
-        np.asarray(jax.nn.log_softmax(logits)), np.asarray(tokens)[:, 1:, None], axis=-1
-    )[..., 0]
-    got = teacher_forced_losses(dataclasses.replace(cfg, decode=True), params, tokens)
-    np.testing.assert_allclose(got, want, atol=2e-5)
+    logits = np.asarray(pj.models.Transformer(cfg).apply({"params": params}, tokens))
+    logits = logits[:, :-1].astype(np.float64)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    want = -np.take_along_axis(log_probs, np.asarray(tokens)[:, 1:, None], axis=-1)[..., 0]
+    config = dataclasses.replace(cfg, decode=True, streaming=streaming)
+    got = teacher_forced_bits(config, params, tokens)
+    np.testing.assert_allclose(got, want / np.log(2), atol=3e-5)
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,15 @@ def get_config() -> ConfigDict:
     # Also score sliding windows starting every this many characters (Press et al.
     # 2022, Appendix B); 0: non-overlapping windows only.
     c.lm.sliding_stride = 0
+    # Also decode the non-overlapping windows token by token with StreamingLLM's cache
+    # (Xiao et al. 2024): each window's first streaming_sinks characters and its
+    # streaming_recent latest, positions counted inside the cache; sinks + recent <=
+    # train_length. Rows gain streaming_* keys. 0 recent: no streaming pass.
+    c.lm.streaming_sinks = 4
+    c.lm.streaming_recent = 0
+    # ... over the first this many held-out characters only (0: all): decoding is
+    # sequential, one step per character of a window.
+    c.lm.streaming_characters = 8192
 
     c.model = ConfigDict()
     c.model.d_model = 64

@@ -7,7 +7,9 @@ paper; then the held-out text is cut into non-overlapping windows of N, 2N, 4N, 
 16N characters, every character scored once, and the table gives bits per character
 (mean ± sample std over two seeds) per length and by position in the window at 16N. The
 16N windows (1,024) run through the chunked attention path (the router's choice beyond
-512 x 512 logits). Sliding windows: ``--config.lm.sliding_stride=32``.
+512 x 512 logits). Sliding windows: ``--config.lm.sliding_stride=32``. The same windows of
+the first 8,192 held-out characters decoded token by token with StreamingLLM's cache of 4
+sinks and 60 recent characters: ``--config.lm.streaming_recent=60``.
 
 Corpus: ``python_docs``, offline (``posenc_jax.data.corpus.python_docs_text``): the
 documentation topics every CPython ships (``pydoc_data.topics``, the text of ``help()``),

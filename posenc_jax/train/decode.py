@@ -66,6 +66,55 @@ def decode_step(
     return logits, variables["cache"]
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def teacher_forced_logits(
+    config: TransformerConfig,
+    params: Any,
+    tokens: Array,
+    positions: Array,
+    *,
+    embed_positions: Array | None = None,
+) -> Array:
+    """Logits of decoding ``tokens`` one token per step with ``config``'s cache, each step
+    fed the true token (teacher forcing).
+
+    With a full cache (``config.streaming`` None) this is the model's forward pass over
+    ``tokens``, computed step by step; with a StreamingLLM cache
+    (:class:`~posenc_jax.attention.cache.Streaming`) each step attends only the tokens the
+    cache keeps, at positions counted inside it.
+
+    Args:
+      config: the model's configuration (decode is switched on here).
+      params: the model's parameters.
+      tokens: ``[B, L]`` the tokens fed, one per step.
+      positions: ``[B, L]`` their positions.
+      embed_positions: None, or ``[B, L]`` the ``embed`` hook's positions of the same
+        tokens (default: ``positions``).
+
+    Returns:
+      ``[B, L, V]``: the logits of each step (the prediction of the token after it).
+    """
+    batch, length = tokens.shape
+    for name, array in (("positions", positions), ("embed_positions", embed_positions)):
+        if array is not None and array.shape != tokens.shape:
+            raise ValueError(
+                f"{name} has shape {array.shape}; expected the tokens' {tokens.shape}."
+            )
+    if embed_positions is None:
+        embed_positions = positions
+
+    def step(cache, fed):
+        token, position, embed_position = (x[:, None] for x in fed)
+        logits, cache = decode_step(
+            config, params, cache, token, position, embed_positions=embed_position
+        )
+        return cache, logits[:, 0]
+
+    fed = (tokens.T, positions.T, embed_positions.T)
+    _, logits = jax.lax.scan(step, init_cache(config, batch, length), fed)
+    return jnp.swapaxes(logits, 0, 1)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "num_tokens"))
 def greedy_decode(
     config: TransformerConfig,

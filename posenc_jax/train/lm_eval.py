@@ -15,14 +15,18 @@ left over. ``position_bucket_sums`` pools the cross-entropy of scored targets in
 equal-width buckets of window position (how much context the model had); ``evaluate_lm``
 runs a model over all windows and reports per-bucket loss (nats) and bits per character
 (``bpc = nats / ln 2``), and ``evaluate_lm_runs`` does the same for every seed of a
-trained run (a ``RunSpec`` and its stacked parameters) in one compiled program.
+trained run (a ``RunSpec`` and its stacked parameters) in one compiled program, reading
+each window in one forward pass or, with StreamingLLM's cache, token by token.
 
 References:
   Press, Smith & Lewis, "Train Short, Test Long: Attention with Linear Biases Enables Input
   Length Extrapolation", ICLR 2022, Section 4 and Appendix B (non-overlapping and sliding
   window evaluation).
+  Xiao, Tian, Chen, Han, Lewis, "Efficient Streaming Language Models with Attention
+  Sinks", ICLR 2024, arXiv 2309.17453 (the streaming cache).
 """
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -33,9 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from posenc_jax.attention.cache import Streaming
 from posenc_jax.data.task import Batch
+from posenc_jax.train.decode import teacher_forced_logits
 from posenc_jax.train.sharding import to_host
-from posenc_jax.train.step import RunSpec, forward, model_positions, over_seeds
+from posenc_jax.train.step import RunSpec, forward, init_state, model_positions, over_seeds
 from posenc_jax.typing import Array
 
 
@@ -222,10 +228,21 @@ def evaluate_lm(
 
 
 @functools.lru_cache(maxsize=128)
-def _compiled_run_sums(spec: RunSpec, num_buckets: int) -> Callable:
+def _compiled_run_sums(spec: RunSpec, num_buckets: int, streaming: Streaming | None) -> Callable:
+    decoding = None if streaming is None else _streaming_model(spec, streaming)
+
     def one_seed(params, batch, positions_key):
         positions = model_positions(spec.model, batch, positions_key)
-        logits = forward(spec.model, params, batch, positions)
+        if decoding is None:
+            logits = forward(spec.model, params, batch, positions)
+        else:
+            logits = teacher_forced_logits(
+                decoding,
+                params,
+                batch["inputs"],
+                positions["positions"],
+                embed_positions=positions.get("embed_positions"),
+            )
         return position_bucket_sums(logits, batch["targets"], batch["weights"], num_buckets)
 
     return jax.jit(over_seeds(one_seed, in_axes=(0, None, None)))
@@ -241,8 +258,17 @@ def evaluate_lm_runs(
     stride: int | None = None,
     batch_size: int,
     num_buckets: int = 8,
+    streaming: Streaming | None = None,
 ) -> list[dict]:
     """``evaluate_lm`` of every seed of a trained run, in one program compiled per window.
+
+    With ``streaming``, each window is not read in one forward pass but decoded token by
+    token with StreamingLLM's cache (:func:`~posenc_jax.train.decode.teacher_forced_logits`,
+    each step fed the true character): a window's character ``t`` is predicted from the
+    first ``streaming.sinks`` characters of its window and the ``streaming.recent`` latest
+    (itself included), at positions counted inside the cache. A cache that holds a whole
+    window scores it as the forward pass does. Decoding is sequential, ``window`` steps per
+    batch.
 
     Args:
       spec: the run (its model and encoding).
@@ -251,14 +277,17 @@ def evaluate_lm_runs(
       key: PRNG key of the positions an encoding samples (randomized encodings), folded
         with the batch index.
       window, stride, batch_size, num_buckets: as in :func:`evaluate_lm`.
+      streaming: None (a forward pass per window) or a StreamingLLM cache.
 
     Returns:
       one :func:`evaluate_lm` result per seed, in the order of the seed axis.
 
     Raises:
       FloatingPointError: a seed's loss is NaN or Inf; the message names the seed index.
+      ValueError: ``streaming`` for a model that cannot decode with it (a layer with a
+        decay term or a window), when the program is traced.
     """
-    fn = _compiled_run_sums(spec, num_buckets)
+    fn = _compiled_run_sums(spec, num_buckets, streaming)
     totals, num_windows = _pooled_window_sums(
         lambda batch, index: fn(params, batch, jax.random.fold_in(key, index)),
         ids,
@@ -275,6 +304,28 @@ def evaluate_lm_runs(
             raise FloatingPointError(f"{error} (seed index {seed_index})") from error
         results.append({**metrics, **_windowing(window, stride, num_windows)})
     return results
+
+
+def check_streaming(spec: RunSpec, streaming: Streaming) -> None:
+    """Fails now, before training, if the run's model cannot decode with ``streaming``.
+
+    The token-by-token decoding of :func:`evaluate_lm_runs` is traced, without computing
+    anything, on two tokens, so that the model's own checks fire: a layer with a window, or
+    with an encoding's decay term (whose sum of log decays between a query and a key is
+    undefined over evicted tokens), refuses a streaming cache.
+
+    Raises:
+      ValueError: the model's or the cache's error.
+    """
+    decoding = _streaming_model(spec, streaming)
+    params = jax.eval_shape(lambda k: init_state(spec, k).params, jax.random.key(0))
+    tokens = jax.ShapeDtypeStruct((1, 2), jnp.int32)
+    jax.eval_shape(functools.partial(teacher_forced_logits, decoding), params, tokens, tokens)
+
+
+def _streaming_model(spec: RunSpec, streaming: Streaming):
+    """The run's model, decoding with StreamingLLM's cache (its checks run here)."""
+    return dataclasses.replace(spec.model, decode=True, streaming=streaming)
 
 
 def _windowing(window: int, stride: int | None, num_windows: int) -> dict:
