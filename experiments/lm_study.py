@@ -16,7 +16,9 @@ characters decoded token by token with a cache of each window's first
 ``lm.streaming_sinks`` characters and its ``lm.streaming_recent`` latest (teacher forced,
 positions counted inside the cache, so none exceeds ``sinks + recent - 1 < N``). Decoding
 is sequential, one step per character of a window, so this pass reads only the first
-``lm.streaming_characters`` held-out characters. A model whose layers cannot stream (an
+``lm.streaming_characters`` held-out characters: compare its numbers across lengths (with
+``sinks + recent = N`` its value at N is the plain windows' on those characters), not with
+the plain windows' over the whole text. A model whose layers cannot stream (an
 encoding with a decay term, such as ``fox`` or ``cable``, or a layer with a window) is
 refused before any training, the error naming the cell.
 

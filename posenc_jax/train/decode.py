@@ -66,6 +66,15 @@ def decode_step(
     return logits, variables["cache"]
 
 
+def _fed_positions(positions: Array, embed_positions: Array | None, shape, whose: str) -> Array:
+    """The ``embed`` hook's positions of fed tokens (default: ``positions``), after checking
+    that both are shaped as the tokens (``shape``, the ``whose`` shape in the message)."""
+    for name, array in (("positions", positions), ("embed_positions", embed_positions)):
+        if array is not None and array.shape != shape:
+            raise ValueError(f"{name} has shape {array.shape}; expected the {whose} {shape}.")
+    return positions if embed_positions is None else embed_positions
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def teacher_forced_logits(
     config: TransformerConfig,
@@ -95,13 +104,7 @@ def teacher_forced_logits(
       ``[B, L, V]``: the logits of each step (the prediction of the token after it).
     """
     batch, length = tokens.shape
-    for name, array in (("positions", positions), ("embed_positions", embed_positions)):
-        if array is not None and array.shape != tokens.shape:
-            raise ValueError(
-                f"{name} has shape {array.shape}; expected the tokens' {tokens.shape}."
-            )
-    if embed_positions is None:
-        embed_positions = positions
+    embed_positions = _fed_positions(positions, embed_positions, tokens.shape, "tokens'")
 
     def step(cache, fed):
         token, position, embed_position = (x[:, None] for x in fed)
@@ -219,13 +222,7 @@ def greedy_fill(
       t), zeros after ``num_steps``.
     """
     batch, width = inputs.shape
-    for name, array in (("positions", positions), ("embed_positions", embed_positions)):
-        if array is not None and array.shape != inputs.shape:
-            raise ValueError(
-                f"{name} has shape {array.shape}; expected the inputs' {inputs.shape}."
-            )
-    if embed_positions is None:
-        embed_positions = positions
+    embed_positions = _fed_positions(positions, embed_positions, inputs.shape, "inputs'")
     num_steps = width if num_steps is None else jnp.minimum(num_steps, width)
     step = functools.partial(
         decode_step, config, params, source=source, source_positions=source_positions
