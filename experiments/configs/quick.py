@@ -35,9 +35,9 @@ scores.) The budget was chosen by measurement (copy, 2 seeds, exact match at N):
 x 1,500 steps left NoPE at 0.23, ALiBi 0.82, T5 0.77, FIRE 0.70, randomized RoPE 0.57;
 3 layers x 1,500 steps reached NoPE 0.81, ALiBi 0.93, T5 0.95, FIRE 0.95, randomized RoPE
 0.86; 20 cells of it took about 17 minutes while the machine was shared and would take
-about 12 on an idle one (estimated from this run's step rate). At either budget NoPE, ALiBi and randomized RoPE stay below 0.95
-exact match at N on copy (and at this one T5 and FIRE too); the absolute encodings and
-RoPE reach it.
+about 12 on an idle one (estimated from this run's step rate). At either budget NoPE,
+ALiBi and randomized RoPE stay below 0.95 exact match at N on copy (and at this one T5
+and FIRE too); the absolute encodings and RoPE reach it.
 """
 
 from experiments.configs import base
