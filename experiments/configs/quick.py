@@ -24,11 +24,11 @@ README's study section has the full table):
   learned                0.99       0.34     0.26  0.00 |          1.00       0.22     0.22  0.00
   normalized             0.99       0.78     0.79  0.00 |          0.99       0.79     0.80  0.00
   integer                0.99       0.29     0.53  0.21 |          0.88       0.23     0.40  0.11
-  rope                   1.00       0.11     0.21  0.00 |          1.00       0.37     0.48  0.02
+  rope                   1.00       0.10     0.21  0.00 |          1.00       0.39     0.50  0.02
   alibi                  0.89       0.80     0.80  0.34 |          0.90       0.63     0.70  0.24
   t5                     0.84       0.43     0.45  0.00 |          0.89       0.66     0.67  0.11
   fire                   0.90       0.80     0.80  0.32 |          0.88       0.69     0.74  0.25
-  randomized_rope        0.79       0.70     0.74  0.22 |          0.36       0.59     0.63  0.06
+  randomized_rope        0.78       0.71     0.74  0.22 |          0.38       0.58     0.63  0.06
 
 (EM: exact match, teacher-forced; tok: per-token accuracy; RPE and NoPE: the summary
 scores.) The budget was chosen by measurement (copy, 2 seeds, exact match at N): 2 layers
