@@ -389,6 +389,27 @@ def test_auto_choice_of_implementation():
     assert choose("dense", block_size=None, **long) == ("dense", None)
     contextual_long = {**long, "has_contextual": True}
     assert choose("auto", block_size=None, **contextual_long) == ("dense", None)
+    # Causal self-attention longer than one query block of the prefix backend runs there,
+    # unless something needs the full map; shorter, or not causal, or cross, it runs dense.
+    causal = {"q_len": 256, "k_len": 256, "has_contextual": False, "causal": True, **one_row}
+    assert choose("auto", block_size=None, **causal) == ("prefix", 64)
+    assert choose("prefix", block_size=32, **causal) == ("prefix", 32)
+    assert choose("auto", block_size=None, **{**causal, "q_len": 64, "k_len": 64}) == (
+        "dense",
+        None,
+    )
+    assert choose("auto", block_size=None, **{**causal, "causal": False}) == ("dense", None)
+    assert choose("auto", block_size=None, **{**causal, "k_len": 300}) == ("dense", None)
+    assert choose("auto", block_size=None, **{**causal, "has_processors": True}) == (
+        "dense",
+        None,
+    )
+    with pytest.raises(ValueError, match="runs causal attention"):
+        choose("prefix", block_size=None, **{**causal, "causal": False})
+    with pytest.raises(ValueError, match="L=256 and S=300"):
+        choose("prefix", block_size=None, **{**causal, "k_len": 300})
+    with pytest.raises(ValueError, match="needs_dense"):
+        choose("prefix", block_size=None, **{**causal, "has_contextual": True})
 
 
 @pytest.mark.parametrize(

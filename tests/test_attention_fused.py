@@ -13,7 +13,7 @@ import pytest
 import posenc_jax as pj
 from posenc_jax.attention import fused, router
 from posenc_jax.attention.core import dot_product_attention
-from posenc_jax.attention.fused import positions_follow_indices
+from posenc_jax.attention.ops import positions_follow_indices
 from tests.reference import reference_attention
 
 ATOL = 2e-5

@@ -309,7 +309,7 @@ def _program(setup: Setup, backends: tuple[str, ...], bias_parameters: bool):
                 causal=setup.causal,
                 q_positions=context.q_positions,
                 k_positions=context.k_positions,
-                block_size=setup.block_size if implementation == "chunked" else None,
+                block_size=setup.block_size if implementation in ("chunked", "prefix") else None,
                 contextual=contextual,
                 temperature=setup.temperature,
                 implementation=implementation,
@@ -332,6 +332,8 @@ def _backends(setup: Setup, has_contextual: bool, has_bias: bool) -> list[str]:
     backends = ["dense"]
     if not has_contextual:
         backends.append("chunked")
+        if setup.causal and setup.q_len == setup.k_len:
+            backends.append("prefix")
     try:
         choose_implementation(
             "jax",

@@ -388,7 +388,7 @@ CASES = [
     Case(
         "unknown attention implementation",
         ValueError,
-        r"implementation='flash'; valid: auto, dense, chunked, jax, cudnn",
+        r"implementation='flash'; valid: auto, dense, chunked, prefix, jax, cudnn",
         lambda tmp: _attention(implementation="flash"),
         "implementation=",
     ),

@@ -1,8 +1,12 @@
 """Training-step speed against x-transformers (PyTorch), same model, same shapes, one run.
 
-For each encoding family and shape, this times one AdamW training step of the same
-decoder in both libraries, in this one process, one after the other, and prints tokens
-per second of each and their ratio (this package / x-transformers; above 1 is faster):
+For each encoding family and shape, this times AdamW training steps of the same decoder
+in both libraries, in this one process, and prints tokens per second of each and their
+ratio (this package / x-transformers; above 1 is faster). Both steps are built and
+warmed up first; then ``--repeats`` rounds each time one step of x-transformers and one
+of this package, back to back, so that a slow minute of a shared machine slows both. The
+ratio reported is the median over rounds of each round's ratio, with the lowest and
+highest round beside it; tokens per second are each library's best step.
 
 * this package: the study's own step (``experiments.benchmarks.train_step.measure_step``:
   the jit of the vmapped ``train_step``, one seed, the copy task's batches), float32;
@@ -23,11 +27,11 @@ Install the peers once (they are not dependencies of the package):
   pip install torch --index-url https://download.pytorch.org/whl/cpu
   pip install -e '.[bench]'
 
-Command (about 5 minutes on a 2-core CPU):
+Command (about 7 minutes on a 2-core CPU):
   .venv/bin/python -m experiments.benchmarks.peers --out runs/benchmarks/peers.json
 
 Flags: ``--families rope,alibi,t5,sinusoidal,nope``, ``--shapes 256x16,1024x4``,
-``--repeats 5``, ``--smoke`` (tiny model, seconds).
+``--repeats 9`` (rounds), ``--smoke`` (tiny model, seconds).
 """
 
 import argparse
@@ -37,7 +41,7 @@ import sys
 import time
 
 from experiments.benchmarks.report import write_json
-from experiments.benchmarks.train_step import MODEL, SHAPES, make_spec, measure_step
+from experiments.benchmarks.train_step import MODEL, SHAPES, make_spec, prepared_step
 
 #: This package's encoding name -> the x-transformers Decoder / wrapper options.
 FAMILIES = {
@@ -64,8 +68,9 @@ def peer_libraries():
     return torch, x_transformers
 
 
-def measure_peer(family: str, length: int, batch: int, model: dict, repeats: int) -> dict:
-    """Times ``repeats`` x-transformers training steps after two warm-up steps."""
+def peer_step(family: str, length: int, batch: int, model: dict):
+    """x-transformers' training step of the same decoder, warmed up: ``(step, info)``,
+    ``step()`` one AdamW step and ``info`` the library's versions."""
     torch, x_transformers = peer_libraries()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -99,34 +104,59 @@ def measure_peer(family: str, length: int, batch: int, model: dict, repeats: int
 
     for _ in range(2):
         step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    best = min(times)
-    return {
+    info = {
         "library": "x-transformers",
-        "version": x_transformers.__version__ if hasattr(x_transformers, "__version__") else "",
+        "version": getattr(x_transformers, "__version__", ""),
         "torch": torch.__version__,
+    }
+    return step, info
+
+
+def interleaved(steps: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each named step over ``rounds`` rounds, the steps one after another in
+    every round."""
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def compare(family: str, length: int, batch: int, model: dict, rounds: int) -> dict:
+    """One family and shape: both steps, interleaved, and their ratio."""
+    peer, info = peer_step(family, length, batch, model)
+    ours, compiled, compile_s = prepared_step(make_spec(family, length, batch, model=model))
+    times = interleaved({"peer": peer, "ours": ours}, rounds)
+    ratios = [p / o for p, o in zip(times["peer"], times["ours"], strict=True)]
+    tokens = batch * length
+    return {
         "family": family,
         "length": length,
         "batch": batch,
-        "step_best_s": best,
-        "step_median_s": statistics.median(times),
-        "tokens_per_s": batch * length / best,
+        "peer": {**info, "step_s": times["peer"]},
+        "ours": {"step_s": times["ours"], "compile_s": compile_s},
+        "peer_tokens_per_s": tokens / min(times["peer"]),
+        "ours_tokens_per_s": tokens / min(times["ours"]),
+        "ratio": statistics.median(ratios),
+        "ratio_low": min(ratios),
+        "ratio_high": max(ratios),
+        "load_average": os.getloadavg(),
     }
 
 
 def ratio_table(rows: list[dict]) -> str:
     lines = [
-        "| family | L x B | x-transformers tokens/s | posenc_jax tokens/s | ratio |",
+        "| family | L x B | x-transformers tokens/s | posenc_jax tokens/s | ratio, median "
+        "(lowest - highest round) |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['family']} | {r['length']} x {r['batch']} | {r['peer_tokens_per_s']:,.0f} | "
-            f"{r['ours_tokens_per_s']:,.0f} | {r['ratio']:.2f} |"
+            f"{r['ours_tokens_per_s']:,.0f} | {r['ratio']:.2f} ({r['ratio_low']:.2f} - "
+            f"{r['ratio_high']:.2f}) |"
         )
     return "\n".join(lines)
 
@@ -136,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/benchmarks/peers.json")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--shapes", default=",".join(f"{length}x{b}" for length, b in SHAPES))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--smoke", action="store_true", help="tiny model and shapes")
     args = parser.parse_args(argv)
     peer_libraries()  # fail before any work when the peers are missing
@@ -154,21 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for length, batch in shapes:
         for family in families:
-            peer = measure_peer(family, length, batch, model, args.repeats)
-            ours = measure_step(make_spec(family, length, batch, model=model), length, args.repeats)
-            rows.append(
-                {
-                    "family": family,
-                    "length": length,
-                    "batch": batch,
-                    "peer": peer,
-                    "ours": {k: v for k, v in ours.items() if k != "step_all_s"},
-                    "peer_tokens_per_s": peer["tokens_per_s"],
-                    "ours_tokens_per_s": ours["tokens_per_s"],
-                    "ratio": ours["tokens_per_s"] / peer["tokens_per_s"],
-                    "load_average": os.getloadavg(),
-                }
-            )
+            rows.append(compare(family, length, batch, model, args.repeats))
             print(ratio_table(rows[-1:]).splitlines()[-1], flush=True)
     write_json(args.out, {"model": model, "rows": rows})
     print(ratio_table(rows))

@@ -78,7 +78,7 @@ def unsupported(*, has_contextual: bool, has_processors: bool) -> str | None:
     if has_contextual:
         return (
             "this encoding's contextual term needs the full [B, H, L, S] logit map "
-            "(needs_dense), so it cannot run chunked"
+            "(needs_dense), so it runs dense only"
         )
     if has_processors:
         return (

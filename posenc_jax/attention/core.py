@@ -6,8 +6,9 @@ Shapes (see ``posenc_jax.typing``): q ``[B, L, H, K]``, k and v ``[B, S, G, K]``
 
 :func:`dot_product_attention` checks the call, asks the router
 (:mod:`posenc_jax.attention.router`) which backend runs it, and runs it: dense
-(:mod:`~posenc_jax.attention.dense`), chunked (:mod:`~posenc_jax.attention.chunked`) or
-``jax.nn.dot_product_attention`` (:mod:`~posenc_jax.attention.fused`). The shared
+(:mod:`~posenc_jax.attention.dense`), chunked (:mod:`~posenc_jax.attention.chunked`),
+prefix (:mod:`~posenc_jax.attention.prefix`) or ``jax.nn.dot_product_attention``
+(:mod:`~posenc_jax.attention.fused`). The shared
 operations are in :mod:`posenc_jax.attention.ops`.
 """
 
@@ -27,6 +28,7 @@ from posenc_jax.attention.ops import (
     check_sink_logits,
     temperature_factor,
 )
+from posenc_jax.attention.prefix import prefix_attention
 from posenc_jax.attention.router import choose_implementation
 from posenc_jax.attention.stick_breaking import StickBreaking
 from posenc_jax.encodings.base import Contextual
@@ -76,7 +78,8 @@ def dot_product_attention(
       causal: also forbid keys whose position is after the query's position.
       q_positions: integer ``[B, L]`` or ``[L]``; default ``arange(L)``.
       k_positions: integer ``[B, S]`` or ``[S]``; default ``arange(S)``.
-      block_size: tile edge of the chunked path; giving one asks for chunked attention.
+      block_size: tile edge of the chunked path (or the query block of the prefix path);
+        giving one with ``implementation="auto"`` asks for chunked attention.
       scale: logit scale, a number or a traced scalar; default ``1 / sqrt(K)``.
       contextual: an encoding's content-dependent terms (dense only), see
         :class:`posenc_jax.encodings.base.Contextual`.
@@ -85,8 +88,8 @@ def dot_product_attention(
         :class:`~posenc_jax.attention.temperature.AttentionTemperature`); ``num_keys
         [B, L]`` counts the keys each query may attend
         (:func:`~posenc_jax.attention.ops.attendable_keys`).
-      implementation: "auto", "dense", "chunked", "jax" or "cudnn" (see the module
-        docstring).
+      implementation: "auto", "dense", "chunked", "prefix", "jax" or "cudnn" (see
+        :mod:`posenc_jax.attention.router`).
       padding_mask: boolean ``[B, S]``, False on padded keys: no query attends them and
         the temperature does not count them.
       window: a :class:`~posenc_jax.attention.ops.Window` (sliding or chunked local), or
@@ -170,6 +173,7 @@ def dot_product_attention(
         value_dim=v.shape[-1],
         has_sink=sink_logits is not None,
         weighting="softmax" if stick_breaking is None else "stick_breaking",
+        causal=causal,
     )
     logit_factor = None
     if temperature is not None:
@@ -206,17 +210,14 @@ def dot_product_attention(
         )
     if path in ("jax", "cudnn"):
         return fused_attention(q, k, v, implementation=path, **shared)
-    return dense_attention(
-        q,
-        k,
-        v,
-        bias_fn=bias_fn,
-        mask=mask,
-        padding_mask=padding_mask,
-        contextual=contextual,
-        separable_bias=separable_bias,
-        sink_logits=sink_logits,
-        stick_breaking=stick_breaking,
-        **processors,
-        **shared,
-    )
+    dense_args = {
+        "bias_fn": bias_fn,
+        "mask": mask,
+        "padding_mask": padding_mask,
+        "separable_bias": separable_bias,
+        "sink_logits": sink_logits,
+        "stick_breaking": stick_breaking,
+    }
+    if path == "prefix":
+        return prefix_attention(q, k, v, block_size=block_size, **dense_args, **shared)
+    return dense_attention(q, k, v, contextual=contextual, **dense_args, **processors, **shared)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.attention.chunked import chunked_attention, default_block_size
-from posenc_jax.attention.ops import Window
+from posenc_jax.attention.ops import Window, positions_follow_indices
 from posenc_jax.typing import Array
 
 #: ``implementation`` values of the core that run here, and the value each passes to
@@ -116,16 +116,6 @@ def unsupported(
             f"sliding window), but this call has {' and '.join(extra)}"
         )
     return None
-
-
-def positions_follow_indices(q_positions: Array, k_positions: Array) -> Array:
-    """Scalar bool: queries and keys share one strictly increasing sequence per row, so
-    ``k_position[j] <= q_position[i]`` holds exactly when ``j <= i``."""
-    if q_positions.shape != k_positions.shape:
-        return jnp.asarray(False)
-    shared = jnp.all(q_positions == k_positions)
-    increasing = jnp.all(q_positions[:, 1:] > q_positions[:, :-1])
-    return jnp.logical_and(shared, increasing)
 
 
 def fused_attention(

@@ -432,7 +432,7 @@ class MultiHeadAttention(AttentionLayer, nn.Module):
       temperature: an :class:`AttentionTemperature` multiplying the logits by a
         length-dependent factor (log-length scaling); None (default) for none.
       block_size: tile edge of chunked attention; giving one asks for the chunked path.
-      implementation: "auto" (default), "dense", "chunked", "jax" or "cudnn"; the router
+      implementation: "auto" (default), "dense", "chunked", "prefix", "jax" or "cudnn"; the router
         (:mod:`posenc_jax.attention.router`) decides and explains any refusal.
       decode: keep a key/value cache (Flax collection "cache") for autoregressive
         decoding. The first call (``init``) sizes the cache to its input length; each later

@@ -141,6 +141,16 @@ def position_mask(
     return allowed
 
 
+def positions_follow_indices(q_positions: Array, k_positions: Array) -> Array:
+    """Scalar bool: queries and keys share one strictly increasing sequence per row, so
+    ``k_position[j] <= q_position[i]`` holds exactly when ``j <= i``."""
+    if q_positions.shape != k_positions.shape:
+        return jnp.asarray(False)
+    shared = jnp.all(q_positions == k_positions)
+    increasing = jnp.all(q_positions[:, 1:] > q_positions[:, :-1])
+    return jnp.logical_and(shared, increasing)
+
+
 def attendable_keys(
     q_positions: Array,
     k_positions: Array,

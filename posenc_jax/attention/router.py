@@ -7,26 +7,32 @@ Backends (each module says what it cannot run):
 * ``chunked`` (:mod:`posenc_jax.attention.chunked`): tiles with an online softmax (or
   stick-breaking's running sum), O(L) memory; any bias, masks, windows, sink logits; not a
   contextual term or processors of the full map.
+* ``prefix`` (:mod:`posenc_jax.attention.prefix`): causal self-attention by query blocks,
+  each the dense backend's over the keys up to its last query (about half the pairs);
+  not a contextual term or processors of the full map.
 * ``jax`` / ``cudnn`` (:mod:`posenc_jax.attention.fused`): ``jax.nn.dot_product_attention``
   (XLA, or cuDNN's flash kernel on NVIDIA GPUs) for plain or causal softmax attention with
   at most a sliding window.
 
-``implementation="dense"``, ``"chunked"``, ``"jax"`` or ``"cudnn"`` forces one (an error
-naming the reason when it cannot run the call); ``"auto"`` runs cuDNN on an NVIDIA GPU
-when the call has no bias, contextual term, mask, processors, sink, stick-breaking or tile
-size and cuDNN takes its dtype, head dimension and lengths; otherwise chunked when a
-``block_size`` is given or ``L * S`` exceeds :data:`DENSE_MAX_LOGITS` and nothing needs the
-full map; dense otherwise.
+``implementation="dense"``, ``"chunked"``, ``"prefix"``, ``"jax"`` or ``"cudnn"`` forces
+one (an error naming the reason when it cannot run the call); ``"auto"`` runs cuDNN on an
+NVIDIA GPU when the call has no bias, contextual term, mask, processors, sink,
+stick-breaking or tile size and cuDNN takes its dtype, head dimension and lengths;
+otherwise chunked when a ``block_size`` is given or ``L * S`` exceeds
+:data:`DENSE_MAX_LOGITS` and nothing needs the full map; prefix for causal
+self-attention longer than one of its blocks
+(:data:`~posenc_jax.attention.prefix.DEFAULT_BLOCK`) when nothing needs the full map;
+dense otherwise.
 """
 
 import jax.numpy as jnp
 
-from posenc_jax.attention import chunked, fused
+from posenc_jax.attention import chunked, fused, prefix
 from posenc_jax.attention.chunked import default_block_size
 from posenc_jax.attention.fused import cudnn_unsupported
 from posenc_jax.attention.ops import Window
 
-IMPLEMENTATIONS = ("auto", "dense", "chunked", "jax", "cudnn")
+IMPLEMENTATIONS = ("auto", "dense", "chunked", "prefix", "jax", "cudnn")
 
 #: "auto" runs dense while ``L * S`` is at most this and chunked beyond it. On CPU the
 #: chunked path is already faster from L = 512 (causal ALiBi attention at B = 8, H = 8,
@@ -37,8 +43,8 @@ DENSE_MAX_LOGITS = 512 * 512
 
 
 def check_request(implementation: str, block_size: int | None) -> None:
-    """The request alone must make sense: a known implementation, a positive tile edge,
-    and tiles only for an implementation that has them."""
+    """The request alone must make sense: a known implementation, a positive tile edge
+    (or query block), and one only for an implementation that has them."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
     if block_size is not None and (
@@ -48,7 +54,7 @@ def check_request(implementation: str, block_size: int | None) -> None:
     if implementation in ("dense", "jax", "cudnn") and block_size is not None:
         raise ValueError(
             f"block_size={block_size} asks for tiles but implementation={implementation!r}; "
-            "pass block_size=None, or implementation='chunked'."
+            "pass block_size=None, or implementation='chunked' or 'prefix'."
         )
 
 
@@ -71,12 +77,14 @@ def choose_implementation(
     cudnn: bool | None = None,
     has_sink: bool = False,
     weighting: str = "softmax",
+    causal: bool = False,
 ) -> tuple[str, int | None]:
     """Resolves (backend, block size) from the caller's request and the call.
 
     Args:
-      implementation: "auto", "dense", "chunked", "jax" or "cudnn".
-      block_size: the requested tile edge; giving one asks for chunked attention.
+      implementation: "auto", "dense", "chunked", "prefix", "jax" or "cudnn".
+      block_size: the requested tile edge (the query block of "prefix"); giving one with
+        "auto" asks for chunked attention.
       q_len, k_len, batch, num_heads, head_dim, dtype: the call's shapes and dtype.
       value_dim: the values' width when it is not ``head_dim`` (None: the same).
       has_contextual: an encoding's contextual term (needs the full map).
@@ -86,14 +94,17 @@ def choose_implementation(
       window: the attention window, or None.
       has_sink: a learned sink logit per head.
       weighting: "softmax" or "stick_breaking" (the weights' rule).
+      causal: whether the call is causal (the prefix backend runs only those).
       cudnn: whether the device runs cuDNN's flash attention (default: asked of the
         device, only when cuDNN is in question,
         :func:`~posenc_jax.attention.fused.cudnn_available`).
 
     Returns:
-      ``(backend, block_size)``: "dense", "chunked", "jax" or "cudnn", and the tile edge
-      of a chunked run (:func:`~posenc_jax.attention.chunked.default_block_size` of
-      ``batch`` and ``num_heads`` when none was given), else None.
+      ``(backend, block_size)``: "dense", "chunked", "prefix", "jax" or "cudnn", and the
+      tile edge of a chunked run (:func:`~posenc_jax.attention.chunked.default_block_size`
+      of ``batch`` and ``num_heads`` when none was given) or the query block of a prefix
+      run (:data:`~posenc_jax.attention.prefix.DEFAULT_BLOCK` when none was given), else
+      None.
 
     Raises:
       ValueError: every "cannot run this" of the package's attention: an unknown
@@ -128,6 +139,13 @@ def choose_implementation(
         return implementation, None
     if implementation == "dense":
         return "dense", None
+    not_prefix = needs_full_map or prefix.unsupported(causal=causal, q_len=q_len, k_len=k_len)
+    if implementation == "prefix":
+        if not_prefix:
+            raise ValueError(
+                f"implementation='prefix': {not_prefix}; use 'auto', 'dense' or 'chunked'."
+            )
+        return "prefix", block_size or prefix.DEFAULT_BLOCK
     wants_chunked = implementation == "chunked" or block_size is not None
     if needs_full_map:
         if wants_chunked:
@@ -145,4 +163,6 @@ def choose_implementation(
         return "cudnn", None
     if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
         return "chunked", block_size or default_block_size(batch, num_heads)
+    if not not_prefix and q_len > prefix.DEFAULT_BLOCK:
+        return "prefix", prefix.DEFAULT_BLOCK
     return "dense", None

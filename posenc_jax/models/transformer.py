@@ -53,7 +53,7 @@ class TransformerConfig:
       dtype: computation dtype name ("float32" or "bfloat16"); parameters stay float32.
       attention_temperature: length-dependent logit scaling of the self-attention layers
         (``posenc_jax.attention.temperature.AttentionTemperature``); None for none.
-      attention_implementation: "auto", "dense", "chunked", "jax" or "cudnn" (see
+      attention_implementation: "auto", "dense", "chunked", "prefix", "jax" or "cudnn" (see
         ``posenc_jax.attention.router``).
       attention_block_size: tile edge of chunked attention (None: the default tile).
       attention: the self-attention module, "multi_head" (:class:`MultiHeadAttention`),

@@ -68,7 +68,7 @@ class MultiHeadAttention(AttentionLayer, nnx.Module):
       kernel_init: initializer of the projection kernels.
       temperature: an :class:`~posenc_jax.attention.AttentionTemperature`, or None.
       block_size: tile edge of chunked attention.
-      implementation: "auto", "dense", "chunked", "jax" or "cudnn".
+      implementation: "auto", "dense", "chunked", "prefix", "jax" or "cudnn".
       decode: keep a key/value cache for autoregressive decoding; call
         :meth:`init_cache` before the first call, then feed one chunk of tokens per call
         with their positions.
