@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # 0.69 s to 0.50 s (experiments/benchmarks/NOTES.md, "Memory pages"). Ignored elsewhere.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: install study test lint figures clean
+.PHONY: install study test test-all lint figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ install: $(STAMP)
 study: $(STAMP)
 	$(PY) -m experiments.length_extrapolation --config=experiments/configs/quick.py --workdir=$(WORKDIR)
 
+# The suite without the tests marked slow (notebooks, trained figures, killed processes);
+# test-all runs every test.
 test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15 -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15
 
 lint: $(STAMP)

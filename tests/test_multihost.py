@@ -216,6 +216,7 @@ def test_two_processes_equal_one_process_of_four_devices(
     assert os.path.exists(workdir / "table.md")
 
 
+@pytest.mark.slow  # two jobs of two processes: ~70 s on a 2-core CPU
 def test_a_killed_process_stops_the_other_and_a_rerun_resumes(
     tmp_path, one_process_four_devices, compilation_cache
 ):

@@ -3,10 +3,15 @@
 For each encoding family and shape, this times AdamW training steps of the same decoder
 in both libraries, in this one process, and prints tokens per second of each and their
 ratio (this package / x-transformers; above 1 is faster). Both steps are built and
-warmed up first; then ``--repeats`` rounds each time one step of x-transformers and one
-of this package, back to back, so that a slow minute of a shared machine slows both. The
-ratio reported is the median over rounds of each round's ratio, with the lowest and
-highest round beside it; tokens per second are each library's best step.
+warmed up first; then ``--repeats`` rounds each run :data:`STEPS_PER_TURN` steps of
+x-transformers and as many of this package, so that a slow minute of a shared machine
+slows both. The first step of each turn is not counted: the other library's worker
+threads keep spinning for a while after their work (OpenMP's spin-wait in PyTorch), and
+with one step per turn the round ratios of one configuration spread over 0.89-1.54;
+sleeping between turns instead made both libraries' steps 10-40% slower. A round's ratio
+is the ratio of the two turns' median counted steps; the ratio reported is the median
+over rounds, with the lowest and highest round beside it; tokens per second are each
+library's best counted step.
 
 * this package: the study's own step (``experiments.benchmarks.train_step.measure_step``:
   the jit of the vmapped ``train_step``, one seed, the copy task's batches), float32;
@@ -27,11 +32,11 @@ Install the peers once (they are not dependencies of the package):
   pip install torch --index-url https://download.pytorch.org/whl/cpu
   pip install -e '.[bench]'
 
-Command (about 7 minutes on a 2-core CPU):
+Command (about 10 minutes on a 2-core CPU):
   .venv/bin/python -m experiments.benchmarks.peers --out runs/benchmarks/peers.json
 
 Flags: ``--families rope,alibi,t5,sinusoidal,nope``, ``--shapes 256x16,1024x4``,
-``--repeats 9`` (rounds), ``--smoke`` (tiny model, seconds).
+``--repeats 5`` (rounds), ``--smoke`` (tiny model, seconds).
 """
 
 import argparse
@@ -112,24 +117,36 @@ def peer_step(family: str, length: int, batch: int, model: dict):
     return step, info
 
 
-def interleaved(steps: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds of each named step over ``rounds`` rounds, the steps one after another in
-    every round."""
+#: Steps each library runs per turn; the first of a turn is not counted (see the module
+#: docstring).
+STEPS_PER_TURN = 3
+
+
+def interleaved(steps: dict, rounds: int) -> dict[str, list[list[float]]]:
+    """Seconds of the counted steps of each named step function, per round: in every round
+    each runs :data:`STEPS_PER_TURN` steps in turn, the first of a turn not counted."""
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
             step()
-            times[name].append(time.perf_counter() - start)
+            turn = []
+            for _ in range(STEPS_PER_TURN - 1):
+                start = time.perf_counter()
+                step()
+                turn.append(time.perf_counter() - start)
+            times[name].append(turn)
     return times
 
 
 def compare(family: str, length: int, batch: int, model: dict, rounds: int) -> dict:
     """One family and shape: both steps, interleaved, and their ratio."""
     peer, info = peer_step(family, length, batch, model)
-    ours, compiled, compile_s = prepared_step(make_spec(family, length, batch, model=model))
+    ours, _, compile_s = prepared_step(make_spec(family, length, batch, model=model))
     times = interleaved({"peer": peer, "ours": ours}, rounds)
-    ratios = [p / o for p, o in zip(times["peer"], times["ours"], strict=True)]
+    ratios = [
+        statistics.median(p) / statistics.median(o)
+        for p, o in zip(times["peer"], times["ours"], strict=True)
+    ]
     tokens = batch * length
     return {
         "family": family,
@@ -137,8 +154,8 @@ def compare(family: str, length: int, batch: int, model: dict, rounds: int) -> d
         "batch": batch,
         "peer": {**info, "step_s": times["peer"]},
         "ours": {"step_s": times["ours"], "compile_s": compile_s},
-        "peer_tokens_per_s": tokens / min(times["peer"]),
-        "ours_tokens_per_s": tokens / min(times["ours"]),
+        "peer_tokens_per_s": tokens / min(min(turn) for turn in times["peer"]),
+        "ours_tokens_per_s": tokens / min(min(turn) for turn in times["ours"]),
         "ratio": statistics.median(ratios),
         "ratio_low": min(ratios),
         "ratio_high": max(ratios),
@@ -166,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/benchmarks/peers.json")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--shapes", default=",".join(f"{length}x{b}" for length, b in SHAPES))
-    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--smoke", action="store_true", help="tiny model and shapes")
     args = parser.parse_args(argv)
     peer_libraries()  # fail before any work when the peers are missing
