@@ -389,12 +389,16 @@ def test_auto_choice_of_implementation():
     assert choose("dense", block_size=None, **long) == ("dense", None)
     contextual_long = {**long, "has_contextual": True}
     assert choose("auto", block_size=None, **contextual_long) == ("dense", None)
-    # Causal self-attention longer than one query block of the prefix backend runs there,
+    # Causal self-attention from 128 tokens runs in the prefix backend, in 4 query blocks,
     # unless something needs the full map; shorter, or not causal, or cross, it runs dense.
     causal = {"q_len": 256, "k_len": 256, "has_contextual": False, "causal": True, **one_row}
     assert choose("auto", block_size=None, **causal) == ("prefix", 64)
+    assert choose("auto", block_size=None, **{**causal, "q_len": 130, "k_len": 130}) == (
+        "prefix",
+        33,
+    )
     assert choose("prefix", block_size=32, **causal) == ("prefix", 32)
-    assert choose("auto", block_size=None, **{**causal, "q_len": 64, "k_len": 64}) == (
+    assert choose("auto", block_size=None, **{**causal, "q_len": 127, "k_len": 127}) == (
         "dense",
         None,
     )

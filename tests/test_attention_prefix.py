@@ -117,15 +117,15 @@ def test_per_seed_positions_under_vmap():
 
 
 def test_a_decoder_routes_to_prefix_and_matches_dense():
-    """``auto`` sends a causal decoder longer than one block to the prefix backend; its
+    """``auto`` sends a causal decoder of 128 tokens to the prefix backend; its
     logits and gradients are the dense model's."""
     from posenc_jax.attention import router
 
-    length = 80  # longer than one block of 64
+    length = 128  # the shortest the router sends there: 4 blocks of 32
     assert router.choose_implementation(
         "auto", block_size=None, q_len=length, k_len=length, has_contextual=False, batch=B,
         num_heads=H, causal=True,
-    ) == ("prefix", 64)  # fmt: skip
+    ) == ("prefix", 32)  # fmt: skip
     tokens = jax.random.randint(jax.random.key(3), (B, length), 0, 11)
     models = {
         impl: pj.models.Transformer(

@@ -6,8 +6,9 @@ backend computes all ``L^2`` and masks half of them; here the queries are cut in
 blocks of ``b`` rows and block ``n`` is the dense backend's call on its own rows and the
 first ``(n + 1) b`` keys: ``(N + 1) / (2 N)`` of the pairs for ``N`` blocks, each block's
 softmax exact (no online rescaling, no loop: the blocks are unrolled at trace time).
-Measured at L 256, batch 16, 8 heads of 32 (forward + backward, CPU): 40-51 ms with
-blocks of 64 against 65-79 ms dense (``experiments/benchmarks/NOTES.md``, change 17).
+Measured at L 256, batch 16, 8 heads of 32 (forward + backward, CPU, one process): 49 ms
+(median; best 45) with blocks of 64 against 69 ms (62) dense, and 7-9% off the study's
+whole training step (``experiments/benchmarks/NOTES.md``, change 17).
 
 Causality is by positions; the blocks leave out keys by index. The two agree when queries
 and keys share one strictly increasing sequence of positions
@@ -26,10 +27,22 @@ from posenc_jax.attention.dense import dense_attention
 from posenc_jax.attention.ops import positions_follow_indices
 from posenc_jax.typing import Array
 
-#: The query block the router gives this backend. Measured at L 256 (batch 16, 8 heads of
-#: 32), forward + backward: blocks of 128 / 64 / 32 took 52-62 / 40-51 / 38-45 ms against
-#: 65-79 ms dense; 64 keeps most of the gain with half the blocks to compile.
-DEFAULT_BLOCK = 64
+#: The router's prefix runs cut the queries into this many blocks: at L 256 blocks of 64.
+#: Measured there (batch 16, 8 heads of 32), forward + backward, medians: unrolled blocks
+#: of 128 / 64 / 32 without the run-time condition took 62 / 51 / 45 ms against 79 ms
+#: dense; in this backend blocks of 32 were no faster than 64 (42-56 against 45-66 ms).
+#: Every block is traced and compiled on its own, so their number is fixed: with blocks of
+#: 64 at L 512 (8 blocks) a 3-layer decoder's gradient took 6.0 s to compile against 1.5 s
+#: dense.
+NUM_BLOCKS = 4
+
+#: The shortest causal self-attention the router sends here (blocks of 32).
+MIN_LENGTH = 128
+
+
+def default_block_size(q_len: int) -> int:
+    """The query block of a prefix run over ``q_len`` queries: :data:`NUM_BLOCKS` blocks."""
+    return -(-q_len // NUM_BLOCKS)
 
 
 def unsupported(*, causal: bool, q_len: int, k_len: int) -> str | None:

@@ -20,9 +20,8 @@ NVIDIA GPU when the call has no bias, contextual term, mask, processors, sink,
 stick-breaking or tile size and cuDNN takes its dtype, head dimension and lengths;
 otherwise chunked when a ``block_size`` is given or ``L * S`` exceeds
 :data:`DENSE_MAX_LOGITS` and nothing needs the full map; prefix for causal
-self-attention longer than one of its blocks
-(:data:`~posenc_jax.attention.prefix.DEFAULT_BLOCK`) when nothing needs the full map;
-dense otherwise.
+self-attention of at least :data:`~posenc_jax.attention.prefix.MIN_LENGTH` tokens when
+nothing needs the full map; dense otherwise.
 """
 
 import jax.numpy as jnp
@@ -103,8 +102,8 @@ def choose_implementation(
       ``(backend, block_size)``: "dense", "chunked", "prefix", "jax" or "cudnn", and the
       tile edge of a chunked run (:func:`~posenc_jax.attention.chunked.default_block_size`
       of ``batch`` and ``num_heads`` when none was given) or the query block of a prefix
-      run (:data:`~posenc_jax.attention.prefix.DEFAULT_BLOCK` when none was given), else
-      None.
+      run (:func:`~posenc_jax.attention.prefix.default_block_size` of ``q_len`` when none
+      was given), else None.
 
     Raises:
       ValueError: every "cannot run this" of the package's attention: an unknown
@@ -145,7 +144,7 @@ def choose_implementation(
             raise ValueError(
                 f"implementation='prefix': {not_prefix}; use 'auto', 'dense' or 'chunked'."
             )
-        return "prefix", block_size or prefix.DEFAULT_BLOCK
+        return "prefix", block_size or prefix.default_block_size(q_len)
     wants_chunked = implementation == "chunked" or block_size is not None
     if needs_full_map:
         if wants_chunked:
@@ -163,6 +162,6 @@ def choose_implementation(
         return "cudnn", None
     if wants_chunked or q_len * k_len > DENSE_MAX_LOGITS:
         return "chunked", block_size or default_block_size(batch, num_heads)
-    if not not_prefix and q_len > prefix.DEFAULT_BLOCK:
-        return "prefix", prefix.DEFAULT_BLOCK
+    if not not_prefix and q_len >= prefix.MIN_LENGTH:
+        return "prefix", prefix.default_block_size(q_len)
     return "dense", None
