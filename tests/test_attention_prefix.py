@@ -132,7 +132,7 @@ def test_a_decoder_routes_to_prefix_and_matches_dense():
             pj.models.TransformerConfig(
                 vocab_size=11,
                 d_model=16,
-                num_layers=2,
+                num_layers=1,
                 num_heads=H,
                 encoding=pj.encodings.get("rope"),
                 attention_implementation=impl,
