@@ -30,6 +30,9 @@ Command:
 Measured (this preset, Python 3.11.7, a fresh clone on a 2-core CPU shared with other
 jobs: load average 4.6 to 7.7 during the run): 13 min 29 s wall clock, corpus preparation
 and every compilation included (512 s of CPU time); each cell trained in 103 to 144 s.
+RoPE's row re-run on 2026-12-06 (``--config.encodings="('rope',)"``), after RoPE's
+rotation became a product with a fixed matrix and evaluation at 2N .. 8N moved to the
+prefix attention backend: the same numbers to the digits shown.
 
 | encoding | N (64) | 2N | 4N | 8N | 16N (1,024) |
 | --- | --- | --- | --- | --- | --- |
