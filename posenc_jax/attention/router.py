@@ -8,7 +8,7 @@ Backends (each module says what it cannot run):
   stick-breaking's running sum), O(L) memory; any bias, masks, windows, sink logits; not a
   contextual term or processors of the full map.
 * ``prefix`` (:mod:`posenc_jax.attention.prefix`): causal self-attention by query blocks,
-  each the dense backend's over the keys up to its last query (about half the pairs);
+  each the dense backend's over the keys up to its last query (5/8 of the pairs in its 4 blocks);
   not a contextual term or processors of the full map.
 * ``jax`` / ``cudnn`` (:mod:`posenc_jax.attention.fused`): ``jax.nn.dot_product_attention``
   (XLA, or cuDNN's flash kernel on NVIDIA GPUs) for plain or causal softmax attention with
